@@ -1,0 +1,164 @@
+"""LocVTP model configuration."""
+
+import math
+
+from huggingface_hub.dataclasses import strict
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+
+VISION_POOLING_MODES = ("auto", "cls", "mean", "pooler")
+SENTENCE_POOLING_MODES = ("cls", "mean")
+
+
+@strict
+class LocVTPConfig(PreTrainedConfig):
+    r"""
+    Configuration of a [`LocVTPModel`]: a clip encoder and a text encoder, each any transformers backbone built from
+    its own sub-config, plus the knobs of the LocVTP method (projections, clip sampling, the three losses).
+
+    The defaults are the paper's setting: a ViT-B/16 space-time video transformer (TimeSformer-base) over clips of
+    `frames_per_clip` frames and a BERT-base text encoder, projected to a 256-d joint space.
+
+    Args:
+        vision_config (`dict` or `PreTrainedConfig`, *optional*):
+            Config of the clip encoder. A video backbone (a config with `num_frames`, e.g. TimeSformer, VideoMAE,
+            ViViT) encodes one clip as one video; an image backbone (ViT, CLIP or SigLIP vision, DINOv2) encodes the
+            frames one by one and their features are mean-pooled. Given as a dict, `num_frames` defaults to
+            `frames_per_clip`. Defaults to TimeSformer-base.
+        text_config (`dict` or `PreTrainedConfig`, *optional*):
+            Config of a BERT-like text encoder (BERT, DistilBERT, RoBERTa, MiniLM, ...). Defaults to BERT-base.
+        projection_dim (`int`, *optional*, defaults to 256):
+            Dimension of the joint video-text space.
+        num_clips (`int`, *optional*, defaults to 8):
+            Clips `T` sampled from a training span.
+        frames_per_clip (`int`, *optional*, defaults to 4):
+            Frames `F` per clip. Must equal `vision_config.num_frames` for video backbones.
+        vision_pooling (`str`, *optional*, defaults to `"auto"`):
+            How a backbone output becomes one feature per clip (per frame for image backbones): `"pooler"` (the
+            backbone's pooled output), `"cls"` (first token), `"mean"` (mean of all tokens), or `"auto"`: the
+            pooled output when the backbone returns one, else the class token when it has one, else the mean.
+        sentence_pooling (`str`, *optional*, defaults to `"cls"`):
+            Sentence feature: the `[CLS]` state (`"cls"`) or the mean of the word states (`"mean"`).
+        logit_scale_init_value (`float`, *optional*, defaults to ln(1/0.07)):
+            Initial value of the learnable log logit scale `alpha` of the coarse loss.
+        logit_scale_max (`float`, *optional*, defaults to ln(100)):
+            `alpha` is clamped to this value.
+        coarse_loss_weight (`float`, *optional*, defaults to 1.0):
+            Weight of the video-sentence contrastive loss. 0 skips it.
+        fine_loss_weight (`float`, *optional*, defaults to 1.0):
+            Weight `lambda_fine` of the clip-word loss. 0 skips it.
+        temporal_loss_weight (`float`, *optional*, defaults to 1.0):
+            Weight `lambda_temporal` of the temporal-aware loss. 0 skips it.
+        fine_temperature (`float`, *optional*, defaults to 0.07):
+            Temperature `tau_f` of the clip-word and cross-modal warp terms.
+        fine_topk_words (`int`, *optional*, defaults to 1):
+            Words discovered as positives of each clip.
+        fine_topk_clips (`int`, *optional*, defaults to 1):
+            Clips discovered as positives of each word.
+        context_window (`int`, *optional*, defaults to 2):
+            `W`: the context projection head warps clips at most `W` positions away.
+        temporal_sigma (`float`, *optional*, defaults to 1.0):
+            `sigma` of the Gaussian that turns near neighbours into soft negatives in the temporal-aware term.
+        temporal_temperature (`float`, *optional*, defaults to 0.07):
+            Temperature of the temporal-aware intra-video term.
+        initializer_range (`float`, *optional*, defaults to 0.02):
+            Standard deviation of the initialisation of the projections and the context head.
+
+    Example:
+
+    ```python
+    >>> from locvtp_hf import LocVTPConfig, LocVTPModel
+
+    >>> config = LocVTPConfig(
+    ...     vision_config={"model_type": "videomae", "hidden_size": 64, "num_hidden_layers": 2,
+    ...                    "num_attention_heads": 2, "intermediate_size": 128, "image_size": 32, "patch_size": 16},
+    ...     text_config={"model_type": "distilbert", "dim": 64, "n_layers": 2, "n_heads": 2, "hidden_dim": 128},
+    ...     projection_dim=32, num_clips=4, frames_per_clip=4,
+    ... )
+    >>> model = LocVTPModel(config)
+    ```
+    """
+
+    model_type = "locvtp"
+    sub_configs_defaults = {
+        "vision_config": SubConfigSpec(config_class=AutoConfig, model_type="timesformer"),
+        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="bert"),
+    }
+
+    vision_config: PreTrainedConfig | dict | None = None
+    text_config: PreTrainedConfig | dict | None = None
+    projection_dim: int = 256
+    num_clips: int = 8
+    frames_per_clip: int = 4
+    vision_pooling: str = "auto"
+    sentence_pooling: str = "cls"
+    logit_scale_init_value: float = math.log(1 / 0.07)
+    logit_scale_max: float = math.log(100.0)
+    coarse_loss_weight: float = 1.0
+    fine_loss_weight: float = 1.0
+    temporal_loss_weight: float = 1.0
+    fine_temperature: float = 0.07
+    fine_topk_words: int = 1
+    fine_topk_clips: int = 1
+    context_window: int = 2
+    temporal_sigma: float = 1.0
+    temporal_temperature: float = 0.07
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs):
+        if self.vision_config is None or isinstance(self.vision_config, dict):
+            vision_config = dict(self.vision_config or {})
+            vision_config.setdefault("model_type", "timesformer")
+            config_class = CONFIG_MAPPING[vision_config["model_type"]]
+            if "num_frames" in getattr(config_class, "__dataclass_fields__", {}):
+                vision_config.setdefault("num_frames", self.frames_per_clip)
+            self.vision_config = vision_config
+        super().__post_init__(**kwargs)
+        self._check_values()
+
+    @property
+    def is_video_backbone(self) -> bool:
+        """Whether the clip encoder takes a whole clip (`[F, C, H, W]`) rather than single frames."""
+        return hasattr(self.vision_config, "num_frames")
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """`(height, width)` the clip encoder expects."""
+        size = self.vision_config.image_size
+        return (size, size) if isinstance(size, int) else tuple(size)
+
+    def _check_values(self):
+        if self.vision_pooling not in VISION_POOLING_MODES:
+            raise ValueError(f"vision_pooling must be one of {VISION_POOLING_MODES}, got {self.vision_pooling!r}")
+        if self.sentence_pooling not in SENTENCE_POOLING_MODES:
+            raise ValueError(
+                f"sentence_pooling must be one of {SENTENCE_POOLING_MODES}, got {self.sentence_pooling!r}"
+            )
+        for name in ("projection_dim", "num_clips", "frames_per_clip", "fine_topk_words", "fine_topk_clips",
+                     "context_window"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("fine_temperature", "temporal_temperature", "temporal_sigma"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("coarse_loss_weight", "fine_loss_weight", "temporal_loss_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.is_video_backbone:
+            num_frames = self.vision_config.num_frames
+            if num_frames != self.frames_per_clip:
+                raise ValueError(
+                    f"The video backbone ({self.vision_config.model_type}) takes clips of vision_config.num_frames="
+                    f"{num_frames} frames but frames_per_clip={self.frames_per_clip}: set them to the same value."
+                )
+            tubelet_size = getattr(self.vision_config, "tubelet_size", 1)
+            if self.frames_per_clip % tubelet_size:
+                raise ValueError(
+                    f"frames_per_clip={self.frames_per_clip} is not a multiple of the backbone's tubelet_size="
+                    f"{tubelet_size} ({self.vision_config.model_type})."
+                )
+
+
+__all__ = ["LocVTPConfig"]

@@ -1,0 +1,273 @@
+# Copyright 2025 The LocVTP-HF authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Decoding of selected frames from video files (PyAV by default, torchcodec optionally).
+
+Times are in seconds from the start of the video stream: `0.0` is the first frame. The frame returned for a time
+`t` is the frame being shown at `t`, i.e. the last frame whose presentation time is `<= t` (as torchcodec's
+`get_frames_played_at`). Times before the first frame get the first frame, times after the last decodable frame get
+the last frame.
+"""
+
+import itertools
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import av
+import numpy as np
+
+
+SUPPORTED_BACKENDS = ("pyav", "torchcodec")
+
+# A frame whose presentation time is within this many seconds after `t` still counts as shown at `t`: requested times
+# that fall exactly on a frame boundary (e.g. 0.5 s at 10 fps) must pick the same frame whether the boundary comes from
+# the container's integer timestamps or from float arithmetic on the nominal frame grid.
+TIME_TOLERANCE = 1e-6
+
+
+class VideoDecodingError(ValueError):
+    """Raised when a video file exists but cannot be opened or decoded, or holds no decodable video frames."""
+
+
+@dataclass
+class VideoInfo:
+    """
+    Stream-level facts about a video.
+
+    Attributes:
+        fps (`float`): Average frame rate of the video stream.
+        duration (`float`): Duration of the video stream in seconds.
+        num_frames (`int`): Number of frames; read from the header when present, else `round(duration * fps)`, so it
+            is an estimate for some containers (e.g. Matroska).
+        path (`str`, *optional*): The file the facts come from; `None` for in-memory videos.
+    """
+
+    fps: float
+    duration: float
+    num_frames: int
+    path: str | None = None
+
+
+def probe_video(path: str | os.PathLike, backend: str = "pyav") -> VideoInfo:
+    """
+    Read the frame rate, duration and frame count of a video file without decoding it.
+
+    Args:
+        path (`str` or `os.PathLike`): Video file (mp4, mkv, webm, ...).
+        backend (`str`, *optional*, defaults to `"pyav"`): `"pyav"` or `"torchcodec"`.
+
+    Returns:
+        [`VideoInfo`]
+
+    Raises:
+        `FileNotFoundError`: the file does not exist.
+        [`VideoDecodingError`]: the file cannot be opened or has no video stream.
+    """
+    path = _check_path(path, backend)
+    if backend == "torchcodec":
+        return _torchcodec_info(_open_torchcodec(path), path)
+    with _open_pyav(path) as container:
+        return _pyav_info(container, _pyav_video_stream(container, path), path)
+
+
+def read_frames_at(
+    path: str | os.PathLike, timestamps: Sequence[float], backend: str = "pyav"
+) -> tuple[np.ndarray, VideoInfo]:
+    """
+    Decode the frames shown at the given times.
+
+    With the PyAV backend, decoding seeks to the keyframe at or before the earliest requested time, decodes
+    sequentially, converts only the frames that are requested and stops after the latest requested time, so memory
+    holds at most one RGB array per distinct requested frame whatever the length of the video.
+
+    Args:
+        path (`str` or `os.PathLike`): Video file (mp4, mkv, webm, ...). Audio and other streams are ignored.
+        timestamps (`Sequence[float]`): `N` times in seconds from the start of the video, in any order, repeats
+            allowed.
+        backend (`str`, *optional*, defaults to `"pyav"`): `"pyav"` or `"torchcodec"`.
+
+    Returns:
+        `tuple[np.ndarray, VideoInfo]`: the frames, `uint8` of shape `[N, H, W, 3]` (RGB) in the order of
+        `timestamps`, and the video's [`VideoInfo`].
+
+    Raises:
+        `FileNotFoundError`: the file does not exist.
+        [`VideoDecodingError`]: the file cannot be opened or decoded, or has no decodable video frame.
+        `ValueError`: `timestamps` is empty or holds non-finite values.
+    """
+    path = _check_path(path, backend)
+    times = np.asarray(timestamps, dtype=np.float64)
+    if times.ndim != 1 or times.size == 0:
+        raise ValueError(f"`timestamps` must be a non-empty 1-D sequence of seconds, got shape {times.shape}.")
+    if not np.all(np.isfinite(times)):
+        raise ValueError(f"`timestamps` must be finite numbers of seconds, got {times.tolist()}.")
+    if backend == "torchcodec":
+        return _read_frames_torchcodec(path, times)
+    return _read_frames_pyav(path, times)
+
+
+def _check_path(path: str | os.PathLike, backend: str) -> str:
+    if backend not in SUPPORTED_BACKENDS:
+        raise ValueError(f"Unknown video backend {backend!r}; expected one of {SUPPORTED_BACKENDS}.")
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"video file '{path}' does not exist")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# PyAV
+
+
+def _open_pyav(path: str):
+    try:
+        return av.open(path)
+    except av.FFmpegError as err:
+        raise VideoDecodingError(f"could not open video '{path}': {_ffmpeg_reason(err)}") from err
+
+
+def _ffmpeg_reason(err: Exception) -> str:
+    # PyAV errors carry the FFmpeg message in `strerror`; `str(err)` also repeats the errno and the C function name.
+    return getattr(err, "strerror", None) or str(err)
+
+
+def _pyav_video_stream(container, path: str):
+    if not container.streams.video:
+        raise VideoDecodingError(f"video '{path}' has no video stream")
+    return container.streams.video[0]
+
+
+def _pyav_info(container, stream, path: str) -> VideoInfo:
+    rate = stream.average_rate or stream.guessed_rate
+    if not rate:
+        raise VideoDecodingError(f"video '{path}' has no frame rate information")
+    fps = float(rate)
+    if stream.duration is not None:
+        duration = float(stream.duration * stream.time_base)
+    elif container.duration is not None:
+        duration = container.duration / av.time_base
+    elif stream.frames:
+        duration = stream.frames / fps
+    else:
+        raise VideoDecodingError(f"video '{path}' has no duration information")
+    num_frames = stream.frames if stream.frames else round(duration * fps)
+    return VideoInfo(fps=fps, duration=duration, num_frames=num_frames, path=path)
+
+
+def _decode_from(container, stream, seek_pts: int | None):
+    """Yield the stream's frames in presentation order, after seeking to the keyframe at or before `seek_pts`."""
+    if seek_pts is not None:
+        container.seek(seek_pts, stream=stream, backward=True, any_frame=False)
+    yield from container.decode(stream)
+
+
+def _read_frames_pyav(path: str, times: np.ndarray) -> tuple[np.ndarray, VideoInfo]:
+    order = np.argsort(times, kind="stable")
+    with _open_pyav(path) as container:
+        stream = _pyav_video_stream(container, path)
+        info = _pyav_info(container, stream, path)
+        stream.thread_type = "AUTO"
+        time_base = stream.time_base
+        stream_start = float(stream.start_time * time_base) if stream.start_time is not None else 0.0
+        targets = times[order] + stream_start
+
+        # Seek only when the earliest target lies after the first frame; the seek position is in stream time units.
+        seek_pts = None
+        if targets[0] > stream_start:
+            seek_pts = math.floor(targets[0] / time_base)
+
+        picked: list[np.ndarray | None] = [None] * len(times)
+        next_target = 0
+        shown, shown_rgb = None, None
+        last_time = stream_start
+        try:
+            frames = _decode_from(container, stream, seek_pts)
+            first = next(frames, None)
+            if seek_pts is not None and first is not None and first.time > targets[0] + TIME_TOLERANCE:
+                # The seek landed after the earliest target (a broken keyframe index): decode from the start instead.
+                frames = _decode_from(container, stream, stream.start_time or 0)
+                first = next(frames, None)
+            if first is None:
+                raise VideoDecodingError(f"video '{path}' has no decodable video frames")
+
+            for frame in itertools.chain([first], frames):
+                last_time = frame.time
+                # A target before the very first decoded frame gets that frame.
+                if shown is None:
+                    shown = frame
+                # Every target before this frame's presentation time is shown by the previous frame.
+                while next_target < len(targets) and targets[next_target] + TIME_TOLERANCE < frame.time:
+                    if shown_rgb is None:
+                        shown_rgb = shown.to_ndarray(format="rgb24")
+                    picked[order[next_target]] = shown_rgb
+                    next_target += 1
+                if next_target == len(targets):
+                    break
+                if shown is not frame:
+                    shown, shown_rgb = frame, None
+        except av.FFmpegError as err:
+            raise VideoDecodingError(
+                f"video '{path}' is corrupt or unreadable: decoding failed after "
+                f"{last_time - stream_start:.2f} s ({_ffmpeg_reason(err)})"
+            ) from err
+
+        if next_target < len(targets):
+            # The remaining targets lie after the last decodable frame.
+            last_rgb = shown_rgb if shown_rgb is not None else shown.to_ndarray(format="rgb24")
+            for index in order[next_target:]:
+                picked[index] = last_rgb
+    return np.stack(picked), info
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# torchcodec
+
+
+def _open_torchcodec(path: str):
+    try:
+        from torchcodec.decoders import VideoDecoder
+    except ImportError as err:
+        raise ImportError(
+            "The 'torchcodec' video backend needs the torchcodec package and the FFmpeg shared libraries it links "
+            "against: `pip install torchcodec` and install FFmpeg (e.g. `apt-get install ffmpeg` or "
+            "`conda install ffmpeg`). Or use video_backend='pyav', which bundles its own FFmpeg."
+        ) from err
+    try:
+        return VideoDecoder(path, dimension_order="NHWC")
+    except (RuntimeError, ValueError) as err:
+        raise VideoDecodingError(f"could not open video '{path}': {err}") from err
+
+
+def _torchcodec_info(decoder, path: str) -> VideoInfo:
+    metadata = decoder.metadata
+    if not metadata.average_fps:
+        raise VideoDecodingError(f"video '{path}' has no frame rate information")
+    if not metadata.num_frames:
+        raise VideoDecodingError(f"video '{path}' has no decodable video frames")
+    duration = float(metadata.end_stream_seconds - metadata.begin_stream_seconds)
+    return VideoInfo(fps=float(metadata.average_fps), duration=duration, num_frames=metadata.num_frames, path=path)
+
+
+def _read_frames_torchcodec(path: str, times: np.ndarray) -> tuple[np.ndarray, VideoInfo]:
+    decoder = _open_torchcodec(path)
+    info = _torchcodec_info(decoder, path)
+    begin, end = decoder.metadata.begin_stream_seconds, decoder.metadata.end_stream_seconds
+    # torchcodec only accepts times in [begin, end); outside that range the first / last frame is the one shown.
+    seconds = np.clip(times + begin, begin, np.nextafter(end, begin))
+    try:
+        batch = decoder.get_frames_played_at(seconds=seconds.tolist())
+    except (RuntimeError, ValueError) as err:
+        raise VideoDecodingError(f"video '{path}' is corrupt or unreadable: {err}") from err
+    return batch.data.numpy(), info

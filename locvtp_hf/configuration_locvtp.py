@@ -154,6 +154,8 @@ class LocVTPConfig(PreTrainedConfig):
                     f"{num_frames} frames but frames_per_clip={self.frames_per_clip}: set them to the same value."
                 )
             tubelet_size = getattr(self.vision_config, "tubelet_size", 1)
+            if isinstance(tubelet_size, (list, tuple)):  # ViViT: [time, height, width]
+                tubelet_size = tubelet_size[0]
             if self.frames_per_clip % tubelet_size:
                 raise ValueError(
                     f"frames_per_clip={self.frames_per_clip} is not a multiple of the backbone's tubelet_size="

@@ -227,8 +227,6 @@ class LocVTPLoss(nn.Module):
         temporal_temperature: float = 0.07,
     ):
         super().__init__()
-        if coarse_weight == fine_weight == temporal_weight == 0:
-            raise ValueError("At least one of the coarse, fine and temporal loss weights must be positive.")
         self.coarse_weight = coarse_weight
         self.fine_weight = fine_weight
         self.temporal_weight = temporal_weight
@@ -261,6 +259,8 @@ class LocVTPLoss(nn.Module):
             context_offsets (`[B, T]`, *optional*): the offset `delta` drawn for each reference clip; drawn with
                 `generator` when not given.
         """
+        if self.coarse_weight == self.fine_weight == self.temporal_weight == 0:
+            raise ValueError("Every loss weight is 0: set coarse, fine or temporal loss weight above 0 to train.")
         total = 0.0
         terms = {}
         if self.coarse_weight > 0:
@@ -282,7 +282,8 @@ class LocVTPLoss(nn.Module):
             clip_losses, clip_valid = multi_positive_nce(
                 clip_embeds, all_words, all_word_mask, words_of_clip, offset, self.fine_temperature
             )
-            all_clip_mask = torch.ones(all_clips.shape[:2], dtype=torch.bool, device=all_clips.device)
+            all_clip_mask, _ = gather_with_grad(clip_embeds.new_ones(clip_embeds.shape[:2], dtype=torch.bool))
+            clips_of_word = F.pad(clips_of_word, (0, 0, 0, all_clips.shape[1] - clip_embeds.shape[1]))
             word_losses, word_valid = multi_positive_nce(
                 word_embeds, all_clips, all_clip_mask, clips_of_word.transpose(1, 2), offset, self.fine_temperature
             )

@@ -231,6 +231,8 @@ class LocVTPModel(LocVTPPreTrainedModel):
                 raise ValueError(f"vision_pooling='pooler' but {type(self.vision_model).__name__} has no pooled output.")
             return pooled
         has_cls_token = getattr(getattr(self.vision_model, "embeddings", None), "cls_token", None) is not None
+        if mode == "cls" and not has_cls_token:
+            raise ValueError(f"vision_pooling='cls' but {type(self.vision_model).__name__} has no class token.")
         if mode == "cls" or (mode == "auto" and has_cls_token):
             return outputs.last_hidden_state[:, 0]
         return outputs.last_hidden_state.mean(dim=1)
@@ -361,7 +363,6 @@ class LocVTPModel(LocVTPPreTrainedModel):
         context_offsets: torch.LongTensor | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
-        **kwargs,
     ) -> LocVTPOutput:
         r"""
         pixel_values_videos (`torch.FloatTensor` of shape `(batch_size, num_clips, frames_per_clip, num_channels,

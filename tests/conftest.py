@@ -28,6 +28,7 @@ _VISION_COMMON = dict(
 VISION_CONFIGS = {
     "timesformer": dict(model_type="timesformer", **_VISION_COMMON),
     "videomae": dict(model_type="videomae", tubelet_size=2, **_VISION_COMMON),
+    "vivit": dict(model_type="vivit", tubelet_size=[2, 16, 16], **_VISION_COMMON),
     "vit": dict(model_type="vit", **_VISION_COMMON),
     "clip_vision_model": dict(model_type="clip_vision_model", **_VISION_COMMON),
 }

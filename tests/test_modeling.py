@@ -156,6 +156,24 @@ def test_video_backbone_frame_count_must_match_config():
         LocVTPConfig(vision_config={**VISION_CONFIGS["timesformer"], "num_frames": 8}, frames_per_clip=4)
 
 
+def test_cls_pooling_needs_a_class_token(tokenizer):
+    model = LocVTPModel(make_config("videomae", vision_pooling="cls"))
+    with pytest.raises(ValueError, match="no class token"):
+        model(**random_batch(tokenizer))
+
+
+def test_all_zero_weights_build_an_inference_model(tokenizer):
+    model = LocVTPModel(make_config(coarse_loss_weight=0.0, fine_loss_weight=0.0, temporal_loss_weight=0.0))
+    assert model(**random_batch(tokenizer)).loss is None
+    with pytest.raises(ValueError, match="Every loss weight is 0"):
+        model(**random_batch(tokenizer), return_loss=True)
+
+
+def test_unknown_arguments_are_rejected(tokenizer):
+    with pytest.raises(TypeError):
+        LocVTPModel(make_config())(**random_batch(tokenizer), return_losses=True)
+
+
 def test_zero_weight_skips_a_term(tokenizer):
     model = LocVTPModel(make_config(fine_loss_weight=0.0, temporal_loss_weight=0.0))
     out = model(**random_batch(tokenizer), return_loss=True)

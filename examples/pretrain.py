@@ -1,0 +1,323 @@
+"""Pre-train LocVTP with Accelerate, from one CPU process to many GPU machines.
+
+    accelerate launch examples/pretrain.py                      # the built-in synthetic world, ~5 min on 2 CPU cores
+    accelerate launch examples/pretrain.py --config run.yaml    # every argument below, from a YAML or JSON file
+    accelerate launch examples/pretrain.py --help
+
+Data: `--train_data synthetic` (default) renders the package's procedural video-text world on the fly; a folder in
+the `videofolder` layout (`metadata.jsonl` or `metadata.csv` with `file_name`, `text`, optional `start`, `end`)
+reads real videos. Unreadable videos are skipped, counted and reported at the end.
+
+At the end the model and processor are saved with `save_pretrained` in `--output_dir`, evaluated zero-shot on
+held-out data (text-to-video retrieval and a clip localization probe), and the figures are printed and written to
+`<output_dir>/eval_results.json`.
+
+Resuming: checkpoints are written every `--checkpointing_steps` optimizer steps with `save_state`;
+`--resume_from_checkpoint latest` continues from the newest one, at the same position in the data. Every random
+draw of optimizer step `k` (clip offsets, context offsets, dropout) is a function of `(seed, k)` alone, so a resumed
+run ends with the same weights as an uninterrupted one.
+
+Gradient accumulation: each micro-batch's contrastive losses see only that micro-batch's negatives (gathered over
+all processes), so `--gradient_accumulation_steps N` gives the gradient-update size of an N times larger batch but
+not its set of negatives.
+"""
+
+import json
+import logging
+import math
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import datasets
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from tqdm.auto import tqdm
+from transformers import BertTokenizer, HfArgumentParser, get_cosine_schedule_with_warmup
+
+from locvtp_hf import LocVTPConfig, LocVTPModel, LocVTPProcessor, LocVTPVideoProcessor
+from locvtp_hf.data import VideoTextCollator, VideoTextPairDataset
+from locvtp_hf.evaluation import localization_probe, text_to_video_retrieval
+from locvtp_hf.loss import sample_context_offsets
+from locvtp_hf.synthetic_world import SyntheticWorld
+
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "A LocVTP checkpoint to continue from. Default: a new small model."}
+    )
+    vision_model_name_or_path: str | None = field(
+        default=None, metadata={"help": "A pretrained video or image backbone for a new model (with --text_model_name_or_path)."}
+    )
+    text_model_name_or_path: str | None = field(
+        default=None, metadata={"help": "A pretrained BERT-like text encoder (and its tokenizer) for a new model."}
+    )
+    hidden_size: int = field(default=96, metadata={"help": "Width of both towers of a new small model."})
+    num_hidden_layers: int = field(default=2, metadata={"help": "Depth of both towers of a new small model."})
+    image_size: int = field(default=32, metadata={"help": "Frame size (px) of a new small model."})
+    patch_size: int = field(default=8, metadata={"help": "Patch size of a new small model's ViT."})
+    projection_dim: int = field(default=64, metadata={"help": "Dimension of the joint space of a new model."})
+    num_clips: int = field(default=8, metadata={"help": "Clips T per training span."})
+    frames_per_clip: int = field(default=2, metadata={"help": "Frames F per clip."})
+    coarse_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the video-sentence loss (0 skips it)."})
+    fine_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the clip-word loss (0 skips it)."})
+    temporal_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the temporal loss (0 skips it)."})
+    freeze_vision: bool = field(default=False, metadata={"help": "Keep the clip encoder's weights fixed."})
+    freeze_text: bool = field(default=False, metadata={"help": "Keep the text encoder's weights fixed."})
+
+
+@dataclass
+class DataArguments:
+    train_data: str = field(
+        default="synthetic", metadata={"help": "'synthetic' or a videofolder (metadata.jsonl / metadata.csv)."}
+    )
+    world_seed: int = field(default=0, metadata={"help": "Seed of the synthetic world."})
+    world_train_videos: int = field(default=400, metadata={"help": "Training videos of the synthetic world."})
+    world_test_videos: int = field(default=100, metadata={"help": "Held-out videos of the synthetic world."})
+    max_text_length: int = field(default=64, metadata={"help": "Longer texts are truncated."})
+    probe_num_clips: int = field(default=16, metadata={"help": "Clips per whole video in the localization probe."})
+    num_workers: int = field(default=1, metadata={"help": "DataLoader worker processes that decode and sample clips."})
+
+
+@dataclass
+class TrainingArguments:
+    output_dir: str = field(default="outputs/pretrain", metadata={"help": "Where checkpoints and the model go."})
+    max_steps: int = field(default=400, metadata={"help": "Optimizer steps to train for."})
+    per_device_batch_size: int = field(default=16, metadata={"help": "Samples per process and micro-batch."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
+    learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate."})
+    weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay (not on biases, norms, scales)."})
+    warmup_steps: int = field(default=40, metadata={"help": "Linear warmup steps before the cosine decay."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0 disables)."})
+    mixed_precision: str = field(default="no", metadata={"help": "'no', 'fp16' or 'bf16'."})
+    seed: int = field(default=42, metadata={"help": "Seed of initialisation, data order and sampling."})
+    logging_steps: int = field(default=20, metadata={"help": "Log the losses every N optimizer steps."})
+    checkpointing_steps: int = field(default=100, metadata={"help": "save_state every N optimizer steps (0: never)."})
+    resume_from_checkpoint: str | None = field(
+        default=None, metadata={"help": "A checkpoint folder, or 'latest' for the newest in output_dir/checkpoints."}
+    )
+    report_to: str | None = field(default=None, metadata={"help": "Trackers, e.g. 'tensorboard' or 'all'."})
+    push_to_hub: bool = field(default=False, metadata={"help": "Push the final model and processor to the Hub."})
+    hub_model_id: str | None = field(default=None, metadata={"help": "Repository id for --push_to_hub."})
+
+
+def parse_arguments() -> tuple[ModelArguments, DataArguments, TrainingArguments]:
+    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments), description=__doc__)
+    if len(sys.argv) == 3 and sys.argv[1] == "--config":
+        path = sys.argv[2]
+        return parser.parse_yaml_file(path) if path.endswith((".yaml", ".yml")) else parser.parse_json_file(path)
+    return parser.parse_args_into_dataclasses()
+
+
+def word_tokenizer(sentences) -> BertTokenizer:
+    """A word-level BERT tokenizer over the words of `sentences` (the synthetic world needs no Hub tokenizer)."""
+    words = sorted({word for sentence in sentences for word in sentence.lower().split()})
+    return BertTokenizer(vocab={token: i for i, token in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words])})
+
+
+def small_model_config(args: ModelArguments, vocab_size: int) -> LocVTPConfig:
+    tower = dict(hidden_size=args.hidden_size, num_hidden_layers=args.num_hidden_layers, num_attention_heads=4,
+                 intermediate_size=2 * args.hidden_size)
+    return LocVTPConfig(
+        vision_config=dict(model_type="vit", image_size=args.image_size, patch_size=args.patch_size, **tower),
+        text_config=dict(model_type="bert", vocab_size=vocab_size, max_position_embeddings=128, **tower),
+        projection_dim=args.projection_dim, num_clips=args.num_clips, frames_per_clip=args.frames_per_clip,
+        coarse_loss_weight=args.coarse_loss_weight, fine_loss_weight=args.fine_loss_weight,
+        temporal_loss_weight=args.temporal_loss_weight,
+    )
+
+
+def main():
+    model_args, data_args, train_args = parse_arguments()
+    output_dir = Path(train_args.output_dir)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=train_args.gradient_accumulation_steps,
+        mixed_precision=train_args.mixed_precision,
+        log_with=train_args.report_to,
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=train_args.seed),
+    )
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
+    if not accelerator.is_main_process:
+        logging.getLogger().setLevel(logging.WARNING)
+    set_seed(train_args.seed)
+
+    # ---- data ------------------------------------------------------------------------------------------------
+    world = SyntheticWorld(seed=data_args.world_seed, num_train=data_args.world_train_videos,
+                           num_test=data_args.world_test_videos)
+    if data_args.train_data == "synthetic":
+        train_rows = world.pretraining_pairs("train").rename_column("video_id", "video")
+        load_video, video_fps = world.render, world.fps
+    else:
+        train_rows = datasets.load_dataset("videofolder", data_dir=data_args.train_data, split="train",
+                                           drop_labels=True).cast_column("video", datasets.Video(decode=False))
+        train_rows = train_rows.map(lambda row: {"video": row["video"]["path"]})
+        load_video, video_fps = None, None
+
+    # ---- model and processor ---------------------------------------------------------------------------------
+    if model_args.model_name_or_path:
+        model = LocVTPModel.from_pretrained(model_args.model_name_or_path)
+        processor = LocVTPProcessor.from_pretrained(model_args.model_name_or_path)
+    else:
+        if model_args.text_model_name_or_path:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(model_args.text_model_name_or_path)
+        else:
+            test_captions = world.captions("test")
+            tokenizer = word_tokenizer([*train_rows["text"], *test_captions["caption"],
+                                        *(sentence for negatives in test_captions["hard_negatives"] for sentence in negatives)])
+        if model_args.vision_model_name_or_path:
+            model = LocVTPModel.from_vision_text_pretrained(
+                model_args.vision_model_name_or_path, model_args.text_model_name_or_path,
+                projection_dim=model_args.projection_dim, num_clips=model_args.num_clips,
+                coarse_loss_weight=model_args.coarse_loss_weight, fine_loss_weight=model_args.fine_loss_weight,
+                temporal_loss_weight=model_args.temporal_loss_weight,
+            )
+        else:
+            model = LocVTPModel(small_model_config(model_args, vocab_size=len(tokenizer)))
+        height, width = model.config.image_size
+        video_processor = LocVTPVideoProcessor(
+            num_clips=model.config.num_clips, frames_per_clip=model.config.frames_per_clip,
+            size={"shortest_edge": min(height, width)}, crop_size={"height": height, "width": width},
+        )
+        processor = LocVTPProcessor(video_processor, tokenizer, max_text_length=data_args.max_text_length)
+    for tower, frozen in ((model.vision_model, model_args.freeze_vision), (model.text_model, model_args.freeze_text)):
+        tower.requires_grad_(not frozen)
+
+    train_dataset = VideoTextPairDataset(train_rows, processor, load_video=load_video, video_fps=video_fps,
+                                         training=True, seed=train_args.seed)
+    train_dataloader = torch.utils.data.DataLoader(
+        train_dataset, batch_size=train_args.per_device_batch_size, shuffle=True, drop_last=True,
+        collate_fn=VideoTextCollator(processor), num_workers=data_args.num_workers,
+    )
+
+    # ---- optimizer: no weight decay on biases, norms, embeddings of offsets and the logit scale ----------------
+    decay, no_decay = [], []
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            (no_decay if parameter.ndim < 2 or "norm" in name.lower() else decay).append(parameter)
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": train_args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=train_args.learning_rate,
+    )
+    scheduler = get_cosine_schedule_with_warmup(optimizer, train_args.warmup_steps, train_args.max_steps)
+    model, optimizer, train_dataloader, scheduler = accelerator.prepare(model, optimizer, train_dataloader, scheduler)
+    accelerator.register_for_checkpointing(scheduler)
+    if train_args.report_to:
+        accelerator.init_trackers("locvtp-pretrain", config={**asdict(model_args), **asdict(data_args),
+                                                              **asdict(train_args)})
+
+    # ---- resume --------------------------------------------------------------------------------------------------
+    checkpoints_dir = output_dir / "checkpoints"
+    completed_steps = 0
+    if train_args.resume_from_checkpoint:
+        checkpoint = Path(train_args.resume_from_checkpoint)
+        if train_args.resume_from_checkpoint == "latest":
+            found = sorted(checkpoints_dir.glob("step_*"), key=lambda path: int(path.name.split("_")[1]))
+            checkpoint = found[-1] if found else None
+        if checkpoint is not None:
+            accelerator.load_state(str(checkpoint))
+            completed_steps = int(checkpoint.name.split("_")[1])
+            logger.info(f"Resumed from {checkpoint} at step {completed_steps}")
+        else:
+            logger.info(f"No checkpoint in {checkpoints_dir}: starting from scratch")
+
+    # ---- train ---------------------------------------------------------------------------------------------------
+    micro_batches_per_epoch = len(train_dataloader)
+    updates_per_epoch = micro_batches_per_epoch // train_args.gradient_accumulation_steps
+    logger.info(f"{len(train_dataset)} training pairs, {accelerator.num_processes} process(es), global batch "
+                f"{train_args.per_device_batch_size * accelerator.num_processes} x "
+                f"{train_args.gradient_accumulation_steps} accumulation, {train_args.max_steps} steps")
+    progress = tqdm(total=train_args.max_steps, initial=completed_steps, disable=not accelerator.is_local_main_process,
+                    desc="pre-training")
+    skipped_videos = []
+    model.train()
+    while completed_steps < train_args.max_steps:
+        epoch = completed_steps // updates_per_epoch
+        train_dataloader.set_epoch(epoch)
+        train_dataset.set_epoch(epoch)
+        skip = (completed_steps % updates_per_epoch) * train_args.gradient_accumulation_steps
+        batches = accelerator.skip_first_batches(train_dataloader, skip) if skip else train_dataloader
+        for micro_step, batch in enumerate(batches, start=skip):
+            if micro_step // train_args.gradient_accumulation_steps >= updates_per_epoch:
+                break
+            skipped_videos += batch.pop("skipped")
+            # randomness of the step is a function of (seed, step) only: resuming reproduces it exactly
+            set_seed(train_args.seed + completed_steps, device_specific=True)
+            batch_size, num_clips = batch["pixel_values_videos"].shape[:2]
+            offsets = sample_context_offsets(batch_size, num_clips, accelerator.unwrap_model(model).config.context_window,
+                                             device=accelerator.device)
+            with accelerator.accumulate(model):
+                outputs = model(**batch, return_loss=True, context_offsets=offsets)
+                accelerator.backward(outputs.loss)
+                if accelerator.sync_gradients and train_args.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), train_args.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            if not accelerator.sync_gradients:
+                continue
+            completed_steps += 1
+            progress.update(1)
+            if completed_steps % train_args.logging_steps == 0 or completed_steps == train_args.max_steps:
+                terms = {"loss": outputs.loss, "loss_coarse": outputs.loss_coarse, "loss_fine": outputs.loss_fine,
+                         "loss_temporal": outputs.loss_temporal}
+                logs = {name: accelerator.reduce(value.detach(), "mean").item()
+                        for name, value in terms.items() if value is not None}
+                logs["lr"] = scheduler.get_last_lr()[0]
+                progress.set_postfix(loss=f"{logs['loss']:.3f}")
+                logger.info(f"step {completed_steps}: " + ", ".join(f"{k} {v:.4g}" for k, v in logs.items()))
+                if train_args.report_to:
+                    accelerator.log(logs, step=completed_steps)
+            if train_args.checkpointing_steps and completed_steps % train_args.checkpointing_steps == 0:
+                accelerator.save_state(str(checkpoints_dir / f"step_{completed_steps}"))
+            if completed_steps >= train_args.max_steps:
+                break
+    progress.close()
+
+    # ---- save, evaluate, report ----------------------------------------------------------------------------------
+    accelerator.wait_for_everyone()
+    unwrapped = accelerator.unwrap_model(model)
+    skipped_count = sum(accelerator.gather_for_metrics([len(skipped_videos)]))
+    if accelerator.is_main_process:
+        unwrapped.save_pretrained(output_dir, safe_serialization=True)
+        processor.save_pretrained(output_dir)
+        if skipped_videos or skipped_count:
+            logger.warning(f"{skipped_count} training sample(s) skipped: unreadable videos, e.g. {skipped_videos[:5]}")
+        else:
+            logger.info("Every training video was read.")
+
+        unwrapped.eval()
+        test_captions = world.captions("test")
+        test_queries = world.grounding_queries("test")
+        results = {
+            **text_to_video_retrieval(unwrapped, processor, test_captions["video_id"], test_captions["caption"],
+                                      load_video=world.render, video_fps=world.fps),
+            **localization_probe(unwrapped, processor, test_queries, num_clips=data_args.probe_num_clips,
+                                 load_video=world.render, video_fps=world.fps),
+            "skipped_training_samples": int(skipped_count),
+            "steps": completed_steps,
+        }
+        print("\n| zero-shot on held-out synthetic videos | value |\n|---|---|")
+        for name, value in results.items():
+            print(f"| {name} | {value:.3f} |" if isinstance(value, float) else f"| {name} | {value} |")
+        (output_dir / "eval_results.json").write_text(json.dumps(results, indent=2) + "\n")
+        logger.info(f"Model, processor and eval_results.json saved in {output_dir}")
+        if train_args.push_to_hub:
+            if not train_args.hub_model_id:
+                raise ValueError("--push_to_hub needs --hub_model_id")
+            unwrapped.push_to_hub(train_args.hub_model_id)
+            processor.push_to_hub(train_args.hub_model_id)
+    accelerator.end_training()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""`examples/pretrain.py` end to end on a tiny synthetic world: the saved model loads through the Auto classes, the
+evaluation is written, and a run resumed from a checkpoint ends with the same weights as an uninterrupted one."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModel, AutoProcessor
+
+import locvtp_hf  # noqa: F401
+
+
+SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "pretrain.py"
+TINY_RUN = [
+    "--world_train_videos", "6", "--world_test_videos", "4", "--hidden_size", "32", "--projection_dim", "16",
+    "--num_clips", "4", "--per_device_batch_size", "4", "--num_workers", "0", "--logging_steps", "1",
+    "--warmup_steps", "2", "--probe_num_clips", "8",
+]
+
+
+def run_pretrain(output_dir: Path, *arguments: str) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--output_dir", str(output_dir), *TINY_RUN, *arguments],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_run(tmp_path_factory) -> Path:
+    output_dir = tmp_path_factory.mktemp("uninterrupted")
+    run_pretrain(output_dir, "--max_steps", "6", "--checkpointing_steps", "3")
+    return output_dir
+
+
+def test_the_run_saves_a_loadable_model_and_its_evaluation(uninterrupted_run):
+    model = AutoModel.from_pretrained(uninterrupted_run)
+    processor = AutoProcessor.from_pretrained(uninterrupted_run)
+    assert type(model).__name__ == "LocVTPModel" and type(processor).__name__ == "LocVTPProcessor"
+    results = json.loads((uninterrupted_run / "eval_results.json").read_text())
+    assert results["steps"] == 6 and results["skipped_training_samples"] == 0
+    for name in ("text_to_video_R@1", "text_to_video_R@5", "probe_hit_rate", "probe_random_rate"):
+        assert 0.0 <= results[name] <= 1.0
+    assert sorted(path.name for path in (uninterrupted_run / "checkpoints").iterdir()) == ["step_3", "step_6"]
+
+
+def test_a_resumed_run_ends_with_the_same_weights(uninterrupted_run, tmp_path):
+    # a run stopped right after its step-3 checkpoint, then resumed
+    shutil.copytree(uninterrupted_run / "checkpoints" / "step_3", tmp_path / "checkpoints" / "step_3")
+    result = run_pretrain(tmp_path, "--max_steps", "6", "--checkpointing_steps", "3",
+                          "--resume_from_checkpoint", "latest")
+    assert "Resumed from" in result.stderr
+    expected = load_file(uninterrupted_run / "model.safetensors")
+    resumed = load_file(tmp_path / "model.safetensors")
+    assert expected.keys() == resumed.keys()
+    for name in expected:
+        torch.testing.assert_close(resumed[name], expected[name], rtol=0, atol=1e-6, msg=name)

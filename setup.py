@@ -13,8 +13,8 @@ setup(
     packages=find_packages(include=["locvtp_hf", "locvtp_hf.*"]),
     python_requires=">=3.10",
     install_requires=[
-        "torch>=2.4",
-        "torchvision>=0.19",
+        "torch>=2.6",
+        "torchvision>=0.21",
         "transformers>=5,<6",
         "accelerate>=1.10",
         "datasets>=4.0",

@@ -24,14 +24,10 @@ not its set of negatives.
 
 import json
 import logging
-import math
-import os
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import datasets
-import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
@@ -39,7 +35,7 @@ from tqdm.auto import tqdm
 from transformers import BertTokenizer, HfArgumentParser, get_cosine_schedule_with_warmup
 
 from locvtp_hf import LocVTPConfig, LocVTPModel, LocVTPProcessor, LocVTPVideoProcessor
-from locvtp_hf.data import VideoTextCollator, VideoTextPairDataset
+from locvtp_hf.data import VideoTextCollator, VideoTextPairDataset, howto100m_rows, videofolder_rows, webvid_rows
 from locvtp_hf.evaluation import localization_probe, text_to_video_retrieval
 from locvtp_hf.loss import sample_context_offsets
 from locvtp_hf.synthetic_world import SyntheticWorld
@@ -54,7 +50,8 @@ class ModelArguments:
         default=None, metadata={"help": "A LocVTP checkpoint to continue from. Default: a new small model."}
     )
     vision_model_name_or_path: str | None = field(
-        default=None, metadata={"help": "A pretrained video or image backbone for a new model (with --text_model_name_or_path)."}
+        default=None,
+        metadata={"help": "A pretrained video or image backbone for a new model (with --text_model_name_or_path)."},
     )
     text_model_name_or_path: str | None = field(
         default=None, metadata={"help": "A pretrained BERT-like text encoder (and its tokenizer) for a new model."}
@@ -66,7 +63,9 @@ class ModelArguments:
     projection_dim: int = field(default=64, metadata={"help": "Dimension of the joint space of a new model."})
     num_clips: int = field(default=8, metadata={"help": "Clips T per training span."})
     frames_per_clip: int = field(default=2, metadata={"help": "Frames F per clip."})
-    coarse_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the video-sentence loss (0 skips it)."})
+    coarse_loss_weight: float = field(
+        default=1.0, metadata={"help": "Weight of the video-sentence loss (0 skips it)."}
+    )
     fine_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the clip-word loss (0 skips it)."})
     temporal_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the temporal loss (0 skips it)."})
     freeze_vision: bool = field(default=False, metadata={"help": "Keep the clip encoder's weights fixed."})
@@ -76,7 +75,14 @@ class ModelArguments:
 @dataclass
 class DataArguments:
     train_data: str = field(
-        default="synthetic", metadata={"help": "'synthetic' or a videofolder (metadata.jsonl / metadata.csv)."}
+        default="synthetic",
+        metadata={
+            "help": "'synthetic'; a videofolder (metadata.jsonl / metadata.csv); a HowTo100M-style captions .json; "
+            "or a WebVid-style .csv (the last two with --video_dir)."
+        },
+    )
+    video_dir: str | None = field(
+        default=None, metadata={"help": "Where the videos of a .json / .csv --train_data are."}
     )
     world_seed: int = field(default=0, metadata={"help": "Seed of the synthetic world."})
     world_train_videos: int = field(default=400, metadata={"help": "Training videos of the synthetic world."})
@@ -89,17 +95,17 @@ class DataArguments:
 @dataclass
 class TrainingArguments:
     output_dir: str = field(default="outputs/pretrain", metadata={"help": "Where checkpoints and the model go."})
-    max_steps: int = field(default=400, metadata={"help": "Optimizer steps to train for."})
-    per_device_batch_size: int = field(default=16, metadata={"help": "Samples per process and micro-batch."})
+    max_steps: int = field(default=1000, metadata={"help": "Optimizer steps to train for."})
+    per_device_batch_size: int = field(default=32, metadata={"help": "Samples per process and micro-batch."})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
     learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate."})
     weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay (not on biases, norms, scales)."})
-    warmup_steps: int = field(default=40, metadata={"help": "Linear warmup steps before the cosine decay."})
+    warmup_steps: int = field(default=100, metadata={"help": "Linear warmup steps before the cosine decay."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0 disables)."})
     mixed_precision: str = field(default="no", metadata={"help": "'no', 'fp16' or 'bf16'."})
     seed: int = field(default=42, metadata={"help": "Seed of initialisation, data order and sampling."})
     logging_steps: int = field(default=20, metadata={"help": "Log the losses every N optimizer steps."})
-    checkpointing_steps: int = field(default=100, metadata={"help": "save_state every N optimizer steps (0: never)."})
+    checkpointing_steps: int = field(default=250, metadata={"help": "save_state every N optimizer steps (0: never)."})
     resume_from_checkpoint: str | None = field(
         default=None, metadata={"help": "A checkpoint folder, or 'latest' for the newest in output_dir/checkpoints."}
     )
@@ -119,17 +125,26 @@ def parse_arguments() -> tuple[ModelArguments, DataArguments, TrainingArguments]
 def word_tokenizer(sentences) -> BertTokenizer:
     """A word-level BERT tokenizer over the words of `sentences` (the synthetic world needs no Hub tokenizer)."""
     words = sorted({word for sentence in sentences for word in sentence.lower().split()})
-    return BertTokenizer(vocab={token: i for i, token in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words])})
+    return BertTokenizer(
+        vocab={token: i for i, token in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words])}
+    )
 
 
 def small_model_config(args: ModelArguments, vocab_size: int) -> LocVTPConfig:
-    tower = dict(hidden_size=args.hidden_size, num_hidden_layers=args.num_hidden_layers, num_attention_heads=4,
-                 intermediate_size=2 * args.hidden_size)
+    tower = dict(
+        hidden_size=args.hidden_size,
+        num_hidden_layers=args.num_hidden_layers,
+        num_attention_heads=4,
+        intermediate_size=2 * args.hidden_size,
+    )
     return LocVTPConfig(
         vision_config=dict(model_type="vit", image_size=args.image_size, patch_size=args.patch_size, **tower),
         text_config=dict(model_type="bert", vocab_size=vocab_size, max_position_embeddings=128, **tower),
-        projection_dim=args.projection_dim, num_clips=args.num_clips, frames_per_clip=args.frames_per_clip,
-        coarse_loss_weight=args.coarse_loss_weight, fine_loss_weight=args.fine_loss_weight,
+        projection_dim=args.projection_dim,
+        num_clips=args.num_clips,
+        frames_per_clip=args.frames_per_clip,
+        coarse_loss_weight=args.coarse_loss_weight,
+        fine_loss_weight=args.fine_loss_weight,
         temporal_loss_weight=args.temporal_loss_weight,
     )
 
@@ -138,6 +153,8 @@ def main():
     model_args, data_args, train_args = parse_arguments()
     output_dir = Path(train_args.output_dir)
     accelerator = Accelerator(
+        # without an accelerator, several launched processes only form a (gloo) group when told they run on CPUs
+        cpu=not torch.accelerator.is_available(),
         gradient_accumulation_steps=train_args.gradient_accumulation_steps,
         mixed_precision=train_args.mixed_precision,
         log_with=train_args.report_to,
@@ -150,16 +167,21 @@ def main():
     set_seed(train_args.seed)
 
     # ---- data ------------------------------------------------------------------------------------------------
-    world = SyntheticWorld(seed=data_args.world_seed, num_train=data_args.world_train_videos,
-                           num_test=data_args.world_test_videos)
+    world = SyntheticWorld(
+        seed=data_args.world_seed, num_train=data_args.world_train_videos, num_test=data_args.world_test_videos
+    )
+    load_video, video_fps = None, None
     if data_args.train_data == "synthetic":
         train_rows = world.pretraining_pairs("train").rename_column("video_id", "video")
         load_video, video_fps = world.render, world.fps
+    elif Path(data_args.train_data).is_dir():
+        train_rows = videofolder_rows(data_args.train_data)
+    elif data_args.train_data.endswith(".json"):
+        train_rows = howto100m_rows(data_args.train_data, data_args.video_dir)
+    elif data_args.train_data.endswith(".csv"):
+        train_rows = webvid_rows(data_args.train_data, data_args.video_dir)
     else:
-        train_rows = datasets.load_dataset("videofolder", data_dir=data_args.train_data, split="train",
-                                           drop_labels=True).cast_column("video", datasets.Video(decode=False))
-        train_rows = train_rows.map(lambda row: {"video": row["video"]["path"]})
-        load_video, video_fps = None, None
+        raise ValueError(f"--train_data {data_args.train_data!r} is neither 'synthetic', a folder, a .json nor a .csv")
 
     # ---- model and processor ---------------------------------------------------------------------------------
     if model_args.model_name_or_path:
@@ -172,31 +194,46 @@ def main():
             tokenizer = AutoTokenizer.from_pretrained(model_args.text_model_name_or_path)
         else:
             test_captions = world.captions("test")
-            tokenizer = word_tokenizer([*train_rows["text"], *test_captions["caption"],
-                                        *(sentence for negatives in test_captions["hard_negatives"] for sentence in negatives)])
+            tokenizer = word_tokenizer(
+                [
+                    *train_rows["text"],
+                    *test_captions["caption"],
+                    *(sentence for negatives in test_captions["hard_negatives"] for sentence in negatives),
+                ]
+            )
         if model_args.vision_model_name_or_path:
             model = LocVTPModel.from_vision_text_pretrained(
-                model_args.vision_model_name_or_path, model_args.text_model_name_or_path,
-                projection_dim=model_args.projection_dim, num_clips=model_args.num_clips,
-                coarse_loss_weight=model_args.coarse_loss_weight, fine_loss_weight=model_args.fine_loss_weight,
+                model_args.vision_model_name_or_path,
+                model_args.text_model_name_or_path,
+                projection_dim=model_args.projection_dim,
+                num_clips=model_args.num_clips,
+                coarse_loss_weight=model_args.coarse_loss_weight,
+                fine_loss_weight=model_args.fine_loss_weight,
                 temporal_loss_weight=model_args.temporal_loss_weight,
             )
         else:
             model = LocVTPModel(small_model_config(model_args, vocab_size=len(tokenizer)))
         height, width = model.config.image_size
         video_processor = LocVTPVideoProcessor(
-            num_clips=model.config.num_clips, frames_per_clip=model.config.frames_per_clip,
-            size={"shortest_edge": min(height, width)}, crop_size={"height": height, "width": width},
+            num_clips=model.config.num_clips,
+            frames_per_clip=model.config.frames_per_clip,
+            size={"shortest_edge": min(height, width)},
+            crop_size={"height": height, "width": width},
         )
         processor = LocVTPProcessor(video_processor, tokenizer, max_text_length=data_args.max_text_length)
     for tower, frozen in ((model.vision_model, model_args.freeze_vision), (model.text_model, model_args.freeze_text)):
         tower.requires_grad_(not frozen)
 
-    train_dataset = VideoTextPairDataset(train_rows, processor, load_video=load_video, video_fps=video_fps,
-                                         training=True, seed=train_args.seed)
+    train_dataset = VideoTextPairDataset(
+        train_rows, processor, load_video=load_video, video_fps=video_fps, training=True, seed=train_args.seed
+    )
     train_dataloader = torch.utils.data.DataLoader(
-        train_dataset, batch_size=train_args.per_device_batch_size, shuffle=True, drop_last=True,
-        collate_fn=VideoTextCollator(processor), num_workers=data_args.num_workers,
+        train_dataset,
+        batch_size=train_args.per_device_batch_size,
+        shuffle=True,
+        drop_last=True,
+        collate_fn=VideoTextCollator(processor),
+        num_workers=data_args.num_workers,
     )
 
     # ---- optimizer: no weight decay on biases, norms, embeddings of offsets and the logit scale ----------------
@@ -212,8 +249,9 @@ def main():
     model, optimizer, train_dataloader, scheduler = accelerator.prepare(model, optimizer, train_dataloader, scheduler)
     accelerator.register_for_checkpointing(scheduler)
     if train_args.report_to:
-        accelerator.init_trackers("locvtp-pretrain", config={**asdict(model_args), **asdict(data_args),
-                                                              **asdict(train_args)})
+        accelerator.init_trackers(
+            "locvtp-pretrain", config={**asdict(model_args), **asdict(data_args), **asdict(train_args)}
+        )
 
     # ---- resume --------------------------------------------------------------------------------------------------
     checkpoints_dir = output_dir / "checkpoints"
@@ -233,11 +271,17 @@ def main():
     # ---- train ---------------------------------------------------------------------------------------------------
     micro_batches_per_epoch = len(train_dataloader)
     updates_per_epoch = micro_batches_per_epoch // train_args.gradient_accumulation_steps
-    logger.info(f"{len(train_dataset)} training pairs, {accelerator.num_processes} process(es), global batch "
-                f"{train_args.per_device_batch_size * accelerator.num_processes} x "
-                f"{train_args.gradient_accumulation_steps} accumulation, {train_args.max_steps} steps")
-    progress = tqdm(total=train_args.max_steps, initial=completed_steps, disable=not accelerator.is_local_main_process,
-                    desc="pre-training")
+    logger.info(
+        f"{len(train_dataset)} training pairs, {accelerator.num_processes} process(es), global batch "
+        f"{train_args.per_device_batch_size * accelerator.num_processes} x "
+        f"{train_args.gradient_accumulation_steps} accumulation, {train_args.max_steps} steps"
+    )
+    progress = tqdm(
+        total=train_args.max_steps,
+        initial=completed_steps,
+        disable=not accelerator.is_local_main_process,
+        desc="pre-training",
+    )
     skipped_videos = []
     model.train()
     while completed_steps < train_args.max_steps:
@@ -253,8 +297,9 @@ def main():
             # randomness of the step is a function of (seed, step) only: resuming reproduces it exactly
             set_seed(train_args.seed + completed_steps, device_specific=True)
             batch_size, num_clips = batch["pixel_values_videos"].shape[:2]
-            offsets = sample_context_offsets(batch_size, num_clips, accelerator.unwrap_model(model).config.context_window,
-                                             device=accelerator.device)
+            offsets = sample_context_offsets(
+                batch_size, num_clips, accelerator.unwrap_model(model).config.context_window, device=accelerator.device
+            )
             with accelerator.accumulate(model):
                 outputs = model(**batch, return_loss=True, context_offsets=offsets)
                 accelerator.backward(outputs.loss)
@@ -268,10 +313,17 @@ def main():
             completed_steps += 1
             progress.update(1)
             if completed_steps % train_args.logging_steps == 0 or completed_steps == train_args.max_steps:
-                terms = {"loss": outputs.loss, "loss_coarse": outputs.loss_coarse, "loss_fine": outputs.loss_fine,
-                         "loss_temporal": outputs.loss_temporal}
-                logs = {name: accelerator.reduce(value.detach(), "mean").item()
-                        for name, value in terms.items() if value is not None}
+                terms = {
+                    "loss": outputs.loss,
+                    "loss_coarse": outputs.loss_coarse,
+                    "loss_fine": outputs.loss_fine,
+                    "loss_temporal": outputs.loss_temporal,
+                }
+                logs = {
+                    name: accelerator.reduce(value.detach(), "mean").item()
+                    for name, value in terms.items()
+                    if value is not None
+                }
                 logs["lr"] = scheduler.get_last_lr()[0]
                 progress.set_postfix(loss=f"{logs['loss']:.3f}")
                 logger.info(f"step {completed_steps}: " + ", ".join(f"{k} {v:.4g}" for k, v in logs.items()))
@@ -299,10 +351,22 @@ def main():
         test_captions = world.captions("test")
         test_queries = world.grounding_queries("test")
         results = {
-            **text_to_video_retrieval(unwrapped, processor, test_captions["video_id"], test_captions["caption"],
-                                      load_video=world.render, video_fps=world.fps),
-            **localization_probe(unwrapped, processor, test_queries, num_clips=data_args.probe_num_clips,
-                                 load_video=world.render, video_fps=world.fps),
+            **text_to_video_retrieval(
+                unwrapped,
+                processor,
+                test_captions["video_id"],
+                test_captions["caption"],
+                load_video=world.render,
+                video_fps=world.fps,
+            ),
+            **localization_probe(
+                unwrapped,
+                processor,
+                test_queries,
+                num_clips=data_args.probe_num_clips,
+                load_video=world.render,
+                video_fps=world.fps,
+            ),
             "skipped_training_samples": int(skipped_count),
             "steps": completed_steps,
         }

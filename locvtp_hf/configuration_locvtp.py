@@ -136,8 +136,14 @@ class LocVTPConfig(PreTrainedConfig):
             raise ValueError(
                 f"sentence_pooling must be one of {SENTENCE_POOLING_MODES}, got {self.sentence_pooling!r}"
             )
-        for name in ("projection_dim", "num_clips", "frames_per_clip", "fine_topk_words", "fine_topk_clips",
-                     "context_window"):
+        for name in (
+            "projection_dim",
+            "num_clips",
+            "frames_per_clip",
+            "fine_topk_words",
+            "fine_topk_clips",
+            "context_window",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("fine_temperature", "temporal_temperature", "temporal_sigma"):

@@ -103,8 +103,8 @@ def discover_correspondence(
 
     Returns:
         `(words_of_clip, clips_of_word)`, both `[B, T, L]` bool: `words_of_clip[b, t]` marks the `topk_words` most
-        similar valid words of clip `(b, t)`; `clips_of_word[b, :, n]` marks the `topk_clips` most similar clips of word
-        `(b, n)` (all False for padding and special tokens).
+        similar valid words of clip `(b, t)`; `clips_of_word[b, :, n]` marks the `topk_clips` most similar clips of
+        word `(b, n)` (all False for padding and special tokens).
     """
     similarity = torch.einsum("btd,bld->btl", clip_embeds, word_embeds).float()
     valid = word_mask[:, None, :]

@@ -228,7 +228,9 @@ class LocVTPModel(LocVTPPreTrainedModel):
         pooled = getattr(outputs, "pooler_output", None)
         if mode == "pooler" or (mode == "auto" and pooled is not None):
             if pooled is None:
-                raise ValueError(f"vision_pooling='pooler' but {type(self.vision_model).__name__} has no pooled output.")
+                raise ValueError(
+                    f"vision_pooling='pooler' but {type(self.vision_model).__name__} has no pooled output."
+                )
             return pooled
         has_cls_token = getattr(getattr(self.vision_model, "embeddings", None), "cls_token", None) is not None
         if mode == "cls" and not has_cls_token:

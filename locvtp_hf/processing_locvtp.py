@@ -77,9 +77,7 @@ class LocVTPProcessor(ProcessorMixin):
         if videos is not None:
             video_list = make_video_list(videos)
             if text is not None and len(video_list) != len(texts):
-                raise ValueError(
-                    f"Got {len(video_list)} videos and {len(texts)} texts: give one text per video."
-                )
+                raise ValueError(f"Got {len(video_list)} videos and {len(texts)} texts: give one text per video.")
             data.update(
                 self.video_processor(
                     video_list, spans=spans, training=training, video_fps=video_fps, return_tensors=None, **kwargs

@@ -724,7 +724,11 @@ class SyntheticWorld:
         """
         rows = [
             dict(
-                video_id=video.video_id, duration=video.duration, query=event.sentence, start=event.start, end=event.end
+                video_id=video.video_id,
+                duration=video.duration,
+                query=event.sentence,
+                start=event.start,
+                end=event.end,
             )
             for video in self.videos(split)
             for event in video.events

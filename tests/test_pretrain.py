@@ -62,3 +62,29 @@ def test_a_resumed_run_ends_with_the_same_weights(uninterrupted_run, tmp_path):
     assert expected.keys() == resumed.keys()
     for name in expected:
         torch.testing.assert_close(resumed[name], expected[name], rtol=0, atol=1e-6, msg=name)
+
+
+def test_a_few_hundred_steps_lift_the_localization_probe(tmp_path):
+    run_pretrain(
+        tmp_path, "--max_steps", "300", "--per_device_batch_size", "16", "--hidden_size", "64",
+        "--world_train_videos", "100", "--world_test_videos", "30", "--num_clips", "8", "--probe_num_clips", "16",
+        "--warmup_steps", "30", "--checkpointing_steps", "0",
+    )
+    results = json.loads((tmp_path / "eval_results.json").read_text())
+    assert results["probe_hit_rate"] > 1.5 * results["probe_random_rate"], results
+    assert results["text_to_video_R@5"] > results["text_to_video_R@5_chance"], results
+
+
+def test_training_reads_a_videofolder_and_skips_unreadable_videos(tmp_path):
+    from locvtp_hf.synthetic_world import SyntheticWorld
+
+    folder = SyntheticWorld(seed=1, num_train=3, size=32).export(tmp_path / "data", "train")
+    (folder / "broken.mp4").write_bytes(b"this is not a video" * 100)
+    rows = [json.loads(line) for line in (folder / "metadata.jsonl").read_text().splitlines()]
+    broken = [{"file_name": "broken.mp4", "text": "a red square moves left", "start": 0.0, "end": 2.0}] * len(rows)
+    (folder / "metadata.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows + broken))
+
+    run_pretrain(tmp_path / "run", "--train_data", str(folder), "--max_steps", "4", "--checkpointing_steps", "0")
+    results = json.loads((tmp_path / "run" / "eval_results.json").read_text())
+    assert results["steps"] == 4
+    assert results["skipped_training_samples"] > 0

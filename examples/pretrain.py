@@ -5,17 +5,18 @@
     accelerate launch examples/pretrain.py --help
 
 Data: `--train_data synthetic` (default) renders the package's procedural video-text world on the fly; a folder in
-the `videofolder` layout (`metadata.jsonl` or `metadata.csv` with `file_name`, `text`, optional `start`, `end`)
-reads real videos. Unreadable videos are skipped, counted and reported at the end.
+the `videofolder` layout (`metadata.jsonl` or `metadata.csv` with `file_name`, `text`, optional `start`, `end`), a
+HowTo100M-style captions `.json` or a WebVid-style `.csv` (with `--video_dir`) read real videos. Unreadable videos
+are skipped, counted and reported at the end. See docs/pretraining.md.
 
 At the end the model and processor are saved with `save_pretrained` in `--output_dir`, evaluated zero-shot on
 held-out data (text-to-video retrieval and a clip localization probe), and the figures are printed and written to
 `<output_dir>/eval_results.json`.
 
 Resuming: checkpoints are written every `--checkpointing_steps` optimizer steps with `save_state`;
-`--resume_from_checkpoint latest` continues from the newest one, at the same position in the data. Every random
-draw of optimizer step `k` (clip offsets, context offsets, dropout) is a function of `(seed, k)` alone, so a resumed
-run ends with the same weights as an uninterrupted one.
+`--resume_from_checkpoint latest` continues from the newest one, at the same position in the data. The random draws
+of a micro-batch depend only on its place in the run, so a resumed run ends with the same weights as an
+uninterrupted one.
 
 Gradient accumulation: each micro-batch's contrastive losses see only that micro-batch's negatives (gathered over
 all processes), so `--gradient_accumulation_steps N` gives the gradient-update size of an N times larger batch but
@@ -24,15 +25,18 @@ not its set of negatives.
 
 import json
 import logging
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+import yaml
+from tokenizers.pre_tokenizers import BertPreTokenizer
 from tqdm.auto import tqdm
-from transformers import BertTokenizer, HfArgumentParser, get_cosine_schedule_with_warmup
+from tqdm.contrib.logging import logging_redirect_tqdm
+from transformers import AutoTokenizer, BertTokenizer, HfArgumentParser, get_cosine_schedule_with_warmup
 
 from locvtp_hf import LocVTPConfig, LocVTPModel, LocVTPProcessor, LocVTPVideoProcessor
 from locvtp_hf.data import VideoTextCollator, VideoTextPairDataset, howto100m_rows, videofolder_rows, webvid_rows
@@ -102,7 +106,9 @@ class TrainingArguments:
     weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay (not on biases, norms, scales)."})
     warmup_steps: int = field(default=100, metadata={"help": "Linear warmup steps before the cosine decay."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0 disables)."})
-    mixed_precision: str = field(default="no", metadata={"help": "'no', 'fp16' or 'bf16'."})
+    mixed_precision: str | None = field(
+        default=None, metadata={"help": "'no', 'fp16' or 'bf16'. Default: the accelerate launch config's."}
+    )
     seed: int = field(default=42, metadata={"help": "Seed of initialisation, data order and sampling."})
     logging_steps: int = field(default=20, metadata={"help": "Log the losses every N optimizer steps."})
     checkpointing_steps: int = field(default=250, metadata={"help": "save_state every N optimizer steps (0: never)."})
@@ -115,22 +121,42 @@ class TrainingArguments:
 
 
 def parse_arguments() -> tuple[ModelArguments, DataArguments, TrainingArguments]:
+    """The three argument groups, from the command line and an optional `--config` YAML/JSON file whose values the
+    command line overrides."""
     parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments), description=__doc__)
-    if len(sys.argv) == 3 and sys.argv[1] == "--config":
-        path = sys.argv[2]
-        return parser.parse_yaml_file(path) if path.endswith((".yaml", ".yml")) else parser.parse_json_file(path)
-    return parser.parse_args_into_dataclasses()
+    parser.add_argument("--config", help="YAML or JSON file of arguments; the command line overrides its values.")
+    config_file = parser.parse_known_args()[0].config
+    if config_file:
+        text = Path(config_file).read_text()
+        parser.set_defaults(**(yaml.safe_load(text) if config_file.endswith((".yaml", ".yml")) else json.loads(text)))
+    *arguments, _ = parser.parse_args_into_dataclasses(return_remaining_strings=False, look_for_args_file=False)
+    return tuple(arguments)
+
+
+def check_arguments(model_args: ModelArguments, data_args: DataArguments, train_args: TrainingArguments) -> None:
+    if bool(model_args.vision_model_name_or_path) != bool(model_args.text_model_name_or_path):
+        raise ValueError(
+            "--vision_model_name_or_path and --text_model_name_or_path go together: give both or neither."
+        )
+    if data_args.train_data.endswith((".json", ".csv")) and not data_args.video_dir:
+        raise ValueError(f"--train_data {data_args.train_data} needs --video_dir, the folder of its videos.")
+    if train_args.push_to_hub and not train_args.hub_model_id:
+        raise ValueError("--push_to_hub needs --hub_model_id.")
+    for name in ("max_steps", "per_device_batch_size", "gradient_accumulation_steps", "logging_steps"):
+        if getattr(train_args, name) < 1:
+            raise ValueError(f"--{name} must be at least 1.")
 
 
 def word_tokenizer(sentences) -> BertTokenizer:
     """A word-level BERT tokenizer over the words of `sentences` (the synthetic world needs no Hub tokenizer)."""
-    words = sorted({word for sentence in sentences for word in sentence.lower().split()})
+    split = BertPreTokenizer().pre_tokenize_str  # the tokenizer's own word and punctuation split
+    words = sorted({word for sentence in sentences for word, _ in split(sentence.lower())})
     return BertTokenizer(
         vocab={token: i for i, token in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words])}
     )
 
 
-def small_model_config(args: ModelArguments, vocab_size: int) -> LocVTPConfig:
+def small_model_config(args: ModelArguments, vocab_size: int, max_text_length: int) -> LocVTPConfig:
     tower = dict(
         hidden_size=args.hidden_size,
         num_hidden_layers=args.num_hidden_layers,
@@ -139,7 +165,9 @@ def small_model_config(args: ModelArguments, vocab_size: int) -> LocVTPConfig:
     )
     return LocVTPConfig(
         vision_config=dict(model_type="vit", image_size=args.image_size, patch_size=args.patch_size, **tower),
-        text_config=dict(model_type="bert", vocab_size=vocab_size, max_position_embeddings=128, **tower),
+        text_config=dict(
+            model_type="bert", vocab_size=vocab_size, max_position_embeddings=max(128, max_text_length), **tower
+        ),
         projection_dim=args.projection_dim,
         num_clips=args.num_clips,
         frames_per_clip=args.frames_per_clip,
@@ -151,13 +179,14 @@ def small_model_config(args: ModelArguments, vocab_size: int) -> LocVTPConfig:
 
 def main():
     model_args, data_args, train_args = parse_arguments()
+    check_arguments(model_args, data_args, train_args)
     output_dir = Path(train_args.output_dir)
     accelerator = Accelerator(
         # without an accelerator, several launched processes only form a (gloo) group when told they run on CPUs
         cpu=not torch.accelerator.is_available(),
         gradient_accumulation_steps=train_args.gradient_accumulation_steps,
         mixed_precision=train_args.mixed_precision,
-        log_with=train_args.report_to,
+        log_with=[name for name in (train_args.report_to or "").split(",") if name and name != "none"] or None,
         project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=train_args.seed),
     )
@@ -170,6 +199,7 @@ def main():
     world = SyntheticWorld(
         seed=data_args.world_seed, num_train=data_args.world_train_videos, num_test=data_args.world_test_videos
     )
+    test_captions, test_queries = world.captions("test"), world.grounding_queries("test")
     load_video, video_fps = None, None
     if data_args.train_data == "synthetic":
         train_rows = world.pretraining_pairs("train").rename_column("video_id", "video")
@@ -189,11 +219,8 @@ def main():
         processor = LocVTPProcessor.from_pretrained(model_args.model_name_or_path)
     else:
         if model_args.text_model_name_or_path:
-            from transformers import AutoTokenizer
-
             tokenizer = AutoTokenizer.from_pretrained(model_args.text_model_name_or_path)
         else:
-            test_captions = world.captions("test")
             tokenizer = word_tokenizer(
                 [
                     *train_rows["text"],
@@ -212,7 +239,9 @@ def main():
                 temporal_loss_weight=model_args.temporal_loss_weight,
             )
         else:
-            model = LocVTPModel(small_model_config(model_args, vocab_size=len(tokenizer)))
+            model = LocVTPModel(
+                small_model_config(model_args, vocab_size=len(tokenizer), max_text_length=data_args.max_text_length)
+            )
         height, width = model.config.image_size
         video_processor = LocVTPVideoProcessor(
             num_clips=model.config.num_clips,
@@ -223,6 +252,9 @@ def main():
         processor = LocVTPProcessor(video_processor, tokenizer, max_text_length=data_args.max_text_length)
     for tower, frozen in ((model.vision_model, model_args.freeze_vision), (model.text_model, model_args.freeze_text)):
         tower.requires_grad_(not frozen)
+    # a loss term switched off leaves its own parameters without gradient, which DDP does not allow
+    model.context_head.requires_grad_(model.config.temporal_loss_weight > 0)
+    model.logit_scale.requires_grad_(model.config.coarse_loss_weight > 0)
 
     train_dataset = VideoTextPairDataset(
         train_rows, processor, load_video=load_video, video_fps=video_fps, training=True, seed=train_args.seed
@@ -236,19 +268,28 @@ def main():
         num_workers=data_args.num_workers,
     )
 
-    # ---- optimizer: no weight decay on biases, norms, embeddings of offsets and the logit scale ----------------
+    # ---- optimizer: weight decay on the weights of linear and convolution layers only -----------------------------
+    decayed = {
+        id(module.weight)
+        for module in model.modules()
+        if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.Conv3d))
+    }
     decay, no_decay = [], []
-    for name, parameter in model.named_parameters():
+    for parameter in model.parameters():
         if parameter.requires_grad:
-            (no_decay if parameter.ndim < 2 or "norm" in name.lower() else decay).append(parameter)
+            (decay if id(parameter) in decayed else no_decay).append(parameter)
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": train_args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=train_args.learning_rate,
     )
-    scheduler = get_cosine_schedule_with_warmup(optimizer, train_args.warmup_steps, train_args.max_steps)
+    # the prepared scheduler steps once per process at every optimizer step: count its steps that way
+    scheduler = get_cosine_schedule_with_warmup(
+        optimizer,
+        train_args.warmup_steps * accelerator.num_processes,
+        train_args.max_steps * accelerator.num_processes,
+    )
     model, optimizer, train_dataloader, scheduler = accelerator.prepare(model, optimizer, train_dataloader, scheduler)
-    accelerator.register_for_checkpointing(scheduler)
-    if train_args.report_to:
+    if accelerator.log_with:
         accelerator.init_trackers(
             "locvtp-pretrain", config={**asdict(model_args), **asdict(data_args), **asdict(train_args)}
         )
@@ -269,8 +310,13 @@ def main():
             logger.info(f"No checkpoint in {checkpoints_dir}: starting from scratch")
 
     # ---- train ---------------------------------------------------------------------------------------------------
-    micro_batches_per_epoch = len(train_dataloader)
-    updates_per_epoch = micro_batches_per_epoch // train_args.gradient_accumulation_steps
+    updates_per_epoch = len(train_dataloader) // train_args.gradient_accumulation_steps
+    if updates_per_epoch == 0:
+        raise ValueError(
+            f"{len(train_dataset)} training pairs make less than one optimizer step of "
+            f"{train_args.per_device_batch_size} x {accelerator.num_processes} process(es) x "
+            f"{train_args.gradient_accumulation_steps} accumulation: lower the batch size or add data."
+        )
     logger.info(
         f"{len(train_dataset)} training pairs, {accelerator.num_processes} process(es), global batch "
         f"{train_args.per_device_batch_size * accelerator.num_processes} x "
@@ -284,72 +330,77 @@ def main():
     )
     skipped_videos = []
     model.train()
-    while completed_steps < train_args.max_steps:
-        epoch = completed_steps // updates_per_epoch
-        train_dataloader.set_epoch(epoch)
-        train_dataset.set_epoch(epoch)
-        skip = (completed_steps % updates_per_epoch) * train_args.gradient_accumulation_steps
-        batches = accelerator.skip_first_batches(train_dataloader, skip) if skip else train_dataloader
-        for micro_step, batch in enumerate(batches, start=skip):
-            if micro_step // train_args.gradient_accumulation_steps >= updates_per_epoch:
-                break
-            skipped_videos += batch.pop("skipped")
-            # randomness of the step is a function of (seed, step) only: resuming reproduces it exactly
-            set_seed(train_args.seed + completed_steps, device_specific=True)
-            batch_size, num_clips = batch["pixel_values_videos"].shape[:2]
-            offsets = sample_context_offsets(
-                batch_size, num_clips, accelerator.unwrap_model(model).config.context_window, device=accelerator.device
-            )
-            with accelerator.accumulate(model):
-                outputs = model(**batch, return_loss=True, context_offsets=offsets)
-                accelerator.backward(outputs.loss)
-                if accelerator.sync_gradients and train_args.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), train_args.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
-            if not accelerator.sync_gradients:
-                continue
-            completed_steps += 1
-            progress.update(1)
-            if completed_steps % train_args.logging_steps == 0 or completed_steps == train_args.max_steps:
-                terms = {
-                    "loss": outputs.loss,
-                    "loss_coarse": outputs.loss_coarse,
-                    "loss_fine": outputs.loss_fine,
-                    "loss_temporal": outputs.loss_temporal,
-                }
-                logs = {
-                    name: accelerator.reduce(value.detach(), "mean").item()
-                    for name, value in terms.items()
-                    if value is not None
-                }
-                logs["lr"] = scheduler.get_last_lr()[0]
-                progress.set_postfix(loss=f"{logs['loss']:.3f}")
-                logger.info(f"step {completed_steps}: " + ", ".join(f"{k} {v:.4g}" for k, v in logs.items()))
-                if train_args.report_to:
-                    accelerator.log(logs, step=completed_steps)
-            if train_args.checkpointing_steps and completed_steps % train_args.checkpointing_steps == 0:
-                accelerator.save_state(str(checkpoints_dir / f"step_{completed_steps}"))
-            if completed_steps >= train_args.max_steps:
-                break
+    with logging_redirect_tqdm():  # log lines above the progress bar, not on it
+        while completed_steps < train_args.max_steps:
+            epoch = completed_steps // updates_per_epoch
+            train_dataloader.set_epoch(epoch)
+            train_dataset.set_epoch(epoch)
+            skip = (completed_steps % updates_per_epoch) * train_args.gradient_accumulation_steps
+            batches = accelerator.skip_first_batches(train_dataloader, skip) if skip else train_dataloader
+            for micro_step, batch in enumerate(batches, start=skip):
+                if micro_step // train_args.gradient_accumulation_steps >= updates_per_epoch:
+                    break
+                skipped_videos += batch.pop("skipped")
+                # the randomness of a micro-batch (context offsets, dropout) depends only on its place in the run, so
+                # that a resumed run draws what the uninterrupted one drew
+                place = [train_args.seed, completed_steps, micro_step, accelerator.process_index]
+                set_seed(int(np.random.SeedSequence(place).generate_state(1)[0]))
+                batch_size, num_clips = batch["pixel_values_videos"].shape[:2]
+                offsets = sample_context_offsets(
+                    batch_size,
+                    num_clips,
+                    accelerator.unwrap_model(model).config.context_window,
+                    device=accelerator.device,
+                )
+                with accelerator.accumulate(model):
+                    outputs = model(**batch, return_loss=True, context_offsets=offsets)
+                    accelerator.backward(outputs.loss)
+                    if accelerator.sync_gradients and train_args.max_grad_norm > 0:
+                        accelerator.clip_grad_norm_(model.parameters(), train_args.max_grad_norm)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad()
+                if not accelerator.sync_gradients:
+                    continue
+                completed_steps += 1
+                progress.update(1)
+                if completed_steps % train_args.logging_steps == 0 or completed_steps == train_args.max_steps:
+                    terms = {
+                        "loss": outputs.loss,
+                        "loss_coarse": outputs.loss_coarse,
+                        "loss_fine": outputs.loss_fine,
+                        "loss_temporal": outputs.loss_temporal,
+                    }
+                    logs = {
+                        name: accelerator.reduce(value.detach(), "mean").item()
+                        for name, value in terms.items()
+                        if value is not None
+                    }
+                    logs["lr"] = scheduler.get_last_lr()[0]
+                    progress.set_postfix(loss=f"{logs['loss']:.3f}")
+                    logger.info(f"step {completed_steps}: " + ", ".join(f"{k} {v:.4g}" for k, v in logs.items()))
+                    if accelerator.trackers:
+                        accelerator.log(logs, step=completed_steps)
+                if train_args.checkpointing_steps and completed_steps % train_args.checkpointing_steps == 0:
+                    accelerator.save_state(str(checkpoints_dir / f"step_{completed_steps}"))
+                if completed_steps >= train_args.max_steps:
+                    break
     progress.close()
 
     # ---- save, evaluate, report ----------------------------------------------------------------------------------
     accelerator.wait_for_everyone()
     unwrapped = accelerator.unwrap_model(model)
-    skipped_count = sum(accelerator.gather_for_metrics([len(skipped_videos)]))
+    # every process takes part in gathering the full state dict (needed when parameters are sharded)
+    state_dict = accelerator.get_state_dict(model)
+    skipped_count = int(accelerator.reduce(torch.tensor(len(skipped_videos), device=accelerator.device), "sum"))
+    if skipped_videos:
+        logger.warning(f"Process {accelerator.process_index} skipped unreadable videos, e.g. {skipped_videos[:3]}")
     if accelerator.is_main_process:
-        unwrapped.save_pretrained(output_dir, safe_serialization=True)
+        unwrapped.save_pretrained(output_dir, state_dict=state_dict)
         processor.save_pretrained(output_dir)
-        if skipped_videos or skipped_count:
-            logger.warning(f"{skipped_count} training sample(s) skipped: unreadable videos, e.g. {skipped_videos[:5]}")
-        else:
-            logger.info("Every training video was read.")
+        logger.info(f"{skipped_count} training sample(s) skipped for unreadable videos")
 
         unwrapped.eval()
-        test_captions = world.captions("test")
-        test_queries = world.grounding_queries("test")
         results = {
             **text_to_video_retrieval(
                 unwrapped,
@@ -376,8 +427,6 @@ def main():
         (output_dir / "eval_results.json").write_text(json.dumps(results, indent=2) + "\n")
         logger.info(f"Model, processor and eval_results.json saved in {output_dir}")
         if train_args.push_to_hub:
-            if not train_args.hub_model_id:
-                raise ValueError("--push_to_hub needs --hub_model_id")
             unwrapped.push_to_hub(train_args.hub_model_id)
             processor.push_to_hub(train_args.hub_model_id)
     accelerator.end_training()

@@ -92,8 +92,8 @@ class VideoTextPairDataset(torch.utils.data.Dataset):
 
     Items are dicts with `pixel_values_videos` (`[T, F, C, H, W]`), `clip_spans` (`[T, 2]`), `text` and `skipped`.
     When a row's video cannot be read, the next rows are tried in turn and the item is the first readable one;
-    `skipped` lists the errors met on the way (`"<video>: <reason>"`). Batches therefore stay full, which keeps every
-    process of a distributed run in step; only a data set with no readable video at all raises.
+    `skipped` holds the row's own error (`"<video>: <reason>"`). Batches therefore stay full, which keeps every
+    process of a distributed run in step; 32 unreadable rows in a row raise.
     """
 
     def __init__(
@@ -112,6 +112,7 @@ class VideoTextPairDataset(torch.utils.data.Dataset):
         self.training = training
         self.seed = seed
         self.epoch = 0
+        self.max_attempts = 32
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -121,13 +122,15 @@ class VideoTextPairDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict:
         skipped = []
-        for attempt in range(len(self.rows)):
+        for attempt in range(min(len(self.rows), self.max_attempts)):
             row_index = (index + attempt) % len(self.rows)
             row = self.rows[row_index]
             try:
                 clips = self._sample_clips(row, row_index)
             except (VideoDecodingError, FileNotFoundError, ValueError) as error:
-                skipped.append(f"{row['video']}: {error}")
+                if attempt == 0:  # a row is counted when it is drawn itself, not each time it is passed over
+                    skipped.append(f"{row['video']}: {error}")
+                last_error = error
                 continue
             return {
                 "pixel_values_videos": clips["pixel_values_videos"][0],
@@ -135,7 +138,9 @@ class VideoTextPairDataset(torch.utils.data.Dataset):
                 "text": row["text"],
                 "skipped": skipped,
             }
-        raise VideoDecodingError(f"None of the {len(self.rows)} videos could be read, e.g. {skipped[:3]}")
+        raise VideoDecodingError(
+            f"Rows {index} to {row_index} in a row could not be read (last: {row['video']}: {last_error})"
+        )
 
     def _sample_clips(self, row, row_index: int):
         start, end = row.get("start"), row.get("end")

@@ -36,7 +36,9 @@ def run_pretrain(output_dir: Path, *arguments: str) -> subprocess.CompletedProce
 @pytest.fixture(scope="module")
 def uninterrupted_run(tmp_path_factory) -> Path:
     output_dir = tmp_path_factory.mktemp("uninterrupted")
-    run_pretrain(output_dir, "--max_steps", "6", "--checkpointing_steps", "3")
+    # arguments from a config file, one of them overridden on the command line
+    (output_dir / "run.yaml").write_text("max_steps: 99\ncheckpointing_steps: 3\n")
+    run_pretrain(output_dir, "--config", str(output_dir / "run.yaml"), "--max_steps", "6")
     return output_dir
 
 
@@ -90,3 +92,20 @@ def test_training_reads_a_videofolder_and_skips_unreadable_videos(tmp_path):
     assert results["steps"] == 4
     assert results["skipped_training_samples"] > 0
     assert list((tmp_path / "run" / "logs").rglob("events.out.tfevents.*"))  # the tensorboard tracker wrote
+
+
+def test_two_cpu_processes_follow_the_schedule_with_a_loss_switched_off(tmp_path):
+    """Two processes under DDP: the learning-rate schedule counts optimizer steps (not steps x processes), and a
+    loss weight of 0 (which leaves the context head without gradient) does not stop DDP."""
+    config = Path(__file__).resolve().parents[1] / "examples" / "accelerate_configs" / "multi_cpu.yaml"
+    result = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), "--main_process_port", "0",
+         str(SCRIPT), "--output_dir", str(tmp_path), *TINY_RUN, "--max_steps", "4", "--warmup_steps", "2",
+         "--temporal_loss_weight", "0", "--checkpointing_steps", "0"],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "2 process(es)" in result.stderr
+    learning_rates = [float(line.rsplit("lr ", 1)[1]) for line in result.stderr.splitlines() if " INFO step " in line]
+    # linear warmup over 2 steps to 1e-3, then cosine to 0 at step 4
+    assert learning_rates == pytest.approx([5e-4, 1e-3, 5e-4, 0.0], abs=1e-9)

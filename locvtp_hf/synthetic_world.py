@@ -693,14 +693,14 @@ class SyntheticWorld:
             for event in video.events:
                 rows.append(dict(video_id=video.video_id, start=event.start, end=event.end, text=event.sentence))
             for first, second in itertools.pairwise(video.events):
-                text = f"{first.sentence} {second.sentence}"
+                text = f"{first.sentence}{CAPTION_SEPARATOR}{second.sentence}"
                 rows.append(dict(video_id=video.video_id, start=first.start, end=second.end, text=text))
         return rows
 
     def pretraining_pairs(self, split: str) -> datasets.Dataset:
         """
         Text-span pairs for pre-training, like HowTo100M's ASR segments: per video, each event's sentence with its
-        span, then each two consecutive events' sentences joined with a space, spanning from the first start to the
+        span, then each two consecutive events' sentences joined with `", then "` (as in captions), spanning from the first start to the
         second end.
 
         Returns:

@@ -123,7 +123,7 @@ def test_pretraining_pairs_are_single_events_then_consecutive_pairs(world):
     events = video.events
     expected = [(event.start, event.end, event.sentence) for event in events]
     expected += [
-        (first.start, second.end, f"{first.sentence} {second.sentence}") for first, second in zip(events, events[1:])
+        (first.start, second.end, f"{first.sentence}, then {second.sentence}") for first, second in zip(events, events[1:])
     ]
     assert [(row["start"], row["end"], row["text"]) for row in rows] == expected
 

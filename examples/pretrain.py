@@ -156,6 +156,17 @@ def word_tokenizer(sentences) -> BertTokenizer:
     )
 
 
+def locvtp_fields(args: ModelArguments) -> dict:
+    """The LocVTP fields of a new model, whatever its towers."""
+    return dict(
+        projection_dim=args.projection_dim,
+        num_clips=args.num_clips,
+        coarse_loss_weight=args.coarse_loss_weight,
+        fine_loss_weight=args.fine_loss_weight,
+        temporal_loss_weight=args.temporal_loss_weight,
+    )
+
+
 def small_model_config(args: ModelArguments, vocab_size: int, max_text_length: int) -> LocVTPConfig:
     tower = dict(
         hidden_size=args.hidden_size,
@@ -168,12 +179,8 @@ def small_model_config(args: ModelArguments, vocab_size: int, max_text_length: i
         text_config=dict(
             model_type="bert", vocab_size=vocab_size, max_position_embeddings=max(128, max_text_length), **tower
         ),
-        projection_dim=args.projection_dim,
-        num_clips=args.num_clips,
         frames_per_clip=args.frames_per_clip,
-        coarse_loss_weight=args.coarse_loss_weight,
-        fine_loss_weight=args.fine_loss_weight,
-        temporal_loss_weight=args.temporal_loss_weight,
+        **locvtp_fields(args),
     )
 
 
@@ -232,11 +239,7 @@ def main():
             model = LocVTPModel.from_vision_text_pretrained(
                 model_args.vision_model_name_or_path,
                 model_args.text_model_name_or_path,
-                projection_dim=model_args.projection_dim,
-                num_clips=model_args.num_clips,
-                coarse_loss_weight=model_args.coarse_loss_weight,
-                fine_loss_weight=model_args.fine_loss_weight,
-                temporal_loss_weight=model_args.temporal_loss_weight,
+                **locvtp_fields(model_args),
             )
         else:
             model = LocVTPModel(

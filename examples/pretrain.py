@@ -6,7 +6,8 @@
 
 Data: `--train_data synthetic` (default) renders the package's procedural video-text world on the fly; a folder in
 the `videofolder` layout (`metadata.jsonl` or `metadata.csv` with `file_name`, `text`, optional `start`, `end`), a
-HowTo100M-style captions `.json` or a WebVid-style `.csv` (with `--video_dir`) read real videos. Unreadable videos
+HowTo100M-style captions `.json` or a WebVid-style `.csv` (with `--video_dir`) read real videos; webdataset `.tar` or
+`.parquet` shards (a glob pattern, local or remote) are streamed, for data sets larger than a disk. Unreadable videos
 are skipped, counted and reported at the end. See docs/pretraining.md.
 
 At the end the model and processor are saved with `save_pretrained` in `--output_dir`, evaluated zero-shot on
@@ -14,7 +15,9 @@ held-out data (text-to-video retrieval and a clip localization probe), and the f
 `<output_dir>/eval_results.json`.
 
 Resuming: checkpoints are written every `--checkpointing_steps` optimizer steps with `save_state`;
-`--resume_from_checkpoint latest` continues from the newest one, at the same position in the data. The random draws
+`--resume_from_checkpoint latest` continues from the newest one, at the same position in the data (streamed shards
+too: each process's position in its shards is saved beside the checkpoint). The arguments that shape the run must be
+the same as when the checkpoint was written (checked). The random draws
 of a micro-batch depend only on its place in the run, so a resumed run ends with the same weights as an
 uninterrupted one.
 
@@ -25,6 +28,7 @@ not its set of negatives.
 
 import json
 import logging
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -39,9 +43,19 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from transformers import AutoTokenizer, BertTokenizer, HfArgumentParser, get_cosine_schedule_with_warmup
 
 from locvtp_hf import LocVTPConfig, LocVTPModel, LocVTPProcessor, LocVTPVideoProcessor
-from locvtp_hf.data import VideoTextCollator, VideoTextPairDataset, howto100m_rows, videofolder_rows, webvid_rows
+from locvtp_hf.data import (
+    StreamingVideoTextDataset,
+    VideoTextCollator,
+    VideoTextPairDataset,
+    howto100m_rows,
+    videofolder_rows,
+    webvid_rows,
+)
 from locvtp_hf.evaluation import localization_probe, text_to_video_retrieval
+from locvtp_hf.hub import push_to_hub
 from locvtp_hf.loss import sample_context_offsets
+from locvtp_hf.model_card import create_model_card, eval_results_from_metrics
+from locvtp_hf.optimization import adamw_optimizer
 from locvtp_hf.synthetic_world import SyntheticWorld
 
 
@@ -82,7 +96,8 @@ class DataArguments:
         default="synthetic",
         metadata={
             "help": "'synthetic'; a videofolder (metadata.jsonl / metadata.csv); a HowTo100M-style captions .json; "
-            "or a WebVid-style .csv (the last two with --video_dir)."
+            "a WebVid-style .csv (the last two with --video_dir); or webdataset .tar / .parquet shards, streamed (a "
+            "glob pattern such as 'shards/*.tar', local or remote; needs the 'streaming' extra)."
         },
     )
     video_dir: str | None = field(
@@ -99,7 +114,10 @@ class DataArguments:
 @dataclass
 class TrainingArguments:
     output_dir: str = field(default="outputs/pretrain", metadata={"help": "Where checkpoints and the model go."})
-    max_steps: int = field(default=1000, metadata={"help": "Optimizer steps to train for."})
+    max_steps: int = field(
+        default=1000,
+        metadata={"help": "Optimizer steps to train for (0: save and evaluate the initial model, e.g. as a baseline)."},
+    )
     per_device_batch_size: int = field(default=32, metadata={"help": "Samples per process and micro-batch."})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
     learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate."})
@@ -120,10 +138,12 @@ class TrainingArguments:
     hub_model_id: str | None = field(default=None, metadata={"help": "Repository id for --push_to_hub."})
 
 
-def parse_arguments() -> tuple[ModelArguments, DataArguments, TrainingArguments]:
-    """The three argument groups, from the command line and an optional `--config` YAML/JSON file whose values the
-    command line overrides."""
-    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments), description=__doc__)
+def parse_arguments(
+    argument_classes: tuple = (ModelArguments, DataArguments, TrainingArguments), description: str = __doc__
+) -> tuple:
+    """The argument groups (dataclasses), from the command line and an optional `--config` YAML/JSON file whose values
+    the command line overrides."""
+    parser = HfArgumentParser(argument_classes, description=description)
     parser.add_argument("--config", help="YAML or JSON file of arguments; the command line overrides its values.")
     config_file = parser.parse_known_args()[0].config
     if config_file:
@@ -133,6 +153,60 @@ def parse_arguments() -> tuple[ModelArguments, DataArguments, TrainingArguments]
     return tuple(arguments)
 
 
+def is_sharded(train_data: str) -> bool:
+    return train_data.endswith((".tar", ".parquet"))
+
+
+# Arguments a resumed run may change: they do not shape the model, the data order or the optimisation.
+RESUMABLE_CHANGES = {
+    "output_dir",
+    "logging_steps",
+    "checkpointing_steps",
+    "resume_from_checkpoint",
+    "report_to",
+    "push_to_hub",
+    "hub_model_id",
+    "probe_num_clips",
+}
+
+
+def check_resume_arguments(checkpoint: Path, run_arguments: dict) -> None:
+    """Refuse to resume a checkpoint written with other arguments than those that shape this run."""
+    if not (checkpoint / "run_arguments.json").exists():
+        raise ValueError(f"{checkpoint} has no run_arguments.json: it is not a checkpoint written by this script.")
+    saved = json.loads((checkpoint / "run_arguments.json").read_text())
+    changed = {
+        name: (saved.get(name), value)
+        for name, value in run_arguments.items()
+        if name not in RESUMABLE_CHANGES and saved.get(name) != value
+    }
+    if changed:
+        raise ValueError(
+            f"{checkpoint} was written by a run with other arguments; resuming would not continue it. Changed: "
+            + ", ".join(f"{name} {old!r} -> {new!r}" for name, (old, new) in changed.items())
+        )
+
+
+def save_checkpoint(accelerator: Accelerator, folder: Path, run_arguments: dict, data_position: dict | None) -> None:
+    """
+    `save_state` into `folder`, with the run's arguments and, for streamed data, each process's position in its
+    shards. The checkpoint is written under a temporary name and renamed when complete, so an interrupted save never
+    leaves a checkpoint that `--resume_from_checkpoint latest` would pick.
+    """
+    partial = folder.with_name(folder.name + ".partial")
+    accelerator.save_state(str(partial))
+    if data_position is not None:
+        partial.mkdir(parents=True, exist_ok=True)
+        torch.save(data_position, partial / f"data_position_{accelerator.process_index}.pt")
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (partial / "run_arguments.json").write_text(json.dumps(run_arguments, indent=2) + "\n")
+        if folder.exists():
+            shutil.rmtree(folder)
+        partial.rename(folder)
+    accelerator.wait_for_everyone()
+
+
 def check_arguments(model_args: ModelArguments, data_args: DataArguments, train_args: TrainingArguments) -> None:
     if bool(model_args.vision_model_name_or_path) != bool(model_args.text_model_name_or_path):
         raise ValueError(
@@ -140,9 +214,16 @@ def check_arguments(model_args: ModelArguments, data_args: DataArguments, train_
         )
     if data_args.train_data.endswith((".json", ".csv")) and not data_args.video_dir:
         raise ValueError(f"--train_data {data_args.train_data} needs --video_dir, the folder of its videos.")
+    if is_sharded(data_args.train_data) and not (model_args.model_name_or_path or model_args.text_model_name_or_path):
+        raise ValueError(
+            f"Streamed --train_data {data_args.train_data} cannot be read in full to build a word vocabulary: give a "
+            "--model_name_or_path or a --text_model_name_or_path (with --vision_model_name_or_path) for its tokenizer."
+        )
     if train_args.push_to_hub and not train_args.hub_model_id:
         raise ValueError("--push_to_hub needs --hub_model_id.")
-    for name in ("max_steps", "per_device_batch_size", "gradient_accumulation_steps", "logging_steps"):
+    if train_args.max_steps < 0:
+        raise ValueError("--max_steps must be at least 0.")
+    for name in ("per_device_batch_size", "gradient_accumulation_steps", "logging_steps"):
         if getattr(train_args, name) < 1:
             raise ValueError(f"--{name} must be at least 1.")
 
@@ -164,6 +245,81 @@ def locvtp_fields(args: ModelArguments) -> dict:
         coarse_loss_weight=args.coarse_loss_weight,
         fine_loss_weight=args.fine_loss_weight,
         temporal_loss_weight=args.temporal_loss_weight,
+    )
+
+
+def new_processor(config: LocVTPConfig, tokenizer, max_text_length: int) -> LocVTPProcessor:
+    """The processor of a new model: clips laid out and sized as `config` says, and `tokenizer`."""
+    height, width = config.image_size
+    video_processor = LocVTPVideoProcessor(
+        num_clips=config.num_clips,
+        frames_per_clip=config.frames_per_clip,
+        size={"shortest_edge": min(height, width)},
+        crop_size={"height": height, "width": width},
+    )
+    return LocVTPProcessor(video_processor, tokenizer, max_text_length=max_text_length)
+
+
+def pretraining_model_card(model, data_args, train_args, accelerator, num_train_pairs: int | None, results: dict):
+    """The Hub model card of the run: its data, the hyperparameters that shape it and its zero-shot figures."""
+    if data_args.train_data == "synthetic":
+        training_data = (
+            f"The built-in synthetic video-text world of `locvtp_hf.synthetic_world` (seed {data_args.world_seed}): "
+            f"{data_args.world_train_videos} training videos of coloured shapes doing actions, with generated "
+            "English sentences that describe each action and its time span"
+        )
+    else:
+        training_data = f"`{Path(data_args.train_data).name}`"
+    if num_train_pairs is not None:
+        training_data += f"; {num_train_pairs} (span, text) pairs"
+    processes, micro_batch = accelerator.num_processes, train_args.per_device_batch_size
+    evaluation_set = dict(
+        dataset_type="locvtp-synthetic-world",
+        dataset_name=f"LocVTP synthetic world (seed {data_args.world_seed}), held-out videos",
+        dataset_split="test",
+    )
+    return create_model_card(
+        model,
+        train_args.hub_model_id,
+        training_data=training_data + ".",
+        training_hyperparameters={
+            "Optimizer steps": results["steps"],
+            "Batch per optimizer step (processes x micro-batch x accumulation)": (
+                f"{processes} x {micro_batch} x {train_args.gradient_accumulation_steps}"
+            ),
+            "Contrastive batch (negatives come from one micro-batch of all processes)": processes * micro_batch,
+            "Optimizer": f"AdamW, weight decay {train_args.weight_decay} on linear and convolution weights",
+            "Learning rate": f"{train_args.learning_rate}, {train_args.warmup_steps} warm-up steps, cosine decay",
+            "Gradient clipping (max norm)": train_args.max_grad_norm,
+            "Mixed precision": accelerator.mixed_precision,
+            "Seed": train_args.seed,
+            "Hardware": f"{processes} x {accelerator.device.type}",
+        },
+        eval_results=[
+            *eval_results_from_metrics(
+                {name: results[name] for name in ("text_to_video_R@1", "text_to_video_R@5")},
+                task_type="text-to-video-retrieval",
+                task_name="Zero-shot text-to-video retrieval",
+                metric_names={"text_to_video_R@1": "R@1", "text_to_video_R@5": "R@5"},
+                **evaluation_set,
+            ),
+            *eval_results_from_metrics(
+                {"probe_hit_rate": results["probe_hit_rate"]},
+                task_type="temporal-grounding",
+                task_name="Zero-shot clip localization probe",
+                metric_names={"probe_hit_rate": "best clip inside the moment"},
+                **evaluation_set,
+            ),
+        ],
+        evaluation_notes=(
+            f"Zero-shot on {data_args.world_test_videos} held-out videos of the synthetic world, whatever the "
+            "training data. Retrieval: each video's caption ranks all the videos; chance is "
+            f"R@1 {results['text_to_video_R@1_chance']:.3f}, R@5 {results['text_to_video_R@5_chance']:.3f}. Probe: "
+            f"for each query, the video's clip (of {data_args.probe_num_clips}) that best matches the sentence lies "
+            f"inside the queried moment; a random clip does {results['probe_random_rate']:.3f} of the time. One run, "
+            "one seed."
+        ),
+        language="en" if data_args.train_data == "synthetic" else None,
     )
 
 
@@ -207,7 +363,8 @@ def main():
         seed=data_args.world_seed, num_train=data_args.world_train_videos, num_test=data_args.world_test_videos
     )
     test_captions, test_queries = world.captions("test"), world.grounding_queries("test")
-    load_video, video_fps = None, None
+    load_video, video_fps, train_rows = None, None, None
+    streaming = is_sharded(data_args.train_data)  # shards are streamed below, once the processor exists
     if data_args.train_data == "synthetic":
         train_rows = world.pretraining_pairs("train").rename_column("video_id", "video")
         load_video, video_fps = world.render, world.fps
@@ -217,8 +374,11 @@ def main():
         train_rows = howto100m_rows(data_args.train_data, data_args.video_dir)
     elif data_args.train_data.endswith(".csv"):
         train_rows = webvid_rows(data_args.train_data, data_args.video_dir)
-    else:
-        raise ValueError(f"--train_data {data_args.train_data!r} is neither 'synthetic', a folder, a .json nor a .csv")
+    elif not streaming:
+        raise ValueError(
+            f"--train_data {data_args.train_data!r} is neither 'synthetic', a folder, a .json, a .csv nor .tar / "
+            ".parquet shards"
+        )
 
     # ---- model and processor ---------------------------------------------------------------------------------
     if model_args.model_name_or_path:
@@ -245,57 +405,68 @@ def main():
             model = LocVTPModel(
                 small_model_config(model_args, vocab_size=len(tokenizer), max_text_length=data_args.max_text_length)
             )
-        height, width = model.config.image_size
-        video_processor = LocVTPVideoProcessor(
-            num_clips=model.config.num_clips,
-            frames_per_clip=model.config.frames_per_clip,
-            size={"shortest_edge": min(height, width)},
-            crop_size={"height": height, "width": width},
-        )
-        processor = LocVTPProcessor(video_processor, tokenizer, max_text_length=data_args.max_text_length)
+        processor = new_processor(model.config, tokenizer, data_args.max_text_length)
     for tower, frozen in ((model.vision_model, model_args.freeze_vision), (model.text_model, model_args.freeze_text)):
         tower.requires_grad_(not frozen)
     # a loss term switched off leaves its own parameters without gradient, which DDP does not allow
     model.context_head.requires_grad_(model.config.temporal_loss_weight > 0)
     model.logit_scale.requires_grad_(model.config.coarse_loss_weight > 0)
 
-    train_dataset = VideoTextPairDataset(
-        train_rows, processor, load_video=load_video, video_fps=video_fps, training=True, seed=train_args.seed
-    )
-    train_dataloader = torch.utils.data.DataLoader(
-        train_dataset,
-        batch_size=train_args.per_device_batch_size,
-        shuffle=True,
-        drop_last=True,
-        collate_fn=VideoTextCollator(processor),
-        num_workers=data_args.num_workers,
-    )
+    if streaming:
+        try:
+            from torchdata.stateful_dataloader import StatefulDataLoader
+        except ImportError as error:
+            raise ImportError("Streaming shards needs torchdata: pip install 'locvtp-hf[streaming]'") from error
+        train_dataset = StreamingVideoTextDataset(
+            data_args.train_data,
+            processor,
+            rank=accelerator.process_index,
+            world_size=accelerator.num_processes,
+            seed=train_args.seed,
+        )
+        # each process streams its own shards, so accelerate must not shard this loader again: it is not prepared,
+        # and its position (per process) is saved beside each checkpoint
+        train_dataloader = StatefulDataLoader(
+            train_dataset,
+            batch_size=train_args.per_device_batch_size,
+            collate_fn=VideoTextCollator(processor),
+            num_workers=data_args.num_workers,
+        )
+    else:
+        train_dataset = VideoTextPairDataset(
+            train_rows, processor, load_video=load_video, video_fps=video_fps, training=True, seed=train_args.seed
+        )
+        train_dataloader = torch.utils.data.DataLoader(
+            train_dataset,
+            batch_size=train_args.per_device_batch_size,
+            shuffle=True,
+            drop_last=True,
+            collate_fn=VideoTextCollator(processor),
+            num_workers=data_args.num_workers,
+        )
 
-    # ---- optimizer: weight decay on the weights of linear and convolution layers only -----------------------------
-    decayed = {
-        id(module.weight)
-        for module in model.modules()
-        if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.Conv3d))
-    }
-    decay, no_decay = [], []
-    for parameter in model.parameters():
-        if parameter.requires_grad:
-            (decay if id(parameter) in decayed else no_decay).append(parameter)
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": train_args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=train_args.learning_rate,
-    )
+    # ---- optimizer --------------------------------------------------------------------------------------------------
+    optimizer = adamw_optimizer(model, train_args.learning_rate, train_args.weight_decay)
     # the prepared scheduler steps once per process at every optimizer step: count its steps that way
     scheduler = get_cosine_schedule_with_warmup(
         optimizer,
         train_args.warmup_steps * accelerator.num_processes,
         train_args.max_steps * accelerator.num_processes,
     )
-    model, optimizer, train_dataloader, scheduler = accelerator.prepare(model, optimizer, train_dataloader, scheduler)
-    if accelerator.log_with:
-        accelerator.init_trackers(
-            "locvtp-pretrain", config={**asdict(model_args), **asdict(data_args), **asdict(train_args)}
+    if streaming:
+        model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    else:
+        model, optimizer, train_dataloader, scheduler = accelerator.prepare(
+            model, optimizer, train_dataloader, scheduler
         )
+    run_arguments = {
+        **asdict(model_args),
+        **asdict(data_args),
+        **asdict(train_args),
+        "num_processes": accelerator.num_processes,
+    }
+    if accelerator.log_with:
+        accelerator.init_trackers("locvtp-pretrain", config=run_arguments)
 
     # ---- resume --------------------------------------------------------------------------------------------------
     checkpoints_dir = output_dir / "checkpoints"
@@ -306,25 +477,52 @@ def main():
             found = sorted(checkpoints_dir.glob("step_*"), key=lambda path: int(path.name.split("_")[1]))
             checkpoint = found[-1] if found else None
         if checkpoint is not None:
+            check_resume_arguments(checkpoint, run_arguments)
             accelerator.load_state(str(checkpoint))
+            if streaming:
+                position = checkpoint / f"data_position_{accelerator.process_index}.pt"
+                train_dataloader.load_state_dict(torch.load(position, weights_only=False))
             completed_steps = int(checkpoint.name.split("_")[1])
             logger.info(f"Resumed from {checkpoint} at step {completed_steps}")
         else:
             logger.info(f"No checkpoint in {checkpoints_dir}: starting from scratch")
 
     # ---- train ---------------------------------------------------------------------------------------------------
-    updates_per_epoch = len(train_dataloader) // train_args.gradient_accumulation_steps
-    if updates_per_epoch == 0:
-        raise ValueError(
-            f"{len(train_dataset)} training pairs make less than one optimizer step of "
-            f"{train_args.per_device_batch_size} x {accelerator.num_processes} process(es) x "
-            f"{train_args.gradient_accumulation_steps} accumulation: lower the batch size or add data."
-        )
+    accumulation = train_args.gradient_accumulation_steps
+    if streaming:
+        logger.info(f"Streaming {len(train_dataset.files)} shard(s) of {data_args.train_data}")
+    else:
+        updates_per_epoch = len(train_dataloader) // accumulation
+        if updates_per_epoch == 0:
+            raise ValueError(
+                f"{len(train_dataset)} training pairs make less than one optimizer step of "
+                f"{train_args.per_device_batch_size} x {accelerator.num_processes} process(es) x "
+                f"{accumulation} accumulation: lower the batch size or add data."
+            )
+        logger.info(f"{len(train_dataset)} training pairs")
     logger.info(
-        f"{len(train_dataset)} training pairs, {accelerator.num_processes} process(es), global batch "
-        f"{train_args.per_device_batch_size * accelerator.num_processes} x "
-        f"{train_args.gradient_accumulation_steps} accumulation, {train_args.max_steps} steps"
+        f"{accelerator.num_processes} process(es), global batch "
+        f"{train_args.per_device_batch_size * accelerator.num_processes} x {accumulation} accumulation, "
+        f"{train_args.max_steps} steps"
     )
+
+    def micro_batches():
+        """`(micro-step, batch)` from the position the run has reached; the micro-step counts within the epoch."""
+        if streaming:  # an endless stream, resumed by its own state
+            for micro_step, batch in enumerate(train_dataloader, start=completed_steps * accumulation):
+                yield micro_step, batch.to(accelerator.device)
+            return
+        while True:
+            epoch = completed_steps // updates_per_epoch
+            train_dataloader.set_epoch(epoch)
+            train_dataset.set_epoch(epoch)
+            skip = (completed_steps % updates_per_epoch) * accumulation
+            batches = accelerator.skip_first_batches(train_dataloader, skip) if skip else train_dataloader
+            for micro_step, batch in enumerate(batches, start=skip):
+                if micro_step // accumulation >= updates_per_epoch:
+                    break
+                yield micro_step, batch
+
     progress = tqdm(
         total=train_args.max_steps,
         initial=completed_steps,
@@ -334,61 +532,60 @@ def main():
     skipped_videos = []
     model.train()
     with logging_redirect_tqdm():  # log lines above the progress bar, not on it
-        while completed_steps < train_args.max_steps:
-            epoch = completed_steps // updates_per_epoch
-            train_dataloader.set_epoch(epoch)
-            train_dataset.set_epoch(epoch)
-            skip = (completed_steps % updates_per_epoch) * train_args.gradient_accumulation_steps
-            batches = accelerator.skip_first_batches(train_dataloader, skip) if skip else train_dataloader
-            for micro_step, batch in enumerate(batches, start=skip):
-                if micro_step // train_args.gradient_accumulation_steps >= updates_per_epoch:
-                    break
-                skipped_videos += batch.pop("skipped")
-                # the randomness of a micro-batch (context offsets, dropout) depends only on its place in the run, so
-                # that a resumed run draws what the uninterrupted one drew
-                place = [train_args.seed, completed_steps, micro_step, accelerator.process_index]
-                set_seed(int(np.random.SeedSequence(place).generate_state(1)[0]))
-                batch_size, num_clips = batch["pixel_values_videos"].shape[:2]
-                offsets = sample_context_offsets(
-                    batch_size,
-                    num_clips,
-                    accelerator.unwrap_model(model).config.context_window,
-                    device=accelerator.device,
+        for micro_step, batch in micro_batches():
+            if completed_steps >= train_args.max_steps:
+                break
+            skipped_videos += batch.pop("skipped")
+            # the randomness of a micro-batch (context offsets, dropout) depends only on its place in the run, so
+            # that a resumed run draws what the uninterrupted one drew
+            place = [train_args.seed, completed_steps, micro_step, accelerator.process_index]
+            set_seed(int(np.random.SeedSequence(place).generate_state(1)[0]))
+            batch_size, num_clips = batch["pixel_values_videos"].shape[:2]
+            offsets = sample_context_offsets(
+                batch_size,
+                num_clips,
+                accelerator.unwrap_model(model).config.context_window,
+                device=accelerator.device,
+            )
+            with accelerator.accumulate(model):
+                outputs = model(**batch, return_loss=True, context_offsets=offsets)
+                accelerator.backward(outputs.loss)
+                if accelerator.sync_gradients and train_args.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), train_args.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            if not accelerator.sync_gradients:
+                continue
+            completed_steps += 1
+            progress.update(1)
+            if completed_steps % train_args.logging_steps == 0 or completed_steps == train_args.max_steps:
+                terms = {
+                    "loss": outputs.loss,
+                    "loss_coarse": outputs.loss_coarse,
+                    "loss_fine": outputs.loss_fine,
+                    "loss_temporal": outputs.loss_temporal,
+                }
+                logs = {
+                    name: accelerator.reduce(value.detach(), "mean").item()
+                    for name, value in terms.items()
+                    if value is not None
+                }
+                logs["lr"] = scheduler.get_last_lr()[0]
+                progress.set_postfix(loss=f"{logs['loss']:.3f}")
+                logger.info(f"step {completed_steps}: " + ", ".join(f"{k} {v:.4g}" for k, v in logs.items()))
+                if accelerator.trackers:
+                    accelerator.log(logs, step=completed_steps)
+            if train_args.checkpointing_steps and completed_steps % train_args.checkpointing_steps == 0:
+                save_checkpoint(
+                    accelerator,
+                    checkpoints_dir / f"step_{completed_steps}",
+                    run_arguments,
+                    train_dataloader.state_dict() if streaming else None,
                 )
-                with accelerator.accumulate(model):
-                    outputs = model(**batch, return_loss=True, context_offsets=offsets)
-                    accelerator.backward(outputs.loss)
-                    if accelerator.sync_gradients and train_args.max_grad_norm > 0:
-                        accelerator.clip_grad_norm_(model.parameters(), train_args.max_grad_norm)
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad()
-                if not accelerator.sync_gradients:
-                    continue
-                completed_steps += 1
-                progress.update(1)
-                if completed_steps % train_args.logging_steps == 0 or completed_steps == train_args.max_steps:
-                    terms = {
-                        "loss": outputs.loss,
-                        "loss_coarse": outputs.loss_coarse,
-                        "loss_fine": outputs.loss_fine,
-                        "loss_temporal": outputs.loss_temporal,
-                    }
-                    logs = {
-                        name: accelerator.reduce(value.detach(), "mean").item()
-                        for name, value in terms.items()
-                        if value is not None
-                    }
-                    logs["lr"] = scheduler.get_last_lr()[0]
-                    progress.set_postfix(loss=f"{logs['loss']:.3f}")
-                    logger.info(f"step {completed_steps}: " + ", ".join(f"{k} {v:.4g}" for k, v in logs.items()))
-                    if accelerator.trackers:
-                        accelerator.log(logs, step=completed_steps)
-                if train_args.checkpointing_steps and completed_steps % train_args.checkpointing_steps == 0:
-                    accelerator.save_state(str(checkpoints_dir / f"step_{completed_steps}"))
-                if completed_steps >= train_args.max_steps:
-                    break
     progress.close()
+    if completed_steps < train_args.max_steps:
+        raise RuntimeError(f"The training data ran out after {completed_steps} of {train_args.max_steps} steps.")
 
     # ---- save, evaluate, report ----------------------------------------------------------------------------------
     accelerator.wait_for_everyone()
@@ -403,10 +600,11 @@ def main():
         processor.save_pretrained(output_dir)
         logger.info(f"{skipped_count} training sample(s) skipped for unreadable videos")
 
-        unwrapped.eval()
+        # evaluate (and push) the model as saved: with FSDP the trained module only holds this process's shards
+        trained = LocVTPModel.from_pretrained(output_dir).to(accelerator.device).eval()
         results = {
             **text_to_video_retrieval(
-                unwrapped,
+                trained,
                 processor,
                 test_captions["video_id"],
                 test_captions["caption"],
@@ -414,7 +612,7 @@ def main():
                 video_fps=world.fps,
             ),
             **localization_probe(
-                unwrapped,
+                trained,
                 processor,
                 test_queries,
                 num_clips=data_args.probe_num_clips,
@@ -430,8 +628,16 @@ def main():
         (output_dir / "eval_results.json").write_text(json.dumps(results, indent=2) + "\n")
         logger.info(f"Model, processor and eval_results.json saved in {output_dir}")
         if train_args.push_to_hub:
-            unwrapped.push_to_hub(train_args.hub_model_id)
-            processor.push_to_hub(train_args.hub_model_id)
+            num_train_pairs = None if train_rows is None else len(train_rows)
+            card = pretraining_model_card(trained, data_args, train_args, accelerator, num_train_pairs, results)
+            commit = push_to_hub(
+                train_args.hub_model_id,
+                trained,
+                processor,
+                card,
+                extra_files=[output_dir / "eval_results.json"],
+            )
+            logger.info(f"Pushed to {commit.commit_url}")
     accelerator.end_training()
 
 

@@ -63,8 +63,50 @@ class LocVTPConfig(PreTrainedConfig):
             `sigma` of the Gaussian that turns near neighbours into soft negatives in the temporal-aware term.
         temporal_temperature (`float`, *optional*, defaults to 0.07):
             Temperature of the temporal-aware intra-video term.
+        loss_chunk_size (`int`, *optional*, defaults to 64):
+            Samples of a process whose clip-word and warp logits against the global batch are built at once; the
+            chunks are recomputed in the backward pass, so memory stays that of one chunk
+            (`loss_chunk_size x num_clips x global batch x words`). `None` builds them all at once. Does not change
+            the losses or their gradients.
         initializer_range (`float`, *optional*, defaults to 0.02):
             Standard deviation of the initialisation of the projections and the context head.
+        retrieval_fusion_weight (`float`, *optional*, defaults to 0.0):
+            `w` in [0, 1] of the text-video score of [`LocVTPForRetrieval`]:
+            `(1 - w) * <z, s> + w * fine`, where `fine` is the fine-grained clip-word score (the mean over the video's
+            clips of each clip's best similarity to a word of the text). 0: the coarse score alone.
+        grounding_num_positions (`int`, *optional*, defaults to 16):
+            `N`, the side of the 2D temporal map of [`LocVTPForTemporalGrounding`]: the clip features of a video are
+            pooled to `N` equal positions and the candidate moments are the spans `(i, j)`, `i <= j`, of positions.
+            16 is 2D-TAN's setting for Charades-STA; use 64 for ActivityNet Captions.
+        grounding_pooling_counts (`list[int]`, *optional*):
+            Sparse sampling of long moments, as 2D-TAN's pooling counts: the first `counts[0]` diagonals of the map
+            (moments of 2 to `counts[0] + 1` positions) are all candidates; then each group `g` adds `counts[g]`
+            diagonals whose length grows by `2**g` positions per diagonal, keeping only moments that start at a
+            multiple of `2**g`. `[N - 1]` is the dense map. The counts must reach the whole video (moments of `N`
+            positions). Defaults to 2D-TAN's layouts: `[15]` for `N <= 16`, then groups of 8 (`[15, 8, 8]` for 64:
+            2D-TAN's `[15, 8, 8, 8]` has the same candidates at 64).
+        grounding_hidden_size (`int`, *optional*, defaults to 512):
+            Channels of the 2D map and of its convolutions.
+        grounding_num_conv_layers (`int`, *optional*, defaults to 8):
+            Depth of the stack of masked 2D convolutions over the map (2D-TAN: 8 for Charades-STA, 4 for
+            ActivityNet Captions).
+        grounding_conv_kernel_size (`int`, *optional*, defaults to 5):
+            Kernel size of those convolutions, odd, zero-padded to keep the map's size (2D-TAN: 5 for Charades-STA, 9
+            for ActivityNet Captions).
+        grounding_iou_min (`float`, *optional*, defaults to 0.5):
+            `t_min` of the scaled-IoU target: a candidate whose IoU with the ground truth is at most `t_min` has
+            target 0.
+        grounding_iou_max (`float`, *optional*, defaults to 1.0):
+            `t_max`: IoU at or above it has target 1; in between the target grows linearly.
+        grounding_nms_threshold (`float`, *optional*, defaults to 0.5):
+            IoU above which a lower-scored moment is suppressed by the 1-D NMS of the `video-temporal-grounding`
+            pipeline.
+        grounding_freeze_encoder (`bool`, *optional*, defaults to `False`):
+            Keep the LocVTP encoder of [`LocVTPForTemporalGrounding`] fixed: it runs in eval mode and without
+            gradients, so only the head trains (the paper's protocol, on extracted features).
+        grounding_clip_chunk_size (`int`, *optional*, defaults to 32):
+            Clips that [`LocVTPForTemporalGrounding`] encodes at once when given raw video, which bounds the memory
+            of long videos.
 
     Example:
 
@@ -105,7 +147,19 @@ class LocVTPConfig(PreTrainedConfig):
     context_window: int = 2
     temporal_sigma: float = 1.0
     temporal_temperature: float = 0.07
+    loss_chunk_size: int | None = 64
     initializer_range: float = 0.02
+    retrieval_fusion_weight: float = 0.0
+    grounding_num_positions: int = 16
+    grounding_pooling_counts: list[int] | None = None
+    grounding_hidden_size: int = 512
+    grounding_num_conv_layers: int = 8
+    grounding_conv_kernel_size: int = 5
+    grounding_iou_min: float = 0.5
+    grounding_iou_max: float = 1.0
+    grounding_nms_threshold: float = 0.5
+    grounding_freeze_encoder: bool = False
+    grounding_clip_chunk_size: int = 32
 
     def __post_init__(self, **kwargs):
         if self.vision_config is None or isinstance(self.vision_config, dict):
@@ -115,6 +169,8 @@ class LocVTPConfig(PreTrainedConfig):
             if "num_frames" in getattr(config_class, "__dataclass_fields__", {}):
                 vision_config.setdefault("num_frames", self.frames_per_clip)
             self.vision_config = vision_config
+        if self.grounding_pooling_counts is None:
+            self.grounding_pooling_counts = default_pooling_counts(self.grounding_num_positions)
         super().__post_init__(**kwargs)
         self._check_values()
 
@@ -143,15 +199,25 @@ class LocVTPConfig(PreTrainedConfig):
             "fine_topk_words",
             "fine_topk_clips",
             "context_window",
+            "grounding_num_positions",
+            "grounding_hidden_size",
+            "grounding_num_conv_layers",
+            "grounding_conv_kernel_size",
+            "grounding_clip_chunk_size",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("fine_temperature", "temporal_temperature", "temporal_sigma"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.loss_chunk_size is not None and self.loss_chunk_size < 1:
+            raise ValueError(f"loss_chunk_size must be at least 1 (or None: no chunking), got {self.loss_chunk_size}")
         for name in ("coarse_loss_weight", "fine_loss_weight", "temporal_loss_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.retrieval_fusion_weight <= 1:
+            raise ValueError(f"retrieval_fusion_weight must be in [0, 1], got {self.retrieval_fusion_weight}")
+        self._check_grounding_values()
         if self.is_video_backbone:
             num_frames = self.vision_config.num_frames
             if num_frames != self.frames_per_clip:
@@ -167,6 +233,43 @@ class LocVTPConfig(PreTrainedConfig):
                     f"frames_per_clip={self.frames_per_clip} is not a multiple of the backbone's tubelet_size="
                     f"{tubelet_size} ({self.vision_config.model_type})."
                 )
+
+    def _check_grounding_values(self):
+        if self.grounding_conv_kernel_size % 2 == 0:
+            raise ValueError(
+                "grounding_conv_kernel_size must be odd (the map keeps its size), got "
+                f"{self.grounding_conv_kernel_size}"
+            )
+        if not 0 <= self.grounding_iou_min < self.grounding_iou_max <= 1:
+            raise ValueError(
+                "The scaled-IoU bounds need 0 <= grounding_iou_min < grounding_iou_max <= 1, got "
+                f"{self.grounding_iou_min} and {self.grounding_iou_max}."
+            )
+        if not 0 <= self.grounding_nms_threshold <= 1:
+            raise ValueError(f"grounding_nms_threshold must be in [0, 1], got {self.grounding_nms_threshold}")
+        counts = self.grounding_pooling_counts
+        if not counts or any(count < 1 for count in counts):
+            raise ValueError(f"grounding_pooling_counts must be a non-empty list of positive counts, got {counts}")
+        longest = pooling_counts_reach(counts) + 1
+        if longest < self.grounding_num_positions:
+            raise ValueError(
+                f"grounding_pooling_counts={counts} make candidates of at most {longest} positions, but the map has "
+                f"grounding_num_positions={self.grounding_num_positions}: moments longer than {longest} positions "
+                f"could not be predicted. Add groups, e.g. {default_pooling_counts(self.grounding_num_positions)}."
+            )
+
+
+def pooling_counts_reach(pooling_counts: list[int]) -> int:
+    """The longest span, `j - i`, among the candidate moments `(i, j)` that 2D-TAN's pooling counts make."""
+    return sum(count * 2**group for group, count in enumerate(pooling_counts))
+
+
+def default_pooling_counts(num_positions: int) -> list[int]:
+    """2D-TAN's sparse layout for a map of `num_positions`: 15 dense diagonals, then groups of 8 until it is full."""
+    counts = [min(15, max(num_positions - 1, 1))]
+    while pooling_counts_reach(counts) < num_positions - 1:
+        counts.append(8)
+    return counts
 
 
 __all__ = ["LocVTPConfig"]

@@ -1,12 +1,15 @@
-"""Zero-shot evaluation of LocVTP features: text-to-video retrieval and a clip localization probe."""
+"""Evaluation of LocVTP features: text-video retrieval (zero-shot or fine-tuned) and a clip localization probe."""
 
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from .modeling_locvtp import LocVTPModel
+from .modeling_locvtp import LocVTPForRetrieval, LocVTPModel
 from .processing_locvtp import LocVTPProcessor
+from .retrieval_datasets import flatten_captions
+from .retrieval_metrics import rank_metrics, retrieval_ranks, text_video_retrieval_metrics
 
 
 @torch.no_grad()
@@ -39,23 +42,30 @@ def encode_videos(
 
 
 @torch.no_grad()
-def encode_texts(model: LocVTPModel, processor: LocVTPProcessor, texts: Sequence[str], batch_size: int = 128):
-    """`[N, D]` sentence embeddings on the CPU."""
-    embeds = []
+def encode_texts(
+    model: LocVTPModel,
+    processor: LocVTPProcessor,
+    texts: Sequence[str],
+    batch_size: int = 128,
+    return_words: bool = False,
+):
+    """
+    `[N, D]` sentence embeddings on the CPU; with `return_words`, `(sentence_embeds [N, D], word_embeds [N, L, D],
+    word_mask [N, L])`, every batch padded to the longest text `L`.
+    """
+    embeds, words, masks = [], [], []
     for start in range(0, len(texts), batch_size):
         inputs = processor(text=list(texts[start : start + batch_size]), return_tensors="pt").to(model.device)
-        embeds.append(model.get_text_features(**inputs).pooler_output.float().cpu())
-    return torch.cat(embeds)
-
-
-def recall_at_k(similarity: torch.Tensor, targets: torch.Tensor, ks: Sequence[int] = (1, 5)) -> dict[str, float]:
-    """
-    Recall@k of each query row of `similarity` (`[Q, N]`) for its target column (`targets`, `[Q]`). Ties are broken
-    against the target: a candidate scoring exactly the target's score ranks before it.
-    """
-    target_scores = similarity.gather(1, targets[:, None])
-    ranks = (similarity >= target_scores).sum(1) - 1  # 0 = first
-    return {f"R@{k}": (ranks < k).float().mean().item() for k in ks}
+        out = model.get_text_features(**inputs)
+        embeds.append(out.pooler_output.float().cpu())
+        words.append(out.word_embeds.float().cpu())
+        masks.append(out.word_mask.cpu())
+    if not return_words:
+        return torch.cat(embeds)
+    length = max(mask.shape[1] for mask in masks)
+    words = [F.pad(word, (0, 0, 0, length - word.shape[1])) for word in words]
+    masks = [F.pad(mask, (0, length - mask.shape[1])) for mask in masks]
+    return torch.cat(embeds), torch.cat(words), torch.cat(masks)
 
 
 def text_to_video_retrieval(
@@ -67,14 +77,53 @@ def text_to_video_retrieval(
     video_fps: float | None = None,
     ks: Sequence[int] = (1, 5),
 ) -> dict[str, float]:
-    """Each caption (one per video, same order) retrieves among all the videos by `<s, z>`."""
+    """
+    Each caption (one per video, same order) retrieves among all the videos by `<s, z>`: R@k with their chance rates
+    (ties as in [`~retrieval_metrics.retrieval_ranks`]).
+    """
     video_embeds, _, _ = encode_videos(model, processor, list(videos), load_video, video_fps)
     text_embeds = encode_texts(model, processor, captions)
-    recalls = recall_at_k(text_embeds @ video_embeds.T, torch.arange(len(videos)), ks)
+    ranks = retrieval_ranks(text_embeds @ video_embeds.T, torch.eye(len(videos), dtype=torch.bool))
+    recalls = {name: value for name, value in rank_metrics(ranks, ks).items() if name.startswith("R@")}
     return {
         **{f"text_to_video_{name}": value for name, value in recalls.items()},
         **{f"text_to_video_R@{k}_chance": min(k / len(videos), 1.0) for k in ks},
     }
+
+
+def retrieval_evaluation(
+    model: LocVTPForRetrieval | LocVTPModel,
+    processor: LocVTPProcessor,
+    dataset,
+    load_video: Callable | None = None,
+    video_fps: float | None = None,
+    batch_size: int = 16,
+    ks: Sequence[int] = (1, 5, 10),
+    renormalization: str | None = None,
+    temperature: float = 0.01,
+) -> dict[str, float]:
+    """
+    Text-to-video and video-to-text retrieval over a retrieval set (rows `video`, `captions`; see
+    `locvtp_hf.retrieval_datasets`): every caption against every video, scored as the model scores them (a
+    [`LocVTPForRetrieval`] fuses the fine-grained score when its `retrieval_fusion_weight` is positive; a
+    [`LocVTPModel`] uses `<s, z>`). Videos are encoded with centred clips, `batch_size` at a time.
+
+    Returns:
+        The metrics of [`~retrieval_metrics.text_video_retrieval_metrics`].
+    """
+    captions, text_to_video = flatten_captions(dataset)
+    was_training = model.training
+    model.eval()
+    video_embeds, clip_embeds, _ = encode_videos(
+        model, processor, list(dataset["video"]), load_video, video_fps, batch_size=batch_size
+    )
+    if isinstance(model, LocVTPForRetrieval) and model.config.retrieval_fusion_weight > 0:
+        text_embeds, word_embeds, word_mask = encode_texts(model, processor, captions, return_words=True)
+        similarity = model.similarity(text_embeds, video_embeds, word_embeds, word_mask, clip_embeds, chunk_size=64)
+    else:
+        similarity = encode_texts(model, processor, captions) @ video_embeds.T
+    model.train(was_training)
+    return text_video_retrieval_metrics(similarity, text_to_video, ks, renormalization, temperature)
 
 
 def localization_probe(

@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 
 def _world_size() -> int:
@@ -82,13 +83,23 @@ def coarse_alignment_loss(
     """
     all_video, offset = gather_with_grad(video_embeds)
     all_text, _ = gather_with_grad(text_embeds)
-    labels = torch.arange(video_embeds.shape[0], device=video_embeds.device) + offset
-    logits_per_video = logit_scale * video_embeds @ all_text.T
-    logits_per_text = logit_scale * text_embeds @ all_video.T
+    return symmetric_infonce(logit_scale * video_embeds @ all_text.T, logit_scale * text_embeds @ all_video.T, offset)
+
+
+def symmetric_infonce(logits_per_video: torch.Tensor, logits_per_text: torch.Tensor, offset: int) -> torch.Tensor:
+    """
+    Symmetric InfoNCE of this process's pairs against the global batch, averaged over the global batch.
+
+    Args:
+        logits_per_video (`[B, G]`): this process's videos against the texts of the global batch.
+        logits_per_text (`[B, G]`): this process's texts against the videos of the global batch.
+        offset: the positive of row `i` is column `offset + i` (this process's first row in the global batch).
+    """
+    labels = torch.arange(logits_per_video.shape[0], device=logits_per_video.device) + offset
     cross_entropy = F.cross_entropy(logits_per_video.float(), labels, reduction="sum") + F.cross_entropy(
         logits_per_text.float(), labels, reduction="sum"
     )
-    return global_mean(cross_entropy / 2, video_embeds.shape[0])
+    return global_mean(cross_entropy / 2, logits_per_video.shape[0])
 
 
 @torch.no_grad()
@@ -99,7 +110,11 @@ def discover_correspondence(
     Clip-word correspondence discovery inside each sample; no gradient flows through the choice.
 
     Args:
-        clip_embeds (`[B, T, D]`), word_embeds (`[B, L, D]`), word_mask (`[B, L]`, bool).
+        clip_embeds (`[B, T, D]`): L2-normalised clip embeddings.
+        word_embeds (`[B, L, D]`): L2-normalised word embeddings.
+        word_mask (`[B, L]`, bool): True for words, False for special tokens and padding.
+        topk_words (`int`): Positive words per clip.
+        topk_clips (`int`): Positive clips per word.
 
     Returns:
         `(words_of_clip, clips_of_word)`, both `[B, T, L]` bool: `words_of_clip[b, t]` marks the `topk_words` most
@@ -125,34 +140,72 @@ def multi_positive_nce(
     positives: torch.Tensor,
     offset: int,
     temperature: float,
+    chunk_size: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """
     Multi-positive InfoNCE of each query against the keys of its own sample (positives) and of every other sample in
     the global batch (negatives). The non-positive keys of the query's own sample are left out of the denominator.
+
+    The logits of `chunk_size` samples' queries against all keys (`[chunk_size, Q, G, K]`) are the largest tensor
+    built. With more than `chunk_size` samples the chunks are recomputed in the backward pass instead of stored
+    (`torch.utils.checkpoint`), so memory stays that of one chunk while the result and gradients are unchanged.
 
     Args:
         queries (`[B, Q, D]`): this process's queries.
         keys (`[G, K, D]`): the keys of the global batch; sample `b` of this process is row `offset + b`.
         key_mask (`[G, K]`, bool): valid keys.
         positives (`[B, Q, K]`, bool): the positives of each query among its own sample's keys.
+        chunk_size (`int`, *optional*): samples whose queries are scored at once; all of them when `None`.
 
     Returns:
         `(losses, valid)`, both `[B, Q]`: the loss of each query (0 where it has no positive) and whether it has one.
     """
     batch_size = queries.shape[0]
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be at least 1 (or None for no chunking), got {chunk_size}.")
     own = torch.arange(batch_size, device=queries.device) + offset
+    if chunk_size is None or batch_size <= chunk_size:
+        losses = _multi_positive_nce_chunk(queries, keys, key_mask, positives, own, temperature)
+    else:
+        losses = torch.cat(
+            [
+                checkpoint(
+                    _multi_positive_nce_chunk,
+                    queries[start : start + chunk_size],
+                    keys,
+                    key_mask,
+                    positives[start : start + chunk_size],
+                    own[start : start + chunk_size],
+                    temperature,
+                    use_reentrant=False,
+                )
+                for start in range(0, batch_size, chunk_size)
+            ]
+        )
+    return losses, positives.any(-1)
+
+
+def _multi_positive_nce_chunk(
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    key_mask: torch.Tensor,
+    positives: torch.Tensor,
+    own: torch.Tensor,
+    temperature: float,
+) -> torch.Tensor:
+    """`multi_positive_nce`'s `[B, Q]` losses for queries whose own samples are the key rows `own` (`[B]`)."""
+    rows = torch.arange(queries.shape[0], device=queries.device)
     logits = torch.einsum("bqd,gkd->bqgk", queries, keys).float() / temperature
     fill = torch.finfo(logits.dtype).min  # finite, so that queries without positives get zero (not NaN) gradients
-    own_logits = logits[torch.arange(batch_size, device=queries.device), :, own]  # [B, Q, K]
-    positive_logits = own_logits.masked_fill(~positives, fill)
-    is_other = torch.ones(batch_size, keys.shape[0], dtype=torch.bool, device=queries.device)
-    is_other[torch.arange(batch_size, device=queries.device), own] = False
+    positive_logits = logits[rows, :, own].masked_fill(~positives, fill)  # [B, Q, K]
+    is_other = torch.ones(queries.shape[0], keys.shape[0], dtype=torch.bool, device=queries.device)
+    is_other[rows, own] = False
     negatives = key_mask[None, :, :] & is_other[:, :, None]  # [B, G, K]
-    negative_logits = logits.masked_fill(~negatives[:, None], fill).flatten(2)
+    # in place: the logits are the largest tensor here, and nothing saved for backward holds them
+    negative_logits = logits.masked_fill_(~negatives[:, None], fill).flatten(2)
     numerator = positive_logits.logsumexp(-1)
-    denominator = torch.cat([positive_logits, negative_logits], dim=-1).logsumexp(-1)
-    valid = positives.any(-1)
-    return (denominator - numerator).masked_fill(~valid, 0.0), valid
+    denominator = torch.logaddexp(numerator, negative_logits.logsumexp(-1))
+    return (denominator - numerator).masked_fill(~positives.any(-1), 0.0)
 
 
 def sample_context_offsets(
@@ -183,7 +236,7 @@ def temporal_aware_intra_video_loss(
 
     Args:
         warped (`[B, T, D]`): `warped[b, t]` is the context feature warped to position `t`.
-        clip_embeds (`[B, T, D]`).
+        clip_embeds (`[B, T, D]`): The clips of each video.
 
     Returns:
         `[B, T]` losses.
@@ -212,6 +265,10 @@ class LocVTPLoss(nn.Module):
     """
     `L = w_coarse * L_coarse + w_fine * L_fine + w_temporal * L_temporal` over the global batch (see the module doc
     and `docs/method.md`). A term with weight 0 is skipped entirely.
+
+    `chunk_size` bounds the memory of the clip-word and warp terms: their logits are built for `chunk_size` of this
+    process's samples at a time against the whole global batch (`[chunk_size, T, G, L]`), and recomputed in the
+    backward pass; `None` builds them for all samples at once.
     """
 
     def __init__(
@@ -225,8 +282,11 @@ class LocVTPLoss(nn.Module):
         context_window: int = 2,
         temporal_sigma: float = 1.0,
         temporal_temperature: float = 0.07,
+        chunk_size: int | None = 64,
     ):
         super().__init__()
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"chunk_size must be at least 1 (or None for no chunking), got {chunk_size}.")
         self.coarse_weight = coarse_weight
         self.fine_weight = fine_weight
         self.temporal_weight = temporal_weight
@@ -236,6 +296,7 @@ class LocVTPLoss(nn.Module):
         self.context_window = context_window
         self.temporal_sigma = temporal_sigma
         self.temporal_temperature = temporal_temperature
+        self.chunk_size = chunk_size
 
     def forward(
         self,
@@ -280,12 +341,18 @@ class LocVTPLoss(nn.Module):
 
         if self.fine_weight > 0:
             clip_losses, clip_valid = multi_positive_nce(
-                clip_embeds, all_words, all_word_mask, words_of_clip, offset, self.fine_temperature
+                clip_embeds, all_words, all_word_mask, words_of_clip, offset, self.fine_temperature, self.chunk_size
             )
             all_clip_mask, _ = gather_with_grad(clip_embeds.new_ones(clip_embeds.shape[:2], dtype=torch.bool))
             clips_of_word = F.pad(clips_of_word, (0, 0, 0, all_clips.shape[1] - clip_embeds.shape[1]))
             word_losses, word_valid = multi_positive_nce(
-                word_embeds, all_clips, all_clip_mask, clips_of_word.transpose(1, 2), offset, self.fine_temperature
+                word_embeds,
+                all_clips,
+                all_clip_mask,
+                clips_of_word.transpose(1, 2),
+                offset,
+                self.fine_temperature,
+                self.chunk_size,
             )
             clip_to_word = global_mean(clip_losses.sum(), clip_valid.sum())
             word_to_clip = global_mean(word_losses.sum(), word_valid.sum())
@@ -306,7 +373,7 @@ class LocVTPLoss(nn.Module):
             context = clip_embeds.gather(1, context_index[..., None].expand(-1, -1, dim))
             warped = context_head(context, -context_offsets)
             warp_losses, warp_valid = multi_positive_nce(
-                warped, all_words, all_word_mask, words_of_clip, offset, self.fine_temperature
+                warped, all_words, all_word_mask, words_of_clip, offset, self.fine_temperature, self.chunk_size
             )
             intra_losses = temporal_aware_intra_video_loss(
                 warped, clip_embeds, self.temporal_sigma, self.temporal_temperature
@@ -317,3 +384,98 @@ class LocVTPLoss(nn.Module):
             total = total + self.temporal_weight * terms["temporal"]
 
         return LocVTPLossOutput(loss=total, **terms)
+
+
+def fine_grained_similarity(
+    word_embeds: torch.Tensor, word_mask: torch.Tensor, clip_embeds: torch.Tensor, chunk_size: int | None = None
+) -> torch.Tensor:
+    """
+    The fine-grained clip-word score of every text with every video: the mean over the video's clips of each clip's
+    best similarity to a word of the text. A text without words scores 0.
+
+    Args:
+        word_embeds (`[Nt, L, D]`), word_mask (`[Nt, L]`, bool): L2-normalised word embeddings and the real words.
+        clip_embeds (`[Nv, T, D]`): L2-normalised clip embeddings.
+        chunk_size (`int`, *optional*): texts scored at once (the intermediate is `chunk_size x Nv x T x L`).
+
+    Returns:
+        `[Nt, Nv]` scores in [-1, 1].
+    """
+    word_mask = word_mask.bool()
+    chunk_size = chunk_size or max(word_embeds.shape[0], 1)
+    scores = []
+    for start in range(0, word_embeds.shape[0], chunk_size):
+        words, mask = word_embeds[start : start + chunk_size], word_mask[start : start + chunk_size]
+        similarity = torch.einsum("nld,vtd->nvtl", words, clip_embeds)
+        best = similarity.masked_fill(~mask[:, None, None, :], torch.finfo(similarity.dtype).min).amax(-1)
+        scores.append(best.mean(-1).masked_fill(~mask.any(-1, keepdim=True), 0.0))
+    return torch.cat(scores) if scores else word_embeds.new_zeros(0, clip_embeds.shape[0])
+
+
+def retrieval_similarity(
+    text_embeds: torch.Tensor,
+    video_embeds: torch.Tensor,
+    fusion_weight: float = 0.0,
+    word_embeds: torch.Tensor | None = None,
+    word_mask: torch.Tensor | None = None,
+    clip_embeds: torch.Tensor | None = None,
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    """
+    The text-video retrieval score `(1 - w) * <s, z> + w * fine` (unscaled), `w = fusion_weight`; `fine` is
+    [`fine_grained_similarity`] and needs the word and clip embeddings when `w > 0`.
+
+    Args:
+        text_embeds (`[Nt, D]`), video_embeds (`[Nv, D]`): L2-normalised sentence and video embeddings.
+        word_embeds (`[Nt, L, D]`), word_mask (`[Nt, L]`), clip_embeds (`[Nv, T, D]`): for the fine-grained score.
+
+    Returns:
+        `[Nt, Nv]` scores.
+    """
+    coarse = text_embeds @ video_embeds.T
+    if fusion_weight == 0:
+        return coarse
+    if word_embeds is None or word_mask is None or clip_embeds is None:
+        raise ValueError(
+            f"A fusion weight of {fusion_weight} needs word_embeds, word_mask and clip_embeds for the fine-grained "
+            "score."
+        )
+    fine = fine_grained_similarity(word_embeds, word_mask, clip_embeds, chunk_size)
+    return (1 - fusion_weight) * coarse + fusion_weight * fine
+
+
+def retrieval_contrastive_loss(
+    text_embeds: torch.Tensor,
+    video_embeds: torch.Tensor,
+    logit_scale: torch.Tensor,
+    fusion_weight: float = 0.0,
+    word_embeds: torch.Tensor | None = None,
+    word_mask: torch.Tensor | None = None,
+    clip_embeds: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """
+    Symmetric InfoNCE of the paired texts and videos of the global batch on the scaled retrieval score
+    `logit_scale * retrieval_similarity(...)`; with `fusion_weight == 0` it is [`coarse_alignment_loss`].
+
+    Args:
+        text_embeds (`[B, D]`), video_embeds (`[B, D]`): this process's pairs, L2-normalised.
+        logit_scale: the (already exponentiated) scale.
+        fusion_weight, word_embeds (`[B, L, D]`), word_mask (`[B, L]`), clip_embeds (`[B, T, D]`): see
+            [`retrieval_similarity`].
+    """
+    if fusion_weight == 0:
+        return coarse_alignment_loss(video_embeds, text_embeds, logit_scale)
+    if word_embeds is None or word_mask is None or clip_embeds is None:
+        raise ValueError(f"A fusion weight of {fusion_weight} needs word_embeds, word_mask and clip_embeds.")
+    all_video, offset = gather_with_grad(video_embeds)
+    all_text, _ = gather_with_grad(text_embeds)
+    all_clips, _ = gather_with_grad(clip_embeds)
+    all_words, _ = gather_with_grad(word_embeds)
+    all_word_mask, _ = gather_with_grad(word_mask.bool())
+    logits_per_text = logit_scale * retrieval_similarity(
+        text_embeds, all_video, fusion_weight, word_embeds, word_mask, all_clips
+    )
+    logits_per_video = logit_scale * retrieval_similarity(
+        all_text, video_embeds, fusion_weight, all_words, all_word_mask, clip_embeds
+    ).T
+    return symmetric_infonce(logits_per_video, logits_per_text, offset)

@@ -1,7 +1,9 @@
 """PyTorch LocVTP model: a clip encoder and a text encoder projected to a joint space, trained with LocVTP's coarse,
 fine-grained and temporal-aware contrastive losses."""
 
+import contextlib
 import inspect
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,10 +17,14 @@ from transformers.models.auto.modeling_auto import MODEL_MAPPING
 from transformers.utils import ModelOutput, can_return_tuple, logging
 
 from .configuration_locvtp import LocVTPConfig
-from .loss import LocVTPLoss
+from .grounding_metrics import temporal_iou
+from .loss import LocVTPLoss, retrieval_contrastive_loss, retrieval_similarity
 
 
 logger = logging.get_logger(__name__)
+
+# Seconds by which a target moment may overshoot its video (float rounding of annotations) before it is an error.
+MOMENT_TOLERANCE = 1e-3
 
 
 @dataclass
@@ -169,6 +175,11 @@ class LocVTPPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
 
     def _init_weights(self, module):
+        if isinstance(module, LocVTPMaskedConv2d):
+            # a deep ReLU stack over an L2-normalised map: keep the activations' scale from layer to layer
+            init.kaiming_normal_(module.weight, nonlinearity="relu")
+            init.zeros_(module.bias)
+            return
         super()._init_weights(module)
         if isinstance(module, LocVTPModel):
             init.constant_(module.logit_scale, self.config.logit_scale_init_value)
@@ -208,7 +219,8 @@ class LocVTPModel(LocVTPPreTrainedModel):
 
         self.visual_projection = nn.Linear(config.vision_config.hidden_size, config.projection_dim, bias=False)
         self.text_projection = nn.Linear(config.text_config.hidden_size, config.projection_dim, bias=False)
-        self.logit_scale = nn.Parameter(torch.tensor(config.logit_scale_init_value))
+        # one element rather than a scalar: FSDP2 cannot shard 0-d parameters
+        self.logit_scale = nn.Parameter(torch.tensor([config.logit_scale_init_value]))
         self.context_head = LocVTPContextProjectionHead(config)
         self.locvtp_loss = LocVTPLoss(
             coarse_weight=config.coarse_loss_weight,
@@ -220,8 +232,20 @@ class LocVTPModel(LocVTPPreTrainedModel):
             context_window=config.context_window,
             temporal_sigma=config.temporal_sigma,
             temporal_temperature=config.temporal_temperature,
+            chunk_size=config.loss_chunk_size,
         )
         self.post_init()
+
+    def get_logit_scale(self) -> torch.Tensor:
+        """The scalar `exp(alpha)` of the coarse loss, `alpha` clamped to `config.logit_scale_max`."""
+        return self.logit_scale.clamp(max=self.config.logit_scale_max).exp()[0]
+
+    def get_input_embeddings(self) -> nn.Module:
+        """The text encoder's token embeddings (what `resize_token_embeddings` and FSDP's wrapping look for)."""
+        return self.text_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.text_model.set_input_embeddings(value)
 
     def _pool_vision_output(self, outputs) -> torch.Tensor:
         mode = self.config.vision_pooling
@@ -383,10 +407,10 @@ class LocVTPModel(LocVTPPreTrainedModel):
         Example:
 
         ```python
-        >>> inputs = processor(videos=["a.mp4", "b.mp4"], text=["a man opens a door", "a dog runs"],
+        >>> inputs = processor(videos=["a.mp4", "b.mp4"], text=["a man opens a door", "a dog runs"],  # doctest: +SKIP
         ...                    spans=[(3.0, 9.5), None], return_tensors="pt")
-        >>> outputs = model(**inputs, return_loss=True)
-        >>> outputs.loss, outputs.clip_embeds.shape
+        >>> outputs = model(**inputs, return_loss=True)  # doctest: +SKIP
+        >>> outputs.loss, outputs.clip_embeds.shape  # doctest: +SKIP
         ```
         """
         if pixel_values_videos is None or input_ids is None:
@@ -409,7 +433,7 @@ class LocVTPModel(LocVTPPreTrainedModel):
             output_hidden_states=output_hidden_states,
         )
         video_embeds, text_embeds = video_outputs.pooler_output, text_outputs.pooler_output
-        logit_scale = self.logit_scale.clamp(max=self.config.logit_scale_max).exp()
+        logit_scale = self.get_logit_scale()
         logits_per_video = logit_scale * video_embeds @ text_embeds.T
 
         losses = None
@@ -467,7 +491,7 @@ class LocVTPModel(LocVTPPreTrainedModel):
         Example:
 
         ```python
-        >>> model = LocVTPModel.from_vision_text_pretrained(
+        >>> model = LocVTPModel.from_vision_text_pretrained(  # doctest: +SKIP
         ...     "facebook/timesformer-base-finetuned-k400", "google-bert/bert-base-uncased", projection_dim=256
         ... )
         ```
@@ -498,4 +522,641 @@ def _pretrained_tower(name_or_path: str, sub_config: str, **kwargs) -> PreTraine
     return model_class.from_pretrained(name_or_path, config=config, **_no_pooler_kwargs(config), **kwargs)
 
 
-__all__ = ["LocVTPModel", "LocVTPPreTrainedModel", "LocVTPOutput", "LocVTPVideoModelOutput", "LocVTPTextModelOutput"]
+@dataclass
+class LocVTPRetrievalOutput(ModelOutput):
+    r"""
+    Output of [`LocVTPForRetrieval`].
+
+    loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `return_loss=True`):
+        Symmetric InfoNCE of the paired texts and videos over the global batch (all processes) on the scaled score.
+    logits_per_text (`torch.FloatTensor` of shape `(text_batch_size, video_batch_size)`):
+        `exp(alpha) * score(text_i, video_j)`, where the score is `(1 - w) * <s, z> + w * fine` with
+        `w = config.retrieval_fusion_weight` (see [`LocVTPForRetrieval.similarity`]).
+    logits_per_video (`torch.FloatTensor` of shape `(video_batch_size, text_batch_size)`):
+        The transpose of `logits_per_text`.
+    text_embeds (`torch.FloatTensor` of shape `(text_batch_size, projection_dim)`):
+        L2-normalised sentence embeddings `s`.
+    video_embeds (`torch.FloatTensor` of shape `(video_batch_size, projection_dim)`):
+        L2-normalised video embeddings `z`.
+    clip_embeds (`torch.FloatTensor` of shape `(video_batch_size, num_clips, projection_dim)`):
+        L2-normalised clip embeddings `v`.
+    word_embeds (`torch.FloatTensor` of shape `(text_batch_size, sequence_length, projection_dim)`):
+        L2-normalised word embeddings `w` (zero where `word_mask` is False).
+    word_mask (`torch.BoolTensor` of shape `(text_batch_size, sequence_length)`):
+        True for real words.
+    vision_model_output, text_model_output:
+        The outputs of [`LocVTPModel.get_video_features`] and [`LocVTPModel.get_text_features`].
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits_per_text: torch.FloatTensor | None = None
+    logits_per_video: torch.FloatTensor | None = None
+    text_embeds: torch.FloatTensor | None = None
+    video_embeds: torch.FloatTensor | None = None
+    clip_embeds: torch.FloatTensor | None = None
+    word_embeds: torch.FloatTensor | None = None
+    word_mask: torch.BoolTensor | None = None
+    vision_model_output: LocVTPVideoModelOutput | None = None
+    text_model_output: LocVTPTextModelOutput | None = None
+
+    def to_tuple(self) -> tuple[Any]:
+        return tuple(v.to_tuple() if isinstance(v, ModelOutput) else v for v in self.values())
+
+
+class LocVTPForRetrieval(LocVTPPreTrainedModel):
+    r"""
+    LocVTP for text-video retrieval: a [`LocVTPModel`] scored by the coarse video-sentence similarity `<z, s>`,
+    optionally fused with the fine-grained clip-word score (`config.retrieval_fusion_weight`), and fine-tuned with a
+    symmetric InfoNCE loss over the global batch.
+
+    A pre-training checkpoint of [`LocVTPModel`] loads with all its weights (`LocVTPForRetrieval.from_pretrained`);
+    the pre-training losses are not used. transformers has no `Auto` class for retrieval: load with this class (an
+    `AutoModel` load of a retrieval checkpoint gives the underlying [`LocVTPModel`]).
+    """
+
+    def __init__(self, config: LocVTPConfig):
+        super().__init__(config)
+        self.locvtp = LocVTPModel(config)
+        self.post_init()
+
+    def get_video_features(self, pixel_values_videos: torch.FloatTensor, **kwargs) -> LocVTPVideoModelOutput:
+        """[`LocVTPModel.get_video_features`]: `pooler_output` `[B, D]` and `clip_embeds` `[B, T, D]`."""
+        return self.locvtp.get_video_features(pixel_values_videos, **kwargs)
+
+    def get_text_features(self, input_ids: torch.LongTensor, **kwargs) -> LocVTPTextModelOutput:
+        """[`LocVTPModel.get_text_features`]: `pooler_output` `[B, D]`, `word_embeds` `[B, L, D]`, `word_mask`."""
+        return self.locvtp.get_text_features(input_ids, **kwargs)
+
+    def similarity(
+        self,
+        text_embeds: torch.Tensor,
+        video_embeds: torch.Tensor,
+        word_embeds: torch.Tensor | None = None,
+        word_mask: torch.Tensor | None = None,
+        clip_embeds: torch.Tensor | None = None,
+        chunk_size: int | None = None,
+    ) -> torch.Tensor:
+        r"""
+        The unscaled retrieval score of every text with every video, `(1 - w) * <s, z> + w * fine` with
+        `w = config.retrieval_fusion_weight`; `fine` is the mean over the video's clips of each clip's best similarity
+        to a word of the text, and needs `word_embeds`, `word_mask` and `clip_embeds` when `w > 0`.
+
+        Args:
+            text_embeds (`[Nt, D]`): Sentence embeddings, as returned by `get_text_features`.
+            video_embeds (`[Nv, D]`): Video embeddings, as returned by `get_video_features`.
+            word_embeds (`[Nt, L, D]`): Word embeddings, as returned by `get_text_features`.
+            word_mask (`[Nt, L]`): The word mask returned with them.
+            clip_embeds (`[Nv, T, D]`): Clip embeddings, as returned by `get_video_features`.
+            chunk_size (`int`, *optional*): texts scored at once by the fine-grained score, to bound its memory.
+
+        Returns:
+            `[Nt, Nv]` scores.
+        """
+        return retrieval_similarity(
+            text_embeds,
+            video_embeds,
+            self.config.retrieval_fusion_weight,
+            word_embeds,
+            word_mask,
+            clip_embeds,
+            chunk_size,
+        )
+
+    @can_return_tuple
+    def forward(
+        self,
+        pixel_values_videos: torch.FloatTensor | None = None,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        special_tokens_mask: torch.Tensor | None = None,
+        clip_spans: torch.FloatTensor | None = None,
+        return_loss: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+    ) -> LocVTPRetrievalOutput:
+        r"""
+        pixel_values_videos (`torch.FloatTensor` of shape `(video_batch_size, num_clips, frames_per_clip,
+        num_channels, height, width)`):
+            Clips from [`LocVTPVideoProcessor`].
+        input_ids, attention_mask, token_type_ids, position_ids, special_tokens_mask:
+            Text inputs, see [`~LocVTPModel.get_text_features`].
+        clip_spans (`torch.FloatTensor`, *optional*):
+            Accepted so that the processor's output passes as is; not used.
+        return_loss (`bool`, *optional*):
+            Compute the InfoNCE loss over the global batch; text `i` is paired with video `i`, so both batches must
+            have the same size.
+
+        Example:
+
+        ```python
+        >>> inputs = processor(videos=["a.mp4", "b.mp4"], text=["a man opens a door", "a dog runs"],  # doctest: +SKIP
+        ...                    return_tensors="pt")
+        >>> outputs = model(**inputs, return_loss=True)  # doctest: +SKIP
+        >>> outputs.loss, outputs.logits_per_text.shape  # [texts, videos]  # doctest: +SKIP
+        ```
+        """
+        if pixel_values_videos is None or input_ids is None:
+            raise ValueError("LocVTPForRetrieval needs both pixel_values_videos and input_ids.")
+        if return_loss and pixel_values_videos.shape[0] != input_ids.shape[0]:
+            raise ValueError(
+                f"return_loss=True pairs text i with video i, but got {input_ids.shape[0]} texts and "
+                f"{pixel_values_videos.shape[0]} videos."
+            )
+        video_outputs = self.locvtp.get_video_features(
+            pixel_values_videos, output_attentions=output_attentions, output_hidden_states=output_hidden_states
+        )
+        text_outputs = self.locvtp.get_text_features(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            special_tokens_mask=special_tokens_mask,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+        )
+        embeds = dict(
+            text_embeds=text_outputs.pooler_output,
+            video_embeds=video_outputs.pooler_output,
+            word_embeds=text_outputs.word_embeds,
+            word_mask=text_outputs.word_mask,
+            clip_embeds=video_outputs.clip_embeds,
+        )
+        logit_scale = self.locvtp.get_logit_scale()
+        logits_per_text = logit_scale * self.similarity(**embeds)
+        loss = None
+        if return_loss:
+            loss = retrieval_contrastive_loss(
+                logit_scale=logit_scale, fusion_weight=self.config.retrieval_fusion_weight, **embeds
+            )
+        return LocVTPRetrievalOutput(
+            loss=loss,
+            logits_per_text=logits_per_text,
+            logits_per_video=logits_per_text.T,
+            **embeds,
+            vision_model_output=video_outputs,
+            text_model_output=text_outputs,
+        )
+
+    def build_index(self, videos, processor, batch_size: int = 16, **kwargs):
+        r"""
+        Embeds `videos` and returns a searchable [`~retrieval_index.VideoIndex`] (FAISS over a `datasets.Dataset`);
+        see [`~retrieval_index.build_video_index`] for `videos` and the keyword arguments (`index_type`,
+        `load_video`, ...). The index searches by the coarse score `<s, z>` (the fine-grained term needs every video's
+        clips at query time).
+        """
+        from .retrieval_index import build_video_index  # it imports this module
+
+        return build_video_index(self, processor, videos, batch_size, **kwargs)
+
+
+@dataclass
+class LocVTPTemporalGroundingOutput(ModelOutput):
+    r"""
+    Output of [`LocVTPForTemporalGrounding`]. `N` is `config.grounding_num_positions`; the candidate moment `(i, j)`
+    covers positions `i` to `j` of the video cut into `N` equal positions, i.e. from `i / N` to `(j + 1) / N` of its
+    duration.
+
+    loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `target_moments` is given):
+        Binary cross-entropy of every candidate moment's score against its IoU with the target moment, scaled from
+        `[grounding_iou_min, grounding_iou_max]` to `[0, 1]`, averaged over the candidates of the batch.
+    logits (`torch.FloatTensor` of shape `(batch_size, N, N)`):
+        Score logit of every candidate moment; `-inf` in the cells that are not candidates (`j < i`, and the cells
+        that the sparse layout leaves out), see `moment_mask`.
+    scores (`torch.FloatTensor` of shape `(batch_size, N, N)`):
+        `sigmoid(logits)`: the predicted scaled IoU of every candidate; 0 where `moment_mask` is False.
+    moment_mask (`torch.BoolTensor` of shape `(N, N)`):
+        True for the cells that are candidate moments.
+    candidate_moments (`torch.FloatTensor` of shape `(batch_size, N, N, 2)`, *optional*, returned when
+    `video_durations` is given):
+        `(start, end)` in seconds of the moment of every cell.
+    video_durations (`torch.FloatTensor` of shape `(batch_size,)`, *optional*):
+        The durations in seconds the model was given, so that post-processing needs nothing else.
+    video_features (`torch.FloatTensor` of shape `(batch_size, num_clips, projection_dim)`):
+        The clip features the head consumed: computed by [`~LocVTPForTemporalGrounding.get_clip_features`] from
+        `pixel_values_videos`, or the `video_features` that were given. Zero at padded clips.
+    video_mask (`torch.BoolTensor` of shape `(batch_size, num_clips)`):
+        True for real clips, False for padding.
+    text_embeds (`torch.FloatTensor` of shape `(batch_size, projection_dim)`):
+        The L2-normalised sentence embeddings `s` of the queries.
+    clip_spans (`torch.FloatTensor` of shape `(batch_size, num_clips, 2)`, *optional*):
+        Each clip's `(start, end)` in seconds, passed through from the processor.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    scores: torch.FloatTensor | None = None
+    moment_mask: torch.BoolTensor | None = None
+    candidate_moments: torch.FloatTensor | None = None
+    video_durations: torch.FloatTensor | None = None
+    video_features: torch.FloatTensor | None = None
+    video_mask: torch.BoolTensor | None = None
+    text_embeds: torch.FloatTensor | None = None
+    clip_spans: torch.FloatTensor | None = None
+
+
+def candidate_diagonals(num_positions: int, pooling_counts: list[int]) -> list[tuple[int, int]]:
+    """
+    The diagonals of the 2D map, beyond the main one, that hold candidate moments, as 2D-TAN's pooling counts lay them
+    out: group `g` adds `pooling_counts[g]` diagonals `stride = 2**g` apart, each keeping the moments that start at a
+    multiple of `stride`.
+
+    Returns:
+        `list[tuple[int, int]]`: `(offset, stride)` per diagonal: its cells are `(i, i + offset)` for `i` in
+        `range(0, num_positions - offset, stride)`.
+    """
+    diagonals, offset = [], 0
+    for group, count in enumerate(pooling_counts):
+        stride = 2**group
+        for _ in range(count):
+            offset += stride
+            if offset >= num_positions:
+                return diagonals
+            diagonals.append((offset, stride))
+    return diagonals
+
+
+def candidate_moment_times(num_positions: int, video_durations: torch.Tensor) -> torch.Tensor:
+    """
+    `(start, end)` in seconds of every cell of the 2D map: cell `(i, j)` covers `i / N` to `(j + 1) / N` of the video
+    (also for the cells that are not candidates).
+
+    Args:
+        num_positions (`int`): `N`.
+        video_durations (`[B]`): durations in seconds.
+
+    Returns:
+        `[B, N, N, 2]` float tensor.
+    """
+    edges = torch.arange(num_positions + 1, device=video_durations.device, dtype=video_durations.dtype)
+    edges = edges / num_positions
+    unit_moments = torch.stack(torch.broadcast_tensors(edges[:-1, None], edges[None, 1:]), dim=-1)
+    return unit_moments * video_durations[:, None, None, None]
+
+
+def pool_clips_to_positions(features: torch.Tensor, mask: torch.Tensor, num_positions: int) -> torch.Tensor:
+    """
+    Resample each video's clip features to `num_positions` equal positions: the real clips of a video (in order)
+    tile its timeline evenly, and each position is the mean of the clips it overlaps, weighted by the overlap. With
+    fewer clips than positions, neighbouring positions share a clip.
+
+    Args:
+        features (`[B, num_clips, C]`): clip features; padded clips are ignored.
+        mask (`[B, num_clips]`, bool): True for real clips; every video has at least one.
+        num_positions (`int`): `N`.
+
+    Returns:
+        `[B, N, C]` position features.
+    """
+    # float32 whatever the features' dtype: clip ranks beyond 256 are not exact in bfloat16
+    mask = mask.float()
+    num_real = mask.sum(dim=1, keepdim=True)
+    rank = mask.cumsum(dim=1) - 1
+    clip_start, clip_end = rank / num_real, (rank + 1) / num_real
+    edges = torch.arange(num_positions + 1, device=features.device, dtype=torch.float32) / num_positions
+    overlap = torch.minimum(clip_end[:, None, :], edges[None, 1:, None]) - torch.maximum(
+        clip_start[:, None, :], edges[None, :-1, None]
+    )
+    weights = overlap.clamp(min=0) * mask[:, None, :]
+    return (weights / weights.sum(dim=-1, keepdim=True)).to(features.dtype) @ features
+
+
+class LocVTPMaskedConv2d(nn.Conv2d):
+    """A zero-padded ("same") 2D convolution over the temporal map and a ReLU; non-candidate cells are zeroed."""
+
+    def __init__(self, channels: int, kernel_size: int):
+        super().__init__(channels, channels, kernel_size, padding=kernel_size // 2)
+
+    def forward(self, hidden_states: torch.Tensor, moment_mask: torch.Tensor) -> torch.Tensor:
+        return F.relu(super().forward(hidden_states)) * moment_mask
+
+
+class LocVTPTemporalGroundingHead(nn.Module):
+    """
+    The 2D temporal adjacent network (2D-TAN) head over LocVTP features: clip features pooled to `N` positions, a 2D
+    map whose cell `(i, j)` is the max over positions `i..j` (only at candidate cells), fused with the sentence
+    embedding by a Hadamard product and L2 normalisation, masked 2D convolutions, and one score logit per cell.
+    """
+
+    def __init__(self, config: LocVTPConfig):
+        super().__init__()
+        hidden_size = config.grounding_hidden_size
+        self.num_positions = config.grounding_num_positions
+        self.diagonals = candidate_diagonals(config.grounding_num_positions, config.grounding_pooling_counts)
+        self.clip_projection = nn.Linear(config.projection_dim, hidden_size)
+        self.text_projection = nn.Linear(config.projection_dim, hidden_size)
+        self.map_projection = nn.Conv2d(hidden_size, hidden_size, kernel_size=1)
+        self.map_convs = nn.ModuleList(
+            LocVTPMaskedConv2d(hidden_size, config.grounding_conv_kernel_size)
+            for _ in range(config.grounding_num_conv_layers)
+        )
+        self.score = nn.Conv2d(hidden_size, 1, kernel_size=1)
+
+    def moment_mask(self, device: torch.device | None = None) -> torch.Tensor:
+        """`[N, N]` bool: True for the cells that are candidate moments."""
+        mask = torch.eye(self.num_positions, dtype=torch.bool, device=device)
+        for offset, stride in self.diagonals:
+            starts = torch.arange(0, self.num_positions - offset, stride, device=device)
+            mask[starts, starts + offset] = True
+        return mask
+
+    def span_max_map(self, position_features: torch.Tensor) -> torch.Tensor:
+        """
+        `[B, C, N]` -> `[B, C, N, N]`: cell `(i, j)` is the max over positions `i..j` at candidate cells, else 0.
+        Each diagonal is pooled from the previous one (a max of 2 neighbours, or of 3 with stride 2 where the stride
+        doubles), so the map costs one max per candidate cell.
+        """
+        batch_size, channels, num_positions = position_features.shape
+        span_map = position_features.new_zeros(batch_size, channels, num_positions, num_positions)
+        positions = torch.arange(num_positions, device=position_features.device)
+        span_map[:, :, positions, positions] = position_features
+        pooled, previous_stride = position_features, 1
+        for offset, stride in self.diagonals:
+            if stride == previous_stride:
+                pooled = torch.maximum(pooled[..., :-1], pooled[..., 1:])
+            else:
+                pooled = F.max_pool1d(pooled, kernel_size=3, stride=2)
+            previous_stride = stride
+            starts = torch.arange(0, num_positions - offset, stride, device=position_features.device)
+            span_map[:, :, starts, starts + offset] = pooled[..., : len(starts)]
+        return span_map
+
+    def forward(
+        self, video_features: torch.Tensor, video_mask: torch.Tensor, text_embeds: torch.Tensor
+    ) -> torch.Tensor:
+        """
+        Args:
+            video_features (`[B, num_clips, projection_dim]`): clip features.
+            video_mask (`[B, num_clips]`, bool): True for real clips.
+            text_embeds (`[B, projection_dim]`): sentence embeddings.
+
+        Returns:
+            `[B, N, N]` score logits, `-inf` where the cell is not a candidate.
+        """
+        clip_hidden = F.relu(self.clip_projection(video_features))
+        position_hidden = pool_clips_to_positions(clip_hidden, video_mask, self.num_positions)
+        span_map = self.map_projection(self.span_max_map(position_hidden.transpose(1, 2)))
+        moment_mask = self.moment_mask(video_features.device)
+        text_hidden = self.text_projection(text_embeds)[:, :, None, None]
+        hidden_states = F.normalize(text_hidden * span_map, dim=1) * moment_mask
+        for conv in self.map_convs:
+            hidden_states = conv(hidden_states, moment_mask)
+        logits = self.score(hidden_states).squeeze(1)
+        return logits.masked_fill(~moment_mask, float("-inf"))
+
+
+class LocVTPForTemporalGrounding(LocVTPPreTrainedModel):
+    r"""
+    LocVTP with a 2D-TAN temporal grounding head: given an untrimmed video and a sentence, it scores every candidate
+    moment `(i, j)` of a 2D map over `config.grounding_num_positions` positions of the video.
+
+    The video comes either as raw clips (`pixel_values_videos` `[B, num_clips, F, C, H, W]` with a `clip_mask`: the
+    whole video cut into clips by `LocVTPProcessor(..., task="grounding")`), encoded by the LocVTP encoder
+    `config.grounding_clip_chunk_size` clips at a time, or as precomputed clip features (`video_features`
+    `[B, num_clips, projection_dim]` with a `video_mask`), the output of
+    [`~LocVTPForTemporalGrounding.get_clip_features`]. Either way the features are pooled to `N` positions. The query
+    goes through the LocVTP text encoder.
+
+    With `config.grounding_freeze_encoder` the encoder stays in eval mode and runs without gradients.
+    """
+
+    def __init__(self, config: LocVTPConfig):
+        super().__init__(config)
+        self.locvtp = LocVTPModel(config)
+        self.grounding_head = LocVTPTemporalGroundingHead(config)
+        self.post_init()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.config.grounding_freeze_encoder:
+            self.locvtp.eval()
+        return self
+
+    def _encoder_context(self):
+        return torch.no_grad() if self.config.grounding_freeze_encoder else contextlib.nullcontext()
+
+    def get_clip_features(
+        self,
+        pixel_values_videos: torch.FloatTensor,
+        clip_mask: torch.Tensor | None = None,
+        chunk_size: int | None = None,
+    ) -> torch.FloatTensor:
+        r"""
+        The clip features of whole videos: the L2-normalised LocVTP clip embeddings `v`, the features the grounding
+        head consumes (`video_features`). Only real clips are encoded, `chunk_size` at a time, so without gradients
+        (inference, a frozen encoder) the encoder's memory does not grow with the length of the video; with gradients
+        every chunk's activations are kept for the backward pass. Gradients flow unless the caller disables them (the
+        forward does when the encoder is frozen).
+
+        Args:
+            pixel_values_videos (`torch.FloatTensor` of shape `(batch, clips, frames_per_clip, channels, height, width)`):
+                Clips of whole videos from `LocVTPProcessor(..., task="grounding")`, padded to the longest video.
+            clip_mask (`torch.Tensor` of shape `(batch_size, num_clips)`, *optional*):
+                1 for real clips, 0 for padding. All clips are real when not given.
+            chunk_size (`int`, *optional*):
+                Clips encoded at once; defaults to `config.grounding_clip_chunk_size`.
+
+        Returns:
+            `torch.FloatTensor` of shape `(batch_size, num_clips, projection_dim)`, zero at padded clips.
+        """
+        if pixel_values_videos.dim() != 6:
+            raise ValueError(
+                "pixel_values_videos must be [batch, clips, frames, channels, height, width], got shape "
+                f"{tuple(pixel_values_videos.shape)}."
+            )
+        clip_mask = _check_mask("clip_mask", clip_mask, pixel_values_videos.shape[:2], pixel_values_videos.device)
+        chunk_size = chunk_size or self.config.grounding_clip_chunk_size
+        video_index, clip_index = clip_mask.nonzero(as_tuple=True)
+        chunks = []
+        for start in range(0, len(video_index), chunk_size):
+            chunk = slice(start, start + chunk_size)
+            clips = pixel_values_videos[video_index[chunk], clip_index[chunk]]
+            chunks.append(self.locvtp.get_video_features(clips[None]).clip_embeds[0])
+        features = torch.cat(chunks)
+        batch_size, num_clips = clip_mask.shape
+        return features.new_zeros(batch_size, num_clips, features.shape[-1]).index_put(
+            (video_index, clip_index), features
+        )
+
+    @can_return_tuple
+    def forward(
+        self,
+        pixel_values_videos: torch.FloatTensor | None = None,
+        clip_mask: torch.Tensor | None = None,
+        video_features: torch.FloatTensor | None = None,
+        video_mask: torch.Tensor | None = None,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        special_tokens_mask: torch.Tensor | None = None,
+        video_durations: torch.FloatTensor | None = None,
+        target_moments: torch.FloatTensor | None = None,
+        clip_spans: torch.FloatTensor | None = None,
+    ) -> LocVTPTemporalGroundingOutput:
+        r"""
+        pixel_values_videos (`torch.FloatTensor` of shape `(batch_size, num_clips, frames_per_clip, num_channels,
+        height, width)`, *optional*):
+            Raw route: every clip of each whole video, from `LocVTPProcessor(..., task="grounding")`.
+        clip_mask (`torch.Tensor` of shape `(batch_size, num_clips)`, *optional*):
+            1 for real clips of `pixel_values_videos`, 0 for padding.
+        video_features (`torch.FloatTensor` of shape `(batch_size, num_clips, projection_dim)`, *optional*):
+            Feature route, instead of `pixel_values_videos`: clip features from
+            [`~LocVTPForTemporalGrounding.get_clip_features`] (e.g. saved by `examples/extract_features.py`), in
+            temporal order, evenly tiling each video.
+        video_mask (`torch.Tensor` of shape `(batch_size, num_clips)`, *optional*):
+            1 for real entries of `video_features`, 0 for padding.
+        input_ids, attention_mask, token_type_ids, position_ids, special_tokens_mask:
+            The queries, one per video; see [`~LocVTPModel.get_text_features`].
+        video_durations (`torch.FloatTensor` of shape `(batch_size,)`, *optional*):
+            Duration of each video in seconds. Needed with `target_moments`; gives `candidate_moments` in seconds.
+        target_moments (`torch.FloatTensor` of shape `(batch_size, 2)`, *optional*):
+            The ground-truth `(start, end)` of each query in seconds, inside its video. Computes the loss.
+        clip_spans (`torch.FloatTensor` of shape `(batch_size, num_clips, 2)`, *optional*):
+            Each clip's `(start, end)` in seconds, from the processor; returned unchanged.
+
+        Example:
+
+        ```python
+        >>> inputs = processor(videos=["long_video.mp4"], text=["the person opens the fridge"],  # doctest: +SKIP
+        ...                    task="grounding", return_tensors="pt")
+        >>> outputs = model(**inputs)  # doctest: +SKIP
+        >>> processor.post_process_grounding(outputs, top_k=5)  # doctest: +SKIP
+        ```
+        """
+        if (pixel_values_videos is None) == (video_features is None):
+            raise ValueError(
+                "Give the video either as pixel_values_videos (raw clips) or as video_features (precomputed clip "
+                "features), not both and not neither."
+            )
+        if input_ids is None:
+            raise ValueError("LocVTPForTemporalGrounding needs the queries: input_ids.")
+        batch_size = input_ids.shape[0]
+        if video_features is not None:
+            video_mask = self._check_video_features(video_features, video_mask)
+            video_source = "video_features"
+        else:
+            video_mask = _check_mask("clip_mask", clip_mask, pixel_values_videos.shape[:2], pixel_values_videos.device)
+            video_source = "pixel_values_videos"
+        video_batch_size = (video_features if video_features is not None else pixel_values_videos).shape[0]
+        if video_batch_size != batch_size:
+            raise ValueError(
+                f"Got {video_batch_size} videos ({video_source}) and {batch_size} queries (input_ids): give one "
+                "query per video (repeat a video's features to ask it several queries)."
+            )
+        if video_durations is not None:
+            video_durations = self._check_durations(video_durations, batch_size, video_mask.device)
+
+        with self._encoder_context():
+            if video_features is None:
+                video_features = self.get_clip_features(pixel_values_videos, video_mask)
+            text_embeds = self.locvtp.get_text_features(
+                input_ids,
+                attention_mask=attention_mask,
+                token_type_ids=token_type_ids,
+                position_ids=position_ids,
+                special_tokens_mask=special_tokens_mask,
+            ).pooler_output
+        logits = self.grounding_head(video_features, video_mask, text_embeds)
+        moment_mask = self.grounding_head.moment_mask(logits.device)
+
+        candidate_moments = None
+        if video_durations is not None:
+            candidate_moments = candidate_moment_times(self.config.grounding_num_positions, video_durations)
+
+        loss = None
+        if target_moments is not None:
+            if video_durations is None:
+                raise ValueError("target_moments are in seconds: give video_durations (seconds) too.")
+            targets = self._check_targets(target_moments, video_durations, batch_size)
+            iou = temporal_iou(candidate_moments[:, moment_mask], targets[:, None, :])[..., 0]
+            iou_min, iou_max = self.config.grounding_iou_min, self.config.grounding_iou_max
+            scaled_iou = ((iou - iou_min) / (iou_max - iou_min)).clamp(0, 1)
+            loss = F.binary_cross_entropy_with_logits(logits[:, moment_mask], scaled_iou.to(logits.dtype))
+
+        return LocVTPTemporalGroundingOutput(
+            loss=loss,
+            logits=logits,
+            scores=logits.sigmoid(),
+            moment_mask=moment_mask,
+            candidate_moments=candidate_moments,
+            video_durations=video_durations,
+            video_features=video_features,
+            video_mask=video_mask,
+            text_embeds=text_embeds,
+            clip_spans=clip_spans,
+        )
+
+    def _check_video_features(self, video_features: torch.Tensor, video_mask: torch.Tensor | None) -> torch.Tensor:
+        if video_features.dim() != 3:
+            raise ValueError(
+                f"video_features must be [batch, clips, features], got shape {tuple(video_features.shape)}."
+            )
+        if video_features.shape[-1] != self.config.projection_dim:
+            raise ValueError(
+                f"video_features have {video_features.shape[-1]} features per clip but this model's clip features "
+                f"have projection_dim={self.config.projection_dim}: extract them with this model's "
+                "get_clip_features (or examples/extract_features.py)."
+            )
+        return _check_mask("video_mask", video_mask, video_features.shape[:2], video_features.device)
+
+    @staticmethod
+    def _check_durations(video_durations: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
+        video_durations = torch.as_tensor(video_durations, dtype=torch.float32, device=device)
+        if video_durations.shape != (batch_size,):
+            raise ValueError(
+                f"video_durations must have shape ({batch_size},), one duration per video, got "
+                f"{tuple(video_durations.shape)}."
+            )
+        bad = (~(torch.isfinite(video_durations) & (video_durations > 0))).nonzero().flatten().tolist()
+        if bad:
+            raise ValueError(
+                f"video_durations must be positive seconds; video(s) {bad} have "
+                f"{[video_durations[index].item() for index in bad]}."
+            )
+        return video_durations
+
+    @staticmethod
+    def _check_targets(target_moments: torch.Tensor, video_durations: torch.Tensor, batch_size: int) -> torch.Tensor:
+        targets = torch.as_tensor(target_moments, dtype=video_durations.dtype, device=video_durations.device)
+        if targets.shape != (batch_size, 2):
+            raise ValueError(
+                f"target_moments must have shape ({batch_size}, 2), one (start, end) in seconds per query, got "
+                f"{tuple(targets.shape)}."
+            )
+        for index, ((start, end), duration) in enumerate(zip(targets.tolist(), video_durations.tolist())):
+            if not (math.isfinite(start) and math.isfinite(end)) or start >= end:
+                raise ValueError(f"target_moments[{index}] = ({start}, {end}) s is not a moment: start must be < end.")
+            if start < -MOMENT_TOLERANCE or end > duration + MOMENT_TOLERANCE:
+                raise ValueError(
+                    f"target_moments[{index}] = ({start:.3f}, {end:.3f}) s lies outside its video (video_durations"
+                    f"[{index}] = {duration:.3f} s): clip moments to [0, duration] when loading the annotations."
+                )
+        return torch.minimum(targets.clamp(min=0), video_durations[:, None])
+
+
+def _check_mask(name: str, mask: torch.Tensor | None, shape: torch.Size, device: torch.device) -> torch.Tensor:
+    """A padding mask as bool of `shape`, with at least one real clip per video; all True when not given."""
+    if mask is None:
+        return torch.ones(shape, dtype=torch.bool, device=device)
+    if tuple(mask.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)} (batch, clips), got {tuple(mask.shape)}.")
+    mask = mask.bool()
+    empty = (~mask.any(dim=1)).nonzero().flatten().tolist()
+    if empty:
+        raise ValueError(f"{name} marks no clip of video(s) {empty} of the batch as real: each video needs one.")
+    return mask
+
+
+__all__ = [
+    "LocVTPForRetrieval",
+    "LocVTPForTemporalGrounding",
+    "LocVTPModel",
+    "LocVTPPreTrainedModel",
+    "LocVTPOutput",
+    "LocVTPRetrievalOutput",
+    "LocVTPTemporalGroundingOutput",
+    "LocVTPVideoModelOutput",
+    "LocVTPTextModelOutput",
+]

@@ -5,10 +5,13 @@ from collections.abc import Sequence
 from transformers import BatchFeature, ProcessorMixin
 from transformers.utils import logging
 
+from .grounding_postprocessing import grounding_moments
 from .video_processing_locvtp import make_video_list
 
 
 logger = logging.get_logger(__name__)
+
+TASKS = (None, "grounding")
 
 
 class LocVTPProcessor(ProcessorMixin):
@@ -26,9 +29,20 @@ class LocVTPProcessor(ProcessorMixin):
     Example:
 
     ```python
-    >>> inputs = processor(videos=["a.mp4", frames], text=["a man opens the door", "a dog runs"],
-    ...                    spans=[(3.0, 9.5), None], return_tensors="pt")
+    >>> import numpy as np
+    >>> from transformers import BertTokenizer
+    >>> from locvtp_hf import LocVTPProcessor, LocVTPVideoProcessor
+
+    >>> words = "[PAD] [UNK] [CLS] [SEP] a the man dog opens door runs".split()
+    >>> tokenizer = BertTokenizer(vocab={word: index for index, word in enumerate(words)})
+    >>> processor = LocVTPProcessor(LocVTPVideoProcessor(num_clips=4, frames_per_clip=2), tokenizer)
+    >>> frames = np.zeros((50, 48, 64, 3), dtype=np.uint8)  # a decoded 5 s video at 10 fps; file paths work too
+    >>> inputs = processor(videos=[frames, frames], text=["a man opens the door", "a dog runs"],
+    ...                    spans=[(3.0, 4.5), None], video_fps=10.0, return_tensors="pt")
     >>> inputs["pixel_values_videos"].shape  # [B, T, F, C, H, W]
+    torch.Size([2, 4, 2, 3, 224, 224])
+    >>> inputs["input_ids"].shape  # [B, L]
+    torch.Size([2, 7])
     ```
     """
 
@@ -44,6 +58,7 @@ class LocVTPProcessor(ProcessorMixin):
         training: bool = False,
         video_fps: float | Sequence[float] | None = None,
         return_tensors: str | None = None,
+        task: str | None = None,
         **kwargs,
     ) -> BatchFeature:
         r"""
@@ -60,6 +75,12 @@ class LocVTPProcessor(ProcessorMixin):
                 Frame rate of array or frame-list videos.
             return_tensors (`str`, *optional*):
                 `"pt"` for PyTorch tensors.
+            task (`str`, *optional*):
+                `"grounding"`: cut each whole video into clips for [`LocVTPForTemporalGrounding`] (see
+                [`~LocVTPVideoProcessor.preprocess_grounding`]); the output then has `pixel_values_videos`
+                (`[B, N, F, C, H, W]`, padded to the longest video), `clip_mask` (`[B, N]`), `clip_spans` and
+                `video_durations` (`[B]`, seconds). `spans` does not apply. By default, `num_clips` clips per (span of
+                a) video, the input of [`LocVTPModel`].
             kwargs:
                 Passed to the video processor (e.g. `generator`).
 
@@ -70,6 +91,10 @@ class LocVTPProcessor(ProcessorMixin):
         """
         if videos is None and text is None:
             raise ValueError("Give videos, text, or both.")
+        if task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {task!r}.")
+        if task == "grounding" and spans is not None:
+            raise ValueError("spans do not apply to task='grounding': the whole of each video is cut into clips.")
         data = {}
         if text is not None:
             texts = [text] if isinstance(text, str) else list(text)
@@ -78,12 +103,38 @@ class LocVTPProcessor(ProcessorMixin):
             video_list = make_video_list(videos)
             if text is not None and len(video_list) != len(texts):
                 raise ValueError(f"Got {len(video_list)} videos and {len(texts)} texts: give one text per video.")
-            data.update(
-                self.video_processor(
+            if task == "grounding":
+                video_data = self.video_processor.preprocess_grounding(
+                    video_list, training=training, video_fps=video_fps, return_tensors=None, **kwargs
+                )
+            else:
+                video_data = self.video_processor(
                     video_list, spans=spans, training=training, video_fps=video_fps, return_tensors=None, **kwargs
                 )
-            )
+            data.update(video_data)
         return BatchFeature(data=data, tensor_type=return_tensors)
+
+    def post_process_grounding(
+        self, outputs, top_k: int = 5, nms_threshold: float | None = 0.5, video_durations=None
+    ) -> list[list[dict[str, float]]]:
+        r"""
+        The best moments of each query from the output of [`LocVTPForTemporalGrounding`], in seconds.
+
+        Args:
+            outputs ([`LocVTPTemporalGroundingOutput`]):
+                The model's output; it carries the video durations when the model was given them (always on the
+                raw-video route).
+            top_k (`int`, *optional*, defaults to 5):
+                Moments per query.
+            nms_threshold (`float`, *optional*, defaults to 0.5):
+                A moment whose IoU with a better one is above this is dropped (1-D NMS); `None` turns NMS off.
+            video_durations (`list[float]` or `torch.Tensor` of shape `[B]`, *optional*):
+                Durations in seconds, for outputs of precomputed features given without `video_durations`.
+
+        Returns:
+            `list[list[dict]]`: per query, up to `top_k` `{"start": s, "end": s, "score": p}`, best first.
+        """
+        return grounding_moments(outputs, top_k=top_k, nms_threshold=nms_threshold, video_durations=video_durations)
 
     def _tokenize(self, texts: list[str]) -> dict:
         for index, sentence in enumerate(texts):

@@ -508,14 +508,16 @@ class SyntheticWorld:
 
     Args:
         seed (`int`, *optional*, defaults to 0): Non-negative seed of the world.
-        num_train (`int`, *optional*, defaults to 400), num_validation (`int`, *optional*, defaults to 50),
-        num_test (`int`, *optional*, defaults to 100): Number of videos per split.
+        num_train (`int`, *optional*, defaults to 400): Number of training videos.
+        num_validation (`int`, *optional*, defaults to 50): Number of validation videos.
+        num_test (`int`, *optional*, defaults to 100): Number of test videos.
         size (`int`, *optional*, defaults to 64): Frame height and width in pixels (even, for H.264 export).
         fps (`float`, *optional*, defaults to 4.0): Frame rate.
-        min_duration (`float`, *optional*, defaults to 16.0), max_duration (`float`, *optional*, defaults to 40.0):
-            Range of video durations in seconds.
-        min_events (`int`, *optional*, defaults to 2), max_events (`int`, *optional*, defaults to 5): Range of the
-            number of events per video. `max_events * 3` seconds must fit in `min_duration`.
+        min_duration (`float`, *optional*, defaults to 16.0): Shortest video duration in seconds.
+        max_duration (`float`, *optional*, defaults to 40.0): Longest video duration in seconds.
+        min_events (`int`, *optional*, defaults to 2): Fewest events per video.
+        max_events (`int`, *optional*, defaults to 5): Most events per video. `max_events * 3` seconds must fit in
+            `min_duration`.
         num_hard_negatives (`int`, *optional*, defaults to 4): Hard negative captions per video in [`captions`].
     """
 

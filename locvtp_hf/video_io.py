@@ -19,11 +19,12 @@ Times are in seconds from the start of the video stream: `0.0` is the first fram
 the last frame.
 """
 
+import io
 import itertools
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import av
 import numpy as np
@@ -41,6 +42,26 @@ class VideoDecodingError(ValueError):
     """Raised when a video file exists but cannot be opened or decoded, or holds no decodable video frames."""
 
 
+@dataclass(frozen=True)
+class EncodedVideo:
+    """
+    A video file's bytes held in memory, e.g. a sample of a webdataset tar shard or a binary column of a parquet file.
+
+    Args:
+        data (`bytes`): The whole encoded file (mp4, mkv, webm, ...).
+        name (`str`): What error messages call it, e.g. `"shard-00012.tar/clip_0042.mp4"`.
+    """
+
+    data: bytes = field(repr=False)
+    name: str = "<in-memory video>"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+VideoSource = str | os.PathLike | EncodedVideo
+
+
 @dataclass
 class VideoInfo:
     """
@@ -51,7 +72,7 @@ class VideoInfo:
         duration (`float`): Duration of the video stream in seconds.
         num_frames (`int`): Number of frames; read from the header when present, else `round(duration * fps)`, so it
             is an estimate for some containers (e.g. Matroska).
-        path (`str`, *optional*): The file the facts come from; `None` for in-memory videos.
+        path (`str`, *optional*): The file the facts come from; the name of an [`EncodedVideo`].
     """
 
     fps: float
@@ -60,12 +81,12 @@ class VideoInfo:
     path: str | None = None
 
 
-def probe_video(path: str | os.PathLike, backend: str = "pyav") -> VideoInfo:
+def probe_video(path: VideoSource, backend: str = "pyav") -> VideoInfo:
     """
     Read the frame rate, duration and frame count of a video file without decoding it.
 
     Args:
-        path (`str` or `os.PathLike`): Video file (mp4, mkv, webm, ...).
+        path (`str`, `os.PathLike` or [`EncodedVideo`]): Video file (mp4, mkv, webm, ...), or its bytes.
         backend (`str`, *optional*, defaults to `"pyav"`): `"pyav"` or `"torchcodec"`.
 
     Returns:
@@ -83,7 +104,7 @@ def probe_video(path: str | os.PathLike, backend: str = "pyav") -> VideoInfo:
 
 
 def read_frames_at(
-    path: str | os.PathLike, timestamps: Sequence[float], backend: str = "pyav"
+    path: VideoSource, timestamps: Sequence[float], backend: str = "pyav"
 ) -> tuple[np.ndarray, VideoInfo]:
     """
     Decode the frames shown at the given times.
@@ -93,7 +114,8 @@ def read_frames_at(
     holds at most one RGB array per distinct requested frame whatever the length of the video.
 
     Args:
-        path (`str` or `os.PathLike`): Video file (mp4, mkv, webm, ...). Audio and other streams are ignored.
+        path (`str`, `os.PathLike` or [`EncodedVideo`]): Video file (mp4, mkv, webm, ...), or its bytes. Audio and
+            other streams are ignored.
         timestamps (`Sequence[float]`): `N` times in seconds from the start of the video, in any order, repeats
             allowed.
         backend (`str`, *optional*, defaults to `"pyav"`): `"pyav"` or `"torchcodec"`.
@@ -118,9 +140,13 @@ def read_frames_at(
     return _read_frames_pyav(path, times)
 
 
-def _check_path(path: str | os.PathLike, backend: str) -> str:
+def _check_path(path: VideoSource, backend: str) -> str | EncodedVideo:
     if backend not in SUPPORTED_BACKENDS:
         raise ValueError(f"Unknown video backend {backend!r}; expected one of {SUPPORTED_BACKENDS}.")
+    if isinstance(path, EncodedVideo):
+        if not path.data:
+            raise VideoDecodingError(f"video '{path}' is empty (0 bytes)")
+        return path
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"video file '{path}' does not exist")
@@ -131,9 +157,9 @@ def _check_path(path: str | os.PathLike, backend: str) -> str:
 # PyAV
 
 
-def _open_pyav(path: str):
+def _open_pyav(path: str | EncodedVideo):
     try:
-        return av.open(path)
+        return av.open(io.BytesIO(path.data) if isinstance(path, EncodedVideo) else path)
     except av.FFmpegError as err:
         raise VideoDecodingError(f"could not open video '{path}': {_ffmpeg_reason(err)}") from err
 
@@ -143,13 +169,13 @@ def _ffmpeg_reason(err: Exception) -> str:
     return getattr(err, "strerror", None) or str(err)
 
 
-def _pyav_video_stream(container, path: str):
+def _pyav_video_stream(container, path: str | EncodedVideo):
     if not container.streams.video:
         raise VideoDecodingError(f"video '{path}' has no video stream")
     return container.streams.video[0]
 
 
-def _pyav_info(container, stream, path: str) -> VideoInfo:
+def _pyav_info(container, stream, path: str | EncodedVideo) -> VideoInfo:
     rate = stream.average_rate or stream.guessed_rate
     if not rate:
         raise VideoDecodingError(f"video '{path}' has no frame rate information")
@@ -163,7 +189,7 @@ def _pyav_info(container, stream, path: str) -> VideoInfo:
     else:
         raise VideoDecodingError(f"video '{path}' has no duration information")
     num_frames = stream.frames if stream.frames else round(duration * fps)
-    return VideoInfo(fps=fps, duration=duration, num_frames=num_frames, path=path)
+    return VideoInfo(fps=fps, duration=duration, num_frames=num_frames, path=str(path))
 
 
 def _decode_from(container, stream, seek_pts: int | None):
@@ -173,7 +199,7 @@ def _decode_from(container, stream, seek_pts: int | None):
     yield from container.decode(stream)
 
 
-def _read_frames_pyav(path: str, times: np.ndarray) -> tuple[np.ndarray, VideoInfo]:
+def _read_frames_pyav(path: str | EncodedVideo, times: np.ndarray) -> tuple[np.ndarray, VideoInfo]:
     order = np.argsort(times, kind="stable")
     with _open_pyav(path) as container:
         stream = _pyav_video_stream(container, path)
@@ -235,7 +261,7 @@ def _read_frames_pyav(path: str, times: np.ndarray) -> tuple[np.ndarray, VideoIn
 # torchcodec
 
 
-def _open_torchcodec(path: str):
+def _open_torchcodec(path: str | EncodedVideo):
     try:
         from torchcodec.decoders import VideoDecoder
     except ImportError as err:
@@ -245,22 +271,24 @@ def _open_torchcodec(path: str):
             "`conda install ffmpeg`). Or use video_backend='pyav', which bundles its own FFmpeg."
         ) from err
     try:
-        return VideoDecoder(path, dimension_order="NHWC")
+        return VideoDecoder(path.data if isinstance(path, EncodedVideo) else path, dimension_order="NHWC")
     except (RuntimeError, ValueError) as err:
         raise VideoDecodingError(f"could not open video '{path}': {err}") from err
 
 
-def _torchcodec_info(decoder, path: str) -> VideoInfo:
+def _torchcodec_info(decoder, path: str | EncodedVideo) -> VideoInfo:
     metadata = decoder.metadata
     if not metadata.average_fps:
         raise VideoDecodingError(f"video '{path}' has no frame rate information")
     if not metadata.num_frames:
         raise VideoDecodingError(f"video '{path}' has no decodable video frames")
     duration = float(metadata.end_stream_seconds - metadata.begin_stream_seconds)
-    return VideoInfo(fps=float(metadata.average_fps), duration=duration, num_frames=metadata.num_frames, path=path)
+    return VideoInfo(
+        fps=float(metadata.average_fps), duration=duration, num_frames=metadata.num_frames, path=str(path)
+    )
 
 
-def _read_frames_torchcodec(path: str, times: np.ndarray) -> tuple[np.ndarray, VideoInfo]:
+def _read_frames_torchcodec(path: str | EncodedVideo, times: np.ndarray) -> tuple[np.ndarray, VideoInfo]:
     decoder = _open_torchcodec(path)
     info = _torchcodec_info(decoder, path)
     begin, end = decoder.metadata.begin_stream_seconds, decoder.metadata.end_stream_seconds

@@ -13,6 +13,7 @@
 # limitations under the License.
 """Video processor for LocVTP: samples `num_clips` clips of `frames_per_clip` frames from a span of each video."""
 
+import math
 import numbers
 import os
 from collections.abc import Sequence
@@ -28,7 +29,14 @@ from transformers.processing_utils import Unpack, VideosKwargs
 from transformers.utils import TensorType
 from transformers.video_processing_utils import BaseVideoProcessor
 
-from .video_io import SUPPORTED_BACKENDS, TIME_TOLERANCE, VideoDecodingError, probe_video, read_frames_at
+from .video_io import (
+    SUPPORTED_BACKENDS,
+    TIME_TOLERANCE,
+    EncodedVideo,
+    VideoDecodingError,
+    probe_video,
+    read_frames_at,
+)
 
 
 FRAME_SAMPLING_MODES = ("uniform", "consecutive")
@@ -36,6 +44,7 @@ FRAME_SAMPLING_MODES = ("uniform", "consecutive")
 # Arguments of the generic video processors that select frames; LocVTP selects frames from `spans` instead.
 _UNSUPPORTED_FRAME_SELECTION_KWARGS = ("do_sample_frames", "num_frames", "fps", "video_metadata", "return_metadata")
 _SAMPLING_KWARGS = ("num_clips", "frames_per_clip", "frame_sampling", "default_fps", "video_backend")
+_GROUNDING_KWARGS = ("grounding_clip_seconds", "grounding_max_clips")
 
 
 class LocVTPVideoProcessorKwargs(VideosKwargs, total=False):
@@ -51,6 +60,12 @@ class LocVTPVideoProcessorKwargs(VideosKwargs, total=False):
         Frame rate assumed for decoded arrays and frame lists when the caller passes no `video_fps`.
     video_backend (`str`, *optional*, defaults to `"pyav"`):
         Decoder for video files: `"pyav"` or `"torchcodec"`.
+    grounding_clip_seconds (`float`, *optional*, defaults to 1.0):
+        For temporal grounding ([`~LocVTPVideoProcessor.preprocess_grounding`]): the whole video is cut into
+        `floor(duration / grounding_clip_seconds)` equal clips, each at least this long.
+    grounding_max_clips (`int`, *optional*, defaults to 256):
+        At most this many clips per video for grounding (longer videos get longer clips), which bounds the memory of
+        the decoded frames; `None` for no limit.
     """
 
     num_clips: int
@@ -58,6 +73,8 @@ class LocVTPVideoProcessorKwargs(VideosKwargs, total=False):
     frame_sampling: Literal["uniform", "consecutive"]
     default_fps: int | float
     video_backend: Literal["pyav", "torchcodec"]
+    grounding_clip_seconds: int | float
+    grounding_max_clips: int | None
 
 
 def sample_clip_times(
@@ -122,8 +139,10 @@ def sample_clip_times(
 
 
 def make_video_list(videos) -> list:
-    """Wrap a single video (path, `[N, H, W, C]` array or tensor, list of frames) into a list of videos."""
-    if isinstance(videos, (str, os.PathLike)):
+    """
+    Wrap a single video (path, [`EncodedVideo`], `[N, H, W, C]` array or tensor, list of frames) into a list of videos.
+    """
+    if isinstance(videos, (str, os.PathLike, EncodedVideo)):
         return [videos]
     if isinstance(videos, (np.ndarray, torch.Tensor)):
         # A 5-D array is a batch of equally sized videos; anything else is one video (and checked later).
@@ -136,9 +155,20 @@ def make_video_list(videos) -> list:
             return [videos]
         return list(videos)
     raise TypeError(
-        "`videos` must be a file path, a `[num_frames, height, width, 3]` uint8 array or tensor, a list of "
-        f"frames, or a list of those; got {type(videos).__name__}."
+        "`videos` must be a file path, an `EncodedVideo`, a `[num_frames, height, width, 3]` uint8 array or tensor, "
+        f"a list of frames, or a list of those; got {type(videos).__name__}."
     )
+
+
+def _count_whole_video_clips(name: str, duration: float, clip_seconds: float, max_clips: int | None) -> int:
+    """Clips of at least `clip_seconds` (at most `max_clips`) that a video of `duration` seconds is cut into."""
+    num_clips = math.floor(duration / clip_seconds + TIME_TOLERANCE)
+    if num_clips < 1:
+        raise ValueError(
+            f"{name} lasts {duration:.3f} s, shorter than one grounding clip (grounding_clip_seconds={clip_seconds}): "
+            "lower grounding_clip_seconds to ground queries in it."
+        )
+    return num_clips if max_clips is None else min(num_clips, max_clips)
 
 
 class LocVTPVideoProcessor(BaseVideoProcessor):
@@ -170,6 +200,10 @@ class LocVTPVideoProcessor(BaseVideoProcessor):
         frame_sampling (`str`, *optional*, defaults to `"uniform"`): `"uniform"` or `"consecutive"`.
         default_fps (`float`, *optional*, defaults to 30.0): Frame rate of decoded arrays given without `video_fps`.
         video_backend (`str`, *optional*, defaults to `"pyav"`): `"pyav"` or `"torchcodec"`.
+        grounding_clip_seconds (`float`, *optional*, defaults to 1.0): Shortest clip when a whole video is cut into
+            clips for temporal grounding.
+        grounding_max_clips (`int`, *optional*, defaults to 256): Most clips per video for temporal grounding (2D-TAN
+            samples 256 clips per video); `None` for no limit.
         kwargs: The image options of [`BaseVideoProcessor`] (`size`, `crop_size`, `do_resize`, `do_center_crop`,
             `do_rescale`, `do_normalize`, `image_mean`, `image_std`, `resample`, ...).
     """
@@ -190,6 +224,8 @@ class LocVTPVideoProcessor(BaseVideoProcessor):
     frame_sampling = "uniform"
     default_fps = 30.0
     video_backend = "pyav"
+    grounding_clip_seconds = 1.0
+    grounding_max_clips = 256
     valid_kwargs = LocVTPVideoProcessorKwargs
     model_input_names = ["pixel_values_videos"]
 
@@ -202,6 +238,7 @@ class LocVTPVideoProcessor(BaseVideoProcessor):
             default_fps=self.default_fps,
             video_backend=self.video_backend,
         )
+        self._validate_grounding_kwargs(self.grounding_clip_seconds, self.grounding_max_clips)
 
     def preprocess(
         self,
@@ -235,9 +272,72 @@ class LocVTPVideoProcessor(BaseVideoProcessor):
             [`BatchFeature`] with:
 
             - `pixel_values_videos`: float32, `[B, T, F, C, H, W]` with `H, W` the crop size (a list of `B`
-              `[T, F, C, H, W]` tensors if `return_tensors` is `None`).
+                `[T, F, C, H, W]` tensors if `return_tensors` is `None`).
             - `clip_spans`: float32, `[B, T, 2]`: each clip's `(start, end)` in seconds in the original video
-              (a list of `B` `[T, 2]` arrays if `return_tensors` is `None`).
+                (a list of `B` `[T, 2]` arrays if `return_tensors` is `None`).
+        """
+        pixel_values_videos, clip_spans, _ = self._sample_and_preprocess(
+            videos, spans, training, video_fps, generator, kwargs, whole_video_clips=False
+        )
+        return BatchFeature(
+            data={"pixel_values_videos": pixel_values_videos, "clip_spans": clip_spans}, tensor_type=return_tensors
+        )
+
+    def preprocess_grounding(
+        self,
+        videos,
+        training: bool = False,
+        video_fps: float | Sequence[float | None] | None = None,
+        generator: np.random.Generator | int | None = None,
+        return_tensors: str | TensorType | None = None,
+        **kwargs: Unpack[LocVTPVideoProcessorKwargs],
+    ) -> BatchFeature:
+        r"""
+        Cut each whole video into clips for temporal grounding and preprocess them: a video of `d` seconds becomes
+        `min(floor(d / grounding_clip_seconds), grounding_max_clips)` clips that split it into equal segments (one
+        clip of `frames_per_clip` frames per segment, sampled as in [`sample_clip_times`]). The batch is padded to
+        its longest video.
+
+        Args:
+            videos: One video or a list of `B` videos; see the class docstring for the accepted types.
+            training (`bool`, *optional*, defaults to `False`): Random frame offsets inside each segment.
+            video_fps (`float` or `list`, *optional*): Frame rate of decoded-array and frame-list inputs.
+            generator (`np.random.Generator` or `int`, *optional*): Random generator or seed for training offsets.
+            return_tensors (`str` or [`~utils.TensorType`], *optional*): `"pt"` or `"np"` to stack the batch;
+                `None` returns one (padded) entry per video.
+            kwargs: Overrides of the processor's options for this call (`grounding_clip_seconds`, `size`, ...).
+
+        Returns:
+            [`BatchFeature`] with, for `N` the most clips of a video in the batch:
+
+            - `pixel_values_videos`: float32, `[B, N, F, C, H, W]`, zero at padded clips.
+            - `clip_mask`: int64, `[B, N]`: 1 for real clips, 0 for padding.
+            - `clip_spans`: float32, `[B, N, 2]`: each clip's `(start, end)` in seconds; zero at padded clips.
+            - `video_durations`: float32, `[B]`: each video's duration in seconds.
+
+        Raises:
+            `ValueError`: a video is shorter than one clip (`grounding_clip_seconds`), naming it.
+        """
+        pixel_values_videos, clip_spans, durations = self._sample_and_preprocess(
+            videos, None, training, video_fps, generator, kwargs, whole_video_clips=True
+        )
+        longest = max(len(clips) for clips in pixel_values_videos)
+        data = {"pixel_values_videos": [], "clip_mask": [], "clip_spans": [], "video_durations": []}
+        for clips, spans, duration in zip(pixel_values_videos, clip_spans, durations, strict=True):
+            padding = longest - len(clips)
+            data["pixel_values_videos"].append(torch.cat([clips, clips.new_zeros(padding, *clips.shape[1:])]))
+            data["clip_mask"].append((np.arange(longest) < len(clips)).astype(np.int64))
+            data["clip_spans"].append(np.concatenate([spans, np.zeros((padding, 2), dtype=spans.dtype)]))
+            data["video_durations"].append(np.float32(duration))
+        return BatchFeature(data=data, tensor_type=return_tensors)
+
+    def _sample_and_preprocess(
+        self, videos, spans, training: bool, video_fps, generator, kwargs: dict, whole_video_clips: bool
+    ) -> tuple[list[torch.Tensor], list[np.ndarray], list[float]]:
+        """
+        Sample the clips of every video and preprocess their frames. Returns, per video, its clips (float32
+        `[T, F, C, H, W]`), its clip spans (float32 `[T, 2]`, seconds) and its duration in seconds; `T` is
+        `num_clips`, or with `whole_video_clips` the number of clips the whole video is cut into for grounding.
         """
         validate_typed_dict(self.valid_kwargs, kwargs)
         unsupported = [name for name in _UNSUPPORTED_FRAME_SELECTION_KWARGS if kwargs.get(name) not in (None, False)]
@@ -250,6 +350,8 @@ class LocVTPVideoProcessor(BaseVideoProcessor):
             kwargs.setdefault(name, getattr(self, name, None))
         sampling = {name: kwargs.pop(name) for name in _SAMPLING_KWARGS}
         self._validate_sampling_kwargs(**sampling)
+        clip_seconds, max_clips = (kwargs.pop(name) for name in _GROUNDING_KWARGS)
+        self._validate_grounding_kwargs(clip_seconds, max_clips)
         device = kwargs.pop("device")
         for name in (*_UNSUPPORTED_FRAME_SELECTION_KWARGS, "return_tensors", "data_format", "input_data_format"):
             kwargs.pop(name)
@@ -261,13 +363,15 @@ class LocVTPVideoProcessor(BaseVideoProcessor):
         fps_per_video = self._per_video("video_fps", video_fps, len(videos), broadcast=True)
         rng = np.random.default_rng(generator)
 
-        sampled_frames, clip_spans = [], []
+        whole_video_clip_counts = {"clip_seconds": clip_seconds, "max_clips": max_clips} if whole_video_clips else {}
+        sampled_frames, clip_spans, durations = [], [], []
         for index, (video, span, fps) in enumerate(zip(videos, spans, fps_per_video, strict=True)):
-            frames, video_clip_spans = self._sample_clips(
-                index, video, span, fps, training=training, rng=rng, **sampling
+            frames, video_clip_spans, duration = self._sample_clips(
+                index, video, span, fps, training=training, rng=rng, **whole_video_clip_counts, **sampling
             )
             sampled_frames.append(frames)
             clip_spans.append(video_clip_spans.astype(np.float32))
+            durations.append(duration)
 
         prepared = self._prepare_input_videos(
             videos=sampled_frames, input_data_format=ChannelDimension.LAST, device=device
@@ -275,14 +379,11 @@ class LocVTPVideoProcessor(BaseVideoProcessor):
         # The base pipeline sees each sample's T * F frames as one video; the clip structure is restored afterwards.
         # With rescaling and normalization both off it keeps uint8, hence the cast: the output is always float32.
         processed = self._preprocess(videos=prepared, return_tensors=None, **kwargs)["pixel_values_videos"]
-        num_clips, frames_per_clip = sampling["num_clips"], sampling["frames_per_clip"]
+        frames_per_clip = sampling["frames_per_clip"]
         pixel_values_videos = [
-            video.reshape(num_clips, frames_per_clip, *video.shape[1:]).to(torch.float32) for video in processed
+            video.reshape(-1, frames_per_clip, *video.shape[1:]).to(torch.float32) for video in processed
         ]
-
-        return BatchFeature(
-            data={"pixel_values_videos": pixel_values_videos, "clip_spans": clip_spans}, tensor_type=return_tensors
-        )
+        return pixel_values_videos, clip_spans, durations
 
     @staticmethod
     def _validate_sampling_kwargs(
@@ -297,6 +398,14 @@ class LocVTPVideoProcessor(BaseVideoProcessor):
             raise ValueError(f"`default_fps` must be a positive number, got {default_fps!r}.")
         if video_backend not in SUPPORTED_BACKENDS:
             raise ValueError(f"`video_backend` must be one of {SUPPORTED_BACKENDS}, got {video_backend!r}.")
+
+    @staticmethod
+    def _validate_grounding_kwargs(grounding_clip_seconds: float, grounding_max_clips: int | None) -> None:
+        if not isinstance(grounding_clip_seconds, (int, float)) or not grounding_clip_seconds > 0:
+            raise ValueError(f"`grounding_clip_seconds` must be a positive number, got {grounding_clip_seconds!r}.")
+        max_clips_is_count = isinstance(grounding_max_clips, int) and not isinstance(grounding_max_clips, bool)
+        if grounding_max_clips is not None and (not max_clips_is_count or grounding_max_clips < 1):
+            raise ValueError(f"`grounding_max_clips` must be a positive integer or None, got {grounding_max_clips!r}.")
 
     @staticmethod
     def _per_video(name: str, value, num_videos: int, broadcast: bool) -> list:
@@ -328,20 +437,26 @@ class LocVTPVideoProcessor(BaseVideoProcessor):
         frame_sampling: str,
         default_fps: float,
         video_backend: str,
-    ) -> tuple[np.ndarray, np.ndarray]:
+        clip_seconds: float | None = None,
+        max_clips: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, float]:
         """
-        Returns the sampled frames of one video, uint8 `[T * F, H, W, 3]` (clip-major), and its clip spans `[T, 2]`.
+        Returns the sampled frames of one video, uint8 `[T * F, H, W, 3]` (clip-major), its clip spans `[T, 2]` and
+        its duration in seconds. With `clip_seconds`, `T` is not `num_clips` but the number of clips of at least
+        `clip_seconds` (at most `max_clips`) that the span is cut into.
         """
         name = f"videos[{index}]"
         if fps is not None and (not isinstance(fps, numbers.Real) or not fps > 0):
             raise ValueError(f"video_fps for {name} must be a positive number of frames per second, got {fps!r}.")
 
-        if isinstance(video, (str, os.PathLike)):
-            path = os.fspath(video)
+        if isinstance(video, (str, os.PathLike, EncodedVideo)):
+            path = video if isinstance(video, EncodedVideo) else os.fspath(video)
             name = f"{name} ('{path}')"
             try:
                 info = probe_video(path, backend=video_backend)
                 start, end = self._check_span(name, span, info.duration, info.fps)
+                if clip_seconds is not None:
+                    num_clips = _count_whole_video_clips(name, end - start, clip_seconds, max_clips)
                 times, clip_spans = sample_clip_times(
                     start, end, info.fps, num_clips, frames_per_clip, frame_sampling, training, rng
                 )
@@ -350,16 +465,18 @@ class LocVTPVideoProcessor(BaseVideoProcessor):
                 raise FileNotFoundError(f"videos[{index}]: {err}") from err
             except VideoDecodingError as err:
                 raise VideoDecodingError(f"videos[{index}]: {err}") from err
-            return frames, clip_spans
+            return frames, clip_spans, info.duration
 
         frames = self._to_frame_array(name, video)
         fps = float(fps) if fps is not None else float(default_fps)
         start, end = self._check_span(name, span, len(frames) / fps, fps)
+        if clip_seconds is not None:
+            num_clips = _count_whole_video_clips(name, end - start, clip_seconds, max_clips)
         times, clip_spans = sample_clip_times(
             start, end, fps, num_clips, frames_per_clip, frame_sampling, training, rng
         )
         indices = np.floor((times.reshape(-1) + TIME_TOLERANCE) * fps).astype(np.int64)
-        return frames[np.clip(indices, 0, len(frames) - 1)], clip_spans
+        return frames[np.clip(indices, 0, len(frames) - 1)], clip_spans, len(frames) / fps
 
     @staticmethod
     def _check_span(name: str, span, duration: float, fps: float) -> tuple[float, float]:
@@ -403,8 +520,8 @@ class LocVTPVideoProcessor(BaseVideoProcessor):
             video = video.numpy(force=True)
         elif not isinstance(video, np.ndarray):
             raise TypeError(
-                f"{name} must be a file path, a [num_frames, height, width, 3] uint8 array or tensor, or a list of "
-                f"frames; got {type(video).__name__}."
+                f"{name} must be a file path, an EncodedVideo, a [num_frames, height, width, 3] uint8 array or "
+                f"tensor, or a list of frames; got {type(video).__name__}."
             )
 
         if video.ndim != 4 or video.shape[-1] != 3:

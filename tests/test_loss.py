@@ -13,9 +13,12 @@ import torch
 import torch.nn.functional as F
 from conftest import make_config, random_batch
 
-from locvtp_hf import LocVTPLoss, LocVTPModel
-from locvtp_hf.loss import discover_correspondence, sample_context_offsets
-from locvtp_hf.modeling_locvtp import LocVTPContextProjectionHead
+sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+from benchmark_utils import peak_memory  # noqa: E402
+
+from locvtp_hf import LocVTPLoss, LocVTPModel  # noqa: E402
+from locvtp_hf.loss import discover_correspondence, sample_context_offsets  # noqa: E402
+from locvtp_hf.modeling_locvtp import LocVTPContextProjectionHead  # noqa: E402
 
 
 TAU = 0.07
@@ -158,8 +161,68 @@ def test_a_few_steps_drive_the_loss_down(tokenizer):
     assert losses[-1] < 0.6 * losses[0], losses
 
 
+@pytest.mark.parametrize("chunk_size", [1, 2, 3])
+def test_chunked_losses_and_gradients_equal_unchunked(chunk_size):
+    clips, videos, texts, words, mask = _embeddings(batch_size=5)
+    mask[4], words[4] = False, 0.0  # a sample without words: its clips have no positive
+    head = LocVTPContextProjectionHead(make_config(projection_dim=8))
+    offsets = sample_context_offsets(5, 5, 2, generator=torch.Generator().manual_seed(2))
+    results = []
+    for size in (None, chunk_size):
+        inputs = {"clip_embeds": clips, "video_embeds": videos, "text_embeds": texts, "word_embeds": words}
+        inputs = {name: value.clone().requires_grad_() for name, value in inputs.items()}
+        scale = torch.tensor(1 / TAU, requires_grad=True)
+        head.zero_grad(set_to_none=True)
+        out = LocVTPLoss(fine_topk_words=2, chunk_size=size)(
+            **inputs, word_mask=mask, logit_scale=scale, context_head=head, context_offsets=offsets
+        )
+        out.loss.backward()
+        grads = {name: value.grad for name, value in inputs.items()}
+        grads.update({name: parameter.grad.clone() for name, parameter in head.named_parameters()}, scale=scale.grad)
+        results.append((out, grads))
+    (unchunked, unchunked_grads), (chunked, chunked_grads) = results
+    for term in ("loss", "coarse", "fine", "temporal"):
+        torch.testing.assert_close(getattr(chunked, term), getattr(unchunked, term), msg=term)
+    for name, grad in unchunked_grads.items():
+        assert torch.isfinite(chunked_grads[name]).all(), name
+        torch.testing.assert_close(chunked_grads[name], grad, msg=name)
+    assert unchunked_grads["clip_embeds"].abs().sum() > 0
+
+
+def test_chunking_keeps_the_memory_of_the_clip_word_terms_linear_in_the_batch():
+    head = LocVTPContextProjectionHead(make_config(projection_dim=8))
+
+    def peak_bytes(batch_size, chunk_size):
+        generator = torch.Generator().manual_seed(0)
+        clips = F.normalize(torch.randn(batch_size, 8, 8, generator=generator), dim=-1).requires_grad_()
+        words = F.normalize(torch.randn(batch_size, 16, 8, generator=generator), dim=-1).requires_grad_()
+        videos = F.normalize(clips.detach().mean(1), dim=-1)
+        mask = torch.ones(batch_size, 16, dtype=torch.bool)
+        loss_fn = LocVTPLoss(coarse_weight=0, chunk_size=chunk_size)
+        with peak_memory(torch.device("cpu")) as memory:  # forward and backward: the recomputed chunks count
+            loss_fn(clips, videos, videos, words, mask, torch.tensor(1 / TAU), context_head=head).loss.backward()
+        return memory.bytes
+
+    # the [B, T, B, L] logits make the unchunked memory quadratic in the batch; chunks of 4 samples make it linear
+    unchunked = [peak_bytes(batch_size, None) for batch_size in (16, 32)]
+    chunked = [peak_bytes(batch_size, 4) for batch_size in (16, 32)]
+    assert unchunked[1] / unchunked[0] > 3.5, unchunked
+    assert chunked[1] / chunked[0] < 2.2, chunked
+    assert chunked[1] < unchunked[1] / 5
+
+
+def test_chunk_size_comes_from_the_config_and_is_checked():
+    assert LocVTPModel(make_config(loss_chunk_size=3)).locvtp_loss.chunk_size == 3
+    assert LocVTPModel(make_config(loss_chunk_size=None)).locvtp_loss.chunk_size is None
+    with pytest.raises(ValueError, match="loss_chunk_size must be at least 1"):
+        make_config(loss_chunk_size=0)
+    with pytest.raises(ValueError, match="chunk_size must be at least 1"):
+        LocVTPLoss(chunk_size=0)
+
+
 def test_two_processes_equal_one(tmp_path):
-    # process 0 holds samples 0-1, process 1 samples 2-4: uneven batches and text lengths
+    # process 0 holds samples 0-1, process 1 samples 2-4: uneven batches and text lengths; the processes compute their
+    # losses in chunks of one sample, the single process at once
     splits = [(0, 2), (2, 5)]
     clips, videos, texts, words, mask = _embeddings(batch_size=5, num_clips=5, length=7)
     head = LocVTPContextProjectionHead(make_config(projection_dim=8))
@@ -167,7 +230,7 @@ def test_two_processes_equal_one(tmp_path):
     scale = torch.tensor(1 / TAU)
     torch.save({"clips": clips, "videos": videos, "texts": texts, "words": words, "mask": mask, "splits": splits,
                 "head": head.state_dict(), "config": {"projection_dim": 8}, "offsets": offsets, "scale": scale,
-                "loss_kwargs": {"fine_topk_words": 2}}, tmp_path / "data.pt")
+                "loss_kwargs": {"fine_topk_words": 2, "chunk_size": 1}}, tmp_path / "data.pt")
     # a fresh torchrun rather than a fork: forking after torch has started its thread pools can deadlock
     with socket.socket() as free:
         free.bind(("127.0.0.1", 0))

@@ -109,3 +109,33 @@ def test_two_cpu_processes_follow_the_schedule_with_a_loss_switched_off(tmp_path
     learning_rates = [float(line.rsplit("lr ", 1)[1]) for line in result.stderr.splitlines() if " INFO step " in line]
     # linear warmup over 2 steps to 1e-3, then cosine to 0 at step 4
     assert learning_rates == pytest.approx([5e-4, 1e-3, 5e-4, 0.0], abs=1e-9)
+
+
+def test_resuming_with_arguments_that_shape_the_run_changed_is_refused(uninterrupted_run, tmp_path):
+    shutil.copytree(uninterrupted_run / "checkpoints" / "step_3", tmp_path / "checkpoints" / "step_3")
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--output_dir", str(tmp_path), *TINY_RUN, "--max_steps", "6",
+         "--learning_rate", "0.5", "--resume_from_checkpoint", "latest"],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode != 0
+    assert "learning_rate 0.001 -> 0.5" in result.stderr
+
+
+def test_streamed_shards_resume_at_the_same_position(uninterrupted_run, tmp_path):
+    from locvtp_hf.data import videofolder_rows, write_webdataset_shards
+    from locvtp_hf.synthetic_world import SyntheticWorld
+
+    folder = SyntheticWorld(seed=1, num_train=4, size=32).export(tmp_path / "data", "train")
+    shards = write_webdataset_shards(videofolder_rows(folder), tmp_path / "shards", samples_per_shard=4)
+    assert len(shards) >= 4
+    streamed = ["--model_name_or_path", str(uninterrupted_run), "--train_data", str(tmp_path / "shards" / "*.tar"),
+                "--max_steps", "4", "--checkpointing_steps", "2", "--num_workers", "2"]
+    run_pretrain(tmp_path / "uninterrupted", *streamed)
+    shutil.copytree(tmp_path / "uninterrupted" / "checkpoints" / "step_2", tmp_path / "resumed" / "checkpoints" / "step_2")
+    result = run_pretrain(tmp_path / "resumed", *streamed, "--resume_from_checkpoint", "latest")
+    assert "Resumed from" in result.stderr and "Streaming" in result.stderr
+    expected = load_file(tmp_path / "uninterrupted" / "model.safetensors")
+    resumed = load_file(tmp_path / "resumed" / "model.safetensors")
+    for name in expected:
+        torch.testing.assert_close(resumed[name], expected[name], rtol=0, atol=1e-6, msg=name)

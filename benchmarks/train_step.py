@@ -1,0 +1,205 @@
+"""Training step throughput of LocVTP: forward with the three losses, backward and AdamW update, for the tiny
+(test-size), small (`examples/pretrain.py`'s model) and default (paper-size: TimeSformer-base + BERT-base)
+configurations.
+
+    python benchmarks/train_step.py [--configs tiny small default] [--device auto|cpu|cuda]
+        [--precision auto|fp32|bf16] [--batch_size N] [--steps 5] [--text_length 32] [--matmul_size N] [--quick]
+
+On CUDA (chosen automatically when present) the step runs under bf16 autocast, with the towers' default attention
+(SDPA where transformers has it for the backbone); on the CPU in fp32. Per configuration it prints the median step
+time, samples per second, the model FLOPs of one step counted with `torch.utils.flop_counter.FlopCounterMode`
+(forward + backward: matrix multiplies, convolutions, attention), the FLOP/s they make, that as a share of the peak
+FLOP/s of a large matrix multiply measured in the same run and precision, and the peak memory of a step (parameters,
+optimizer state and batch, plus the peak of what the step allocates). The default configuration runs by default
+only on CUDA: on a CPU one step of it takes minutes (add `--configs tiny small default` to include it).
+"""
+
+import argparse
+import gc
+
+import torch
+from benchmark_utils import (
+    Table,
+    autocast,
+    is_out_of_memory,
+    machine_line,
+    matmul_peak_flops,
+    measure,
+    pick_device,
+    pick_precision,
+)
+from torch.utils import flop_counter
+
+from locvtp_hf import LocVTPConfig, LocVTPModel
+
+
+CONFIGS = {
+    "tiny": dict(
+        vision_config=dict(model_type="timesformer", hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                           intermediate_size=64, image_size=32, patch_size=16),
+        text_config=dict(model_type="bert", vocab_size=64, hidden_size=32, num_hidden_layers=2,
+                         num_attention_heads=2, intermediate_size=64, max_position_embeddings=64),
+        projection_dim=16, num_clips=4, frames_per_clip=4,
+    ),
+    # the new model of examples/pretrain.py with its default arguments
+    "small": dict(
+        vision_config=dict(model_type="vit", hidden_size=96, num_hidden_layers=2, num_attention_heads=4,
+                           intermediate_size=192, image_size=32, patch_size=8),
+        text_config=dict(model_type="bert", vocab_size=256, hidden_size=96, num_hidden_layers=2,
+                         num_attention_heads=4, intermediate_size=192, max_position_embeddings=128),
+        projection_dim=64, num_clips=8, frames_per_clip=2,
+    ),
+    "default": {},
+}
+DEFAULT_BATCH_SIZES = {
+    "cpu": {"tiny": 32, "small": 32, "default": 2},
+    "cuda": {"tiny": 256, "small": 256, "default": 8},
+}
+COLUMNS = [
+    "config", "parameters (M)", "batch", "clips x frames x px", "attention (vision / text)", "precision", "s / step",
+    "samples / s", "GFLOP / step", "TFLOP/s", "% of matmul peak", "peak memory (GiB)",
+]
+
+
+def count_cpu_attention_flops() -> None:
+    """FlopCounterMode has formulas for the CUDA attention kernels but not for the flash attention kernel that SDPA
+    uses on the CPU, whose FLOPs would count as zero: count it with the same formulas."""
+    aten = torch.ops.aten
+    forward = aten._scaled_dot_product_flash_attention_for_cpu
+    backward = aten._scaled_dot_product_flash_attention_for_cpu_backward
+    if forward not in flop_counter.flop_registry:
+        flop_counter.register_flop_formula(forward)(
+            lambda query, key, value, *args, out_shape=None, **kwargs: flop_counter.sdpa_flop_count(query, key, value)
+        )
+    if backward not in flop_counter.flop_registry:
+        flop_counter.register_flop_formula(backward)(
+            lambda grad_out, query, key, value, *args, out_shape=None, **kwargs: (
+                flop_counter.sdpa_backward_flop_count(grad_out, query, key, value)
+            )
+        )
+
+
+def random_batch(config: LocVTPConfig, batch_size: int, text_length: int, device: torch.device) -> dict:
+    """Random clips `[B, T, F, 3, H, W]` and random token ids of `text_length` tokens, on `device`."""
+    generator = torch.Generator().manual_seed(0)
+    height, width = config.image_size
+    pixels = torch.randn(
+        batch_size, config.num_clips, config.frames_per_clip, 3, height, width, generator=generator
+    )
+    input_ids = torch.randint(5, config.text_config.vocab_size, (batch_size, text_length), generator=generator)
+    batch = {"pixel_values_videos": pixels, "input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+    return {name: value.to(device) for name, value in batch.items()}
+
+
+def measure_train_step(
+    config_name: str,
+    batch_size: int,
+    device: torch.device,
+    precision: str,
+    steps: int,
+    text_length: int,
+    matmul_peak: float | None = None,
+) -> dict:
+    """One row of the table: the configuration's training step measured with `benchmark_utils.measure`; the FLOP/s
+    as a share of `matmul_peak` (FLOP/s) when given."""
+    config = LocVTPConfig(**CONFIGS[config_name])
+    torch.manual_seed(0)
+    model = LocVTPModel(config).to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    batch = random_batch(config, batch_size, text_length, device)
+
+    def train_step():
+        with autocast(device, precision):
+            loss = model(**batch, return_loss=True).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    height, width = config.image_size
+    row = {
+        "config": config_name,
+        "parameters (M)": sum(parameter.numel() for parameter in model.parameters()) / 1e6,
+        "batch": batch_size,
+        "clips x frames x px": f"{config.num_clips} x {config.frames_per_clip} x {height}",
+        "attention (vision / text)": f"{config.vision_config._attn_implementation} / "
+        f"{config.text_config._attn_implementation}",
+        "precision": precision,
+    }
+    try:
+        measurement = measure(train_step, device, steps, count_flops=True)
+        # what lives through the step, which it does not allocate: parameters, AdamW's moments, the batch
+        resident = sum(parameter.nbytes for parameter in model.parameters())
+        states = [value for state in optimizer.state.values() for value in state.values() if torch.is_tensor(value)]
+        resident += sum(value.nbytes for value in states)
+        resident += sum(tensor.nbytes for tensor in batch.values())
+    except (torch.OutOfMemoryError, RuntimeError) as error:
+        if not is_out_of_memory(error):
+            raise
+        return {**row, "s / step": "out of memory"}
+    finally:
+        del model, optimizer
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    flops_per_second = measurement.flops / measurement.seconds
+    return {
+        **row,
+        "s / step": measurement.seconds,
+        "samples / s": batch_size / measurement.seconds,
+        "GFLOP / step": measurement.flops / 1e9,
+        "TFLOP/s": flops_per_second / 1e12,
+        "% of matmul peak": 100 * flops_per_second / matmul_peak if matmul_peak else None,
+        "peak memory (GiB)": (resident + measurement.peak_bytes) / 2**30,
+    }
+
+
+def main(argv: list[str] | None = None) -> list[Table]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configs", nargs="+", choices=list(CONFIGS),
+                        help="default: tiny small, and default on CUDA")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                        help="auto: bf16 autocast on CUDA, fp32 on the CPU")
+    parser.add_argument("--batch_size", type=int, help="for every configuration (default: per configuration)")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps, after a warm-up step and a counted one")
+    parser.add_argument("--text_length", type=int, default=32, help="tokens per text")
+    parser.add_argument("--matmul_size", type=int,
+                        help="side of the peak matrix multiply (default: 2048 on the CPU, 8192 on CUDA)")
+    parser.add_argument("--quick", action="store_true", help="a check that the script works: tiny, batch 4, 2 steps")
+    args = parser.parse_args(argv)
+    for name in ("batch_size", "steps", "text_length", "matmul_size"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
+    device = pick_device(args.device)
+    precision = pick_precision(args.precision, device)
+    if args.quick:
+        configs, steps, text_length, matmul_size = args.configs or ["tiny"], 2, 16, args.matmul_size or 256
+        batch_sizes = dict.fromkeys(CONFIGS, args.batch_size or 4)
+    else:
+        configs = args.configs or (list(CONFIGS) if device.type == "cuda" else ["tiny", "small"])
+        steps, text_length = args.steps, args.text_length
+        matmul_size = args.matmul_size or (8192 if device.type == "cuda" else 2048)
+        batch_sizes = dict.fromkeys(CONFIGS, args.batch_size) if args.batch_size else DEFAULT_BATCH_SIZES[device.type]
+
+    print(machine_line(device), flush=True)
+    count_cpu_attention_flops()
+    peak = matmul_peak_flops(device, precision, matmul_size)
+    table = Table(
+        title=f"Training step throughput ({device.type}, {precision})",
+        columns=COLUMNS,
+        notes=[
+            f"Matrix multiply peak: {peak / 1e12:.3g} TFLOP/s ({matmul_size} x {matmul_size}, {precision}, fastest of "
+            "5). GFLOP / step: forward + backward as FlopCounterMode counts them; peak memory: parameters, AdamW "
+            f"state and batch plus the peak the step allocates. Median of {steps} steps, text of {text_length} tokens."
+        ],
+    )
+    for name in configs:
+        row = measure_train_step(name, batch_sizes[name], device, precision, steps, text_length, peak)
+        table.rows.append(row)
+        print(f"{name}: {row['s / step']} s / step", flush=True)
+    table.print()
+    return [table]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""Evaluate a LocVTP checkpoint (pre-training or retrieval) on a text-video retrieval set.
+
+    python examples/evaluate_retrieval.py --model_name_or_path outputs/finetune_retrieval    # synthetic test videos
+    python examples/evaluate_retrieval.py --model_name_or_path CHECKPOINT --dataset msrvtt \\
+        --annotations MSRVTT_JSFUSION_test.csv --video_dir videos --renormalization dsl --output_file msrvtt.json
+    python examples/evaluate_retrieval.py --help
+
+Prints text-to-video and video-to-text R@1/5/10, median and mean rank (and, with `--renormalization`, the same after
+DSL or inverted-softmax re-normalisation, beside the plain figures) and writes them as JSON to `--output_file`. See
+docs/retrieval.md for the readers, the metrics and the tie rule. Arguments: the `EvaluationArguments` dataclass
+below, parsed with `HfArgumentParser` by `pretrain.py`'s `parse_arguments` (so `--config run.yaml` works too).
+"""
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from pretrain import parse_arguments
+
+from locvtp_hf import LocVTPForRetrieval, LocVTPProcessor
+from locvtp_hf.evaluation import retrieval_evaluation
+from locvtp_hf.retrieval_datasets import DATASET_NAMES, load_retrieval_dataset
+from locvtp_hf.retrieval_metrics import RENORMALIZATIONS
+from locvtp_hf.synthetic_world import SyntheticWorld
+
+
+@dataclass
+class EvaluationArguments:
+    model_name_or_path: str = field(metadata={"help": "A LocVTP checkpoint folder or Hub id, with its processor."})
+    dataset: str = field(default="synthetic", metadata={"help": f"One of {DATASET_NAMES}."})
+    annotations: str | None = field(default=None, metadata={"help": "Annotation file (all but synthetic)."})
+    video_dir: str | None = field(default=None, metadata={"help": "Folder of the videos."})
+    video_ids: str | None = field(default=None, metadata={"help": "MSR-VTT: keep only these videos (CSV or txt)."})
+    world_seed: int = field(default=0, metadata={"help": "Seed of the synthetic world."})
+    world_test_videos: int = field(default=100, metadata={"help": "Test videos of the synthetic world."})
+    batch_size: int = field(default=16, metadata={"help": "Videos per forward pass."})
+    retrieval_fusion_weight: float | None = field(
+        default=None, metadata={"help": "Weight in [0, 1] of the fine-grained score. Default: the checkpoint's."}
+    )
+    renormalization: str | None = field(
+        default=None, metadata={"help": f"Also report metrics after {RENORMALIZATIONS} re-normalisation."}
+    )
+    renormalization_temperature: float = field(default=0.01, metadata={"help": "Its softmax temperature."})
+    output_file: str | None = field(default=None, metadata={"help": "Write the metrics here as JSON."})
+
+
+def main():
+    (args,) = parse_arguments((EvaluationArguments,), description=__doc__)
+    if args.retrieval_fusion_weight is not None and not 0 <= args.retrieval_fusion_weight <= 1:
+        raise ValueError(f"--retrieval_fusion_weight must be in [0, 1], got {args.retrieval_fusion_weight}.")
+    world = SyntheticWorld(seed=args.world_seed, num_test=args.world_test_videos)
+    load_video, video_fps = (world.render, world.fps) if args.dataset == "synthetic" else (None, None)
+    dataset = load_retrieval_dataset(args.dataset, args.annotations, args.video_dir, args.video_ids, world=world)
+
+    overrides = {}
+    if args.retrieval_fusion_weight is not None:
+        overrides["retrieval_fusion_weight"] = args.retrieval_fusion_weight
+    model = LocVTPForRetrieval.from_pretrained(args.model_name_or_path, **overrides)
+    processor = LocVTPProcessor.from_pretrained(args.model_name_or_path)
+    model.to(torch.accelerator.current_accelerator() if torch.accelerator.is_available() else "cpu")
+
+    metrics = retrieval_evaluation(
+        model,
+        processor,
+        dataset,
+        load_video=load_video,
+        video_fps=video_fps,
+        batch_size=args.batch_size,
+        renormalization=args.renormalization,
+        temperature=args.renormalization_temperature,
+    )
+    print(f"\n| {args.dataset} retrieval | value |\n|---|---|")
+    for name, value in metrics.items():
+        print(f"| {name} | {value:.3f} |" if isinstance(value, float) else f"| {name} | {value} |")
+    if args.output_file:
+        Path(args.output_file).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output_file).write_text(json.dumps(metrics, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,395 @@
+"""
+Per-clip features of whole videos for temporal grounding: batched extraction in the clip layout of
+`LocVTPProcessor(..., task="grounding")`, and the two file layouts that `examples/extract_features.py` writes and
+`examples/finetune_grounding.py` reads (see `docs/feature_extraction.md`).
+
+- **A folder of safetensors files**, one per video, `<folder>/<video_id>.safetensors`: tensors `features`
+  (`[num_clips, D]` float32, the output of [`~LocVTPForTemporalGrounding.get_clip_features`]) and `clip_spans`
+  (`[num_clips, 2]` float32, seconds), and string metadata: `video_id`, `duration`, `video_fps`, `clip_seconds`
+  (the stride: duration / num_clips), `num_clips`, and the extraction settings of [`FEATURES_INFO_FIELDS`]
+  (checkpoint, feature dimension, clip layout). The folder's `features_info.json` holds those settings once.
+- **One HDF5 file**: a dataset `file[video_id]` of shape `[num_clips, D]` per video at the top level (the layout
+  2D-TAN's Charades-STA and TACoS loaders read with `file[video_id][:]`), with the per-video metadata above as its
+  attributes (`clip_spans` an array attribute); the file's attributes hold the extraction settings.
+
+Files are written under a temporary name and renamed when complete, so an interrupted run never leaves a truncated
+file under a final name.
+"""
+
+import glob
+import json
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .data import VIDEO_EXTENSIONS
+from .video_io import probe_video
+
+
+FEATURES_INFO_FILE = "features_info.json"
+# The extraction settings every features file records, with their types; two extractions that differ in any of them
+# are not mixed in one output.
+FEATURES_INFO_FIELDS = {
+    "checkpoint": str,
+    "feature_dim": int,
+    "grounding_clip_seconds": float,
+    "grounding_max_clips": int,  # "" in files when there is no limit
+    "frames_per_clip": int,
+}
+HDF5_SUFFIXES = (".h5", ".hdf5")
+
+
+@dataclass
+class VideoClipFeatures:
+    """
+    The clip features of one whole video.
+
+    Attributes:
+        video_id (`str`): The video's id (its file name without the extension).
+        features (`torch.FloatTensor` of shape `[num_clips, D]`): One feature per clip, in temporal order.
+        clip_spans (`torch.FloatTensor` of shape `[num_clips, 2]`): Each clip's `(start, end)` in seconds.
+        duration (`float`): The video's duration in seconds; the clips tile `[0, duration]`.
+        video_fps (`float`, *optional*): The video's frame rate.
+    """
+
+    video_id: str
+    features: torch.Tensor
+    clip_spans: torch.Tensor
+    duration: float
+    video_fps: float | None = None
+
+    def metadata(self) -> dict[str, str]:
+        """The per-video metadata written beside the features (as strings, the safetensors metadata type)."""
+        num_clips = len(self.features)
+        return {
+            "video_id": self.video_id,
+            "duration": repr(float(self.duration)),
+            "video_fps": "" if self.video_fps is None else repr(float(self.video_fps)),
+            "clip_seconds": repr(float(self.duration) / num_clips),
+            "num_clips": str(num_clips),
+        }
+
+
+@dataclass
+class FailedVideo:
+    """A video whose features could not be extracted: `video_id`, its `source` (path) and the `error`."""
+
+    video_id: str
+    source: str
+    error: str
+
+
+def list_videos(source: str | os.PathLike) -> dict[str, str]:
+    """
+    The videos to extract features from, by id (the file name without its extension).
+
+    Args:
+        source (`str` or `os.PathLike`): One of
+            - a folder: its video files (extensions `VIDEO_EXTENSIONS` of `locvtp_hf.data`), not its subfolders;
+            - a glob pattern (`"videos/**/*.mp4"`; `**` reaches into subfolders);
+            - a text file of video paths, one a line, relative to the text file's folder unless absolute (blank lines
+              and lines starting with `#` are skipped). Listed files that are missing are reported when extracted.
+
+    Returns:
+        `dict[str, str]`: video id -> path, sorted by id.
+
+    Raises:
+        `FileNotFoundError`: `source` is neither a folder, a file nor a pattern that matches files.
+        `ValueError`: no video found, or two videos with the same id (the message names both).
+    """
+    source = os.fspath(source)
+    if os.path.isdir(source):
+        paths = sorted(
+            str(path) for path in Path(source).iterdir() if path.suffix.lower().lstrip(".") in VIDEO_EXTENSIONS
+        )
+        where = f"folder {source} (extensions {', '.join(VIDEO_EXTENSIONS)})"
+    elif os.path.isfile(source) and Path(source).suffix.lower().lstrip(".") in VIDEO_EXTENSIONS:
+        paths, where = [source], source
+    elif os.path.isfile(source):
+        folder = Path(source).parent
+        lines = [line.strip() for line in Path(source).read_text(encoding="utf-8").splitlines()]
+        paths = [str(folder / line) for line in lines if line and not line.startswith("#")]
+        where = f"list file {source}"
+    elif glob.has_magic(source):
+        paths = sorted(path for path in glob.glob(source, recursive=True) if os.path.isfile(path))
+        where = f"pattern {source!r}"
+    else:
+        raise FileNotFoundError(f"{source} is neither a folder of videos, a video, a list of video paths nor a glob.")
+    if not paths:
+        raise ValueError(f"No video found in {where}.")
+    videos: dict[str, str] = {}
+    for path in paths:
+        video_id = Path(path).stem
+        if video_id in videos:
+            raise ValueError(
+                f"Two videos in {where} have the id {video_id!r} (the file name without its extension): "
+                f"{videos[video_id]} and {path}. Rename one; features are stored by video id."
+            )
+        videos[video_id] = path
+    return dict(sorted(videos.items()))
+
+
+class WholeVideoClipsDataset(torch.utils.data.Dataset):
+    """
+    Whole videos cut into clips by the processor's grounding route, one video per item, for DataLoader workers.
+
+    Args:
+        videos (`Sequence[tuple[str, Any]]`): `(video_id, video)` pairs: a video is a file path, or anything
+            `load_video` turns into a video the processor takes.
+        processor ([`LocVTPProcessor`]): Cuts each video into clips (`task="grounding"`).
+        load_video (`Callable`, *optional*): Maps a pair's `video` to a decoded video (e.g. the synthetic world's
+            `render`); by default the processor decodes the file.
+        video_fps (`float`, *optional*): Frame rate of the videos `load_video` returns.
+
+    Items are dicts with `video_id`, `source`, and either `pixel_values_videos` (`[num_clips, F, C, H, W]`),
+    `clip_spans` (`[num_clips, 2]`), `duration` and `video_fps`, or `error` (a video that cannot be read or is
+    shorter than one clip: `"<video>: <reason>"`).
+    """
+
+    def __init__(
+        self,
+        videos: Sequence[tuple[str, Any]],
+        processor,
+        load_video: Callable | None = None,
+        video_fps: float | None = None,
+    ):
+        self.videos = list(videos)
+        self.processor = processor
+        self.load_video = load_video
+        self.video_fps = video_fps
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def __getitem__(self, index: int) -> dict:
+        video_id, video = self.videos[index]
+        item = {"video_id": video_id, "source": str(video), "error": None}
+        try:
+            if self.load_video is not None:
+                decoded, video_fps = self.load_video(video), self.video_fps
+            else:
+                decoded, video_fps = video, probe_video(video).fps
+            inputs = self.processor(videos=[decoded], task="grounding", video_fps=video_fps, return_tensors="pt")
+        except (FileNotFoundError, ValueError) as error:  # VideoDecodingError is a ValueError
+            item["error"] = f"{video}: {error}"
+            return item
+        item.update(
+            pixel_values_videos=inputs["pixel_values_videos"][0],
+            clip_spans=inputs["clip_spans"][0],
+            duration=float(inputs["video_durations"][0]),
+            video_fps=video_fps,
+        )
+        return item
+
+
+def extract_clip_features(
+    model,
+    dataset: WholeVideoClipsDataset,
+    batch_size: int = 4,
+    num_workers: int = 0,
+    clip_batch_size: int | None = None,
+) -> Iterator[VideoClipFeatures | FailedVideo]:
+    """
+    The clip features of every video of `dataset`, `batch_size` videos per forward pass, decoded by `num_workers`
+    DataLoader workers, on the model's device.
+
+    Args:
+        model ([`LocVTPForTemporalGrounding`]): Its [`~LocVTPForTemporalGrounding.get_clip_features`] makes the
+            features; it is put in eval mode.
+        dataset ([`WholeVideoClipsDataset`]): The videos.
+        batch_size (`int`, *optional*, defaults to 4): Videos decoded and encoded together.
+        num_workers (`int`, *optional*, defaults to 0): DataLoader worker processes that decode videos.
+        clip_batch_size (`int`, *optional*): Clips encoded at once; defaults to `config.grounding_clip_chunk_size`.
+
+    Yields:
+        [`VideoClipFeatures`] (features on the CPU, float32) or [`FailedVideo`], in the dataset's order.
+    """
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=list)
+    parameter = next(model.parameters())
+    model.eval()
+    for items in loader:
+        readable = [item for item in items if item["error"] is None]
+        features = []
+        if readable:
+            # all clips of the batch as one sequence: each clip is encoded on its own, so this equals per-video calls
+            clips = torch.cat([item["pixel_values_videos"] for item in readable])[None]
+            clips = clips.to(parameter.device, parameter.dtype)
+            with torch.no_grad():
+                encoded = model.get_clip_features(clips, chunk_size=clip_batch_size)
+            features = encoded[0].float().cpu().split([len(item["clip_spans"]) for item in readable])
+        readable_features = iter(features)
+        for item in items:
+            if item["error"] is not None:
+                yield FailedVideo(item["video_id"], item["source"], item["error"])
+            else:
+                yield VideoClipFeatures(
+                    video_id=item["video_id"],
+                    features=next(readable_features).contiguous(),
+                    clip_spans=item["clip_spans"].float(),
+                    duration=item["duration"],
+                    video_fps=item["video_fps"],
+                )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Files
+
+
+def save_clip_features(path: str | os.PathLike, video: VideoClipFeatures, settings: Mapping[str, Any]) -> Path:
+    """
+    Write one video's features as a safetensors file (under a temporary name, then renamed).
+
+    Args:
+        path (`str` or `os.PathLike`): The file, e.g. `<folder>/<video_id>.safetensors`.
+        video ([`VideoClipFeatures`]): The features.
+        settings (`Mapping[str, Any]`): The extraction settings ([`FEATURES_INFO_FIELDS`]), stored as metadata.
+    """
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.partial")
+    metadata = {**video.metadata(), **encode_settings(settings)}
+    tensors = {"features": video.features.contiguous(), "clip_spans": video.clip_spans.contiguous()}
+    save_file(tensors, str(partial), metadata=metadata)
+    os.replace(partial, path)
+    return path
+
+
+def load_clip_features(path: str | os.PathLike) -> VideoClipFeatures:
+    """Read a file written by [`save_clip_features`]."""
+    with safe_open(str(path), framework="pt") as file:
+        metadata = file.metadata() or {}
+        missing = {"features", "clip_spans"} - set(file.keys()) or {"video_id", "duration"} - set(metadata)
+        if missing:
+            raise ValueError(f"{path} is not a clip features file of extract_features.py: it lacks {sorted(missing)}.")
+        return VideoClipFeatures(
+            video_id=metadata["video_id"],
+            features=file.get_tensor("features"),
+            clip_spans=file.get_tensor("clip_spans"),
+            duration=float(metadata["duration"]),
+            video_fps=float(metadata["video_fps"]) if metadata.get("video_fps") else None,
+        )
+
+
+def require_h5py():
+    """The `h5py` module, or an `ImportError` that says how to install it."""
+    try:
+        import h5py
+    except ImportError as error:
+        raise ImportError(
+            'HDF5 features need h5py, an optional dependency: pip install "locvtp-hf[hdf5]" (or h5py).'
+        ) from error
+    return h5py
+
+
+def write_hdf5(path: str | os.PathLike, videos: Iterator[VideoClipFeatures], settings: Mapping[str, Any]) -> int:
+    """
+    Write videos' features into a new HDF5 file: one top-level dataset `[num_clips, D]` per video id, the per-video
+    metadata as its attributes and `settings` as the file's. Written under a temporary name, then renamed (an existing
+    file at `path` is replaced).
+
+    Returns:
+        `int`: the number of videos written.
+    """
+    h5py = require_h5py()
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.partial")
+    count = 0
+    with h5py.File(partial, "w") as file:
+        file.attrs.update(encode_settings(settings))
+        for video in videos:
+            dataset = file.create_dataset(video.video_id, data=video.features.numpy())
+            dataset.attrs.update(video.metadata())
+            dataset.attrs["clip_spans"] = video.clip_spans.numpy()
+            count += 1
+    os.replace(partial, path)
+    return count
+
+
+def _hdf5_video(file, video_id: str) -> VideoClipFeatures:
+    dataset = file[video_id]
+    return VideoClipFeatures(
+        video_id=video_id,
+        features=torch.from_numpy(dataset[()]),
+        clip_spans=torch.from_numpy(dataset.attrs["clip_spans"]),
+        duration=float(dataset.attrs["duration"]),
+        video_fps=float(dataset.attrs["video_fps"]) if dataset.attrs.get("video_fps") else None,
+    )
+
+
+def encode_settings(settings: Mapping[str, Any]) -> dict[str, str]:
+    """Extraction settings as the strings safetensors metadata and HDF5 attributes hold (`None` as `""`)."""
+    return {name: "" if value is None else str(value) for name, value in settings.items()}
+
+
+def decode_settings(attributes: Mapping[str, str]) -> dict[str, Any]:
+    """The [`FEATURES_INFO_FIELDS`] among `attributes`, back to their types."""
+    return {
+        name: None if attributes[name] == "" else kind(attributes[name])
+        for name, kind in FEATURES_INFO_FIELDS.items()
+        if name in attributes
+    }
+
+
+class ClipFeatureStore(Mapping):
+    """
+    Read-only `video_id -> VideoClipFeatures` over what `examples/extract_features.py` wrote: a folder of
+    `<video_id>.safetensors` files or one HDF5 file. Features are read when asked for.
+
+    Args:
+        path (`str` or `os.PathLike`): The folder or the `.h5` / `.hdf5` file.
+
+    Attributes:
+        settings (`dict`): The extraction settings ([`FEATURES_INFO_FIELDS`]: checkpoint, feature dimension, clip
+            layout), from `features_info.json` or the HDF5 file's attributes; empty when neither records them.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if self.path.suffix.lower() in HDF5_SUFFIXES:
+            if not self.path.is_file():
+                raise FileNotFoundError(f"No HDF5 features file at {self.path}.")
+            self._file = require_h5py().File(self.path, "r")
+            self._ids = sorted(self._file.keys())
+            self.settings = decode_settings(self._file.attrs)
+        else:
+            if not self.path.is_dir():
+                raise FileNotFoundError(
+                    f"No features folder at {self.path} (a folder of <video_id>.safetensors, or an .h5 file)."
+                )
+            self._file = None
+            self._ids = sorted(path.stem for path in self.path.glob("*.safetensors"))
+            info = self.path / FEATURES_INFO_FILE
+            self.settings = json.loads(info.read_text()) if info.is_file() else {}
+        if not self._ids:
+            raise ValueError(f"{self.path} holds no video features.")
+        self._id_set = set(self._ids)
+
+    def __getitem__(self, video_id: str) -> VideoClipFeatures:
+        if video_id not in self._id_set:
+            raise KeyError(video_id)
+        if self._file is not None:
+            return _hdf5_video(self._file, video_id)
+        return load_clip_features(self.path / f"{video_id}.safetensors")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._ids)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def find(self, video_id: str) -> str | None:
+        """The stored id of an annotation's `video_id`: itself, or without a file extension (TACoS' `s13-d21.avi`,
+        DiDeMo's `..._f2d6.mov` are stored as `s13-d21`, `..._f2d6`); `None` when neither is stored."""
+        for candidate in (video_id, Path(video_id).stem):
+            if candidate in self._id_set:
+                return candidate
+        return None
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()

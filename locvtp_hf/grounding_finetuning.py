@@ -1,0 +1,466 @@
+"""
+Fine-tuning and evaluation of [`LocVTPForTemporalGrounding`]: the reusable core of `examples/finetune_grounding.py`.
+
+- [`compute_clip_features`] encodes each video once (the fast path: with the encoder frozen the head trains on these
+  cached features); [`clip_features_for_queries`] reads them from a features folder or HDF5 file instead.
+- [`GroundingFeatureDataset`] (cached clip features) and [`GroundingVideoDataset`] (raw videos, decoded for every
+  item: the route where the clip encoder trains too) turn queries of the `GROUNDING_FEATURES` schema
+  (`locvtp_hf.grounding_datasets`) into model inputs; [`GroundingCollator`] pads them into batches.
+- [`train_grounding_model`] runs the training loop with Accelerate; [`evaluate_grounding_model`] predicts the best
+  moments of every query and computes the metrics of `locvtp_hf.grounding_metrics`.
+
+Example (the head on the clip features of a small random model, on the synthetic world):
+
+```python
+>>> from transformers import BertTokenizer
+>>> from locvtp_hf import LocVTPConfig, LocVTPForTemporalGrounding, LocVTPProcessor, LocVTPVideoProcessor
+>>> from locvtp_hf.grounding_finetuning import (
+...     GroundingFeatureDataset, compute_clip_features, evaluate_grounding_model, synthetic_grounding_queries,
+...     train_grounding_model)
+>>> from locvtp_hf.synthetic_world import SyntheticWorld
+
+>>> world = SyntheticWorld(num_train=4, num_test=2, size=32)
+>>> train_queries = synthetic_grounding_queries(world, "train")
+>>> test_queries = synthetic_grounding_queries(world, "test")
+>>> words = sorted({word for query in [*train_queries["query"], *test_queries["query"]] for word in query.split()})
+>>> tokenizer = BertTokenizer(vocab={w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", *words])})
+>>> tower = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+>>> config = LocVTPConfig(
+...     vision_config=dict(model_type="vit", image_size=32, patch_size=16, **tower),
+...     text_config=dict(model_type="bert", vocab_size=len(tokenizer), **tower),
+...     projection_dim=16, frames_per_clip=2, grounding_num_positions=8, grounding_hidden_size=16,
+...     grounding_num_conv_layers=1, grounding_conv_kernel_size=3, grounding_freeze_encoder=True)
+>>> model = LocVTPForTemporalGrounding(config)
+>>> video_processor = LocVTPVideoProcessor(frames_per_clip=2, size={"shortest_edge": 32},
+...                                        crop_size={"height": 32, "width": 32}, grounding_clip_seconds=2.0)
+>>> processor = LocVTPProcessor(video_processor, tokenizer)
+>>> videos = {video.video_id: video.video_id for split in ("train", "test") for video in world.videos(split)}
+>>> features, failures = compute_clip_features(model, processor, videos, load_video=world.render,
+...                                            video_fps=world.fps, progress=False)
+>>> losses = train_grounding_model(model, GroundingFeatureDataset(train_queries, features, processor, training=True),
+...                                max_steps=3, batch_size=4, progress=False)
+>>> evaluation = evaluate_grounding_model(model, processor, GroundingFeatureDataset(test_queries, features, processor))
+>>> sorted(evaluation.metrics)[:3], len(evaluation.predictions) == len(test_queries)
+(['R@1,IoU=0.3', 'R@1,IoU=0.5', 'R@1,IoU=0.7'], True)
+```
+"""
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import datasets
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration
+from tqdm.auto import tqdm
+from transformers import get_cosine_schedule_with_warmup
+
+from .grounding_datasets import GROUNDING_FEATURES
+from .grounding_features import ClipFeatureStore, FailedVideo, WholeVideoClipsDataset, extract_clip_features
+from .grounding_metrics import MAP_IOU_THRESHOLDS, grounding_metrics
+from .optimization import adamw_optimizer
+
+
+logger = logging.getLogger(__name__)
+
+
+def synthetic_grounding_queries(world, split: str) -> datasets.Dataset:
+    """
+    The synthetic world's grounding queries of a split (one per event) in the `GROUNDING_FEATURES` schema of the
+    benchmark loaders: `query_id` is `"{video_id}#{i}"` for the `i`-th event of the video.
+    """
+    queries = world.grounding_queries(split)
+    rows, events_per_video = [], {}
+    for row in queries:
+        index = events_per_video.get(row["video_id"], 0)
+        events_per_video[row["video_id"]] = index + 1
+        rows.append(
+            {
+                "query_id": f"{row['video_id']}#{index}",
+                "video_id": row["video_id"],
+                "duration": row["duration"],
+                "query": row["query"],
+                "moments": [[row["start"], row["end"]]],
+            }
+        )
+    return datasets.Dataset.from_list(rows, features=GROUNDING_FEATURES)
+
+
+def compute_clip_features(
+    model,
+    processor,
+    videos: Mapping[str, Any],
+    load_video: Callable | None = None,
+    video_fps: float | None = None,
+    batch_size: int = 4,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> tuple[dict[str, torch.Tensor], list[FailedVideo]]:
+    """
+    The clip features of every video, computed once (as `examples/extract_features.py` does, in memory).
+
+    Args:
+        model ([`LocVTPForTemporalGrounding`]): The encoder, on the device it should run on.
+        processor ([`LocVTPProcessor`]): Cuts each whole video into clips (`task="grounding"`).
+        videos (`Mapping[str, Any]`): `video_id -> video` (a file path, or what `load_video` takes).
+        load_video (`Callable`, *optional*), video_fps (`float`, *optional*): See [`WholeVideoClipsDataset`].
+        batch_size (`int`), num_workers (`int`): Videos per forward pass; DataLoader workers that decode.
+        progress (`bool`): Show a progress bar.
+
+    Returns:
+        `tuple[dict[str, torch.Tensor], list[FailedVideo]]`: `video_id -> [num_clips, D]` features (CPU, float32) and
+        the videos that could not be read.
+    """
+    dataset = WholeVideoClipsDataset(list(videos.items()), processor, load_video=load_video, video_fps=video_fps)
+    features, failures = {}, []
+    results = extract_clip_features(model, dataset, batch_size=batch_size, num_workers=num_workers)
+    for result in tqdm(results, total=len(dataset), desc="clip features", unit="video", disable=not progress):
+        if isinstance(result, FailedVideo):
+            failures.append(result)
+        else:
+            features[result.video_id] = result.features
+    return features, failures
+
+
+@dataclass
+class FeatureMatch:
+    """
+    The clip features of a query set's videos, found in a [`ClipFeatureStore`].
+
+    Attributes:
+        features (`dict[str, torch.Tensor]`): Annotation `video_id -> [num_clips, D]` features.
+        missing_video_ids (`list[str]`): Videos of the annotations without a features file.
+        duration_mismatches (`list[tuple[str, float, float]]`): `(video_id, annotated, extracted)` durations in
+            seconds of the videos whose two durations differ by more than one clip (the features are spread over the
+            annotated duration, as 2D-TAN does).
+    """
+
+    features: dict[str, torch.Tensor]
+    missing_video_ids: list[str]
+    duration_mismatches: list[tuple[str, float, float]]
+
+
+def clip_features_for_queries(queries: datasets.Dataset, store: ClipFeatureStore) -> FeatureMatch:
+    """Read the features of every video of `queries` (a `GROUNDING_FEATURES` dataset) from `store`."""
+    durations = dict(zip(queries["video_id"], queries["duration"]))
+    features, missing, mismatches = {}, [], []
+    for video_id, duration in durations.items():
+        stored_id = store.find(video_id)
+        if stored_id is None:
+            missing.append(video_id)
+            continue
+        video = store[stored_id]
+        features[video_id] = video.features
+        if abs(video.duration - duration) > video.duration / len(video.features):
+            mismatches.append((video_id, duration, video.duration))
+    return FeatureMatch(features, missing, mismatches)
+
+
+def select_trainable_parameters(model, train_text_encoder: bool, train_clip_encoder: bool) -> None:
+    """
+    Choose what trains in a [`LocVTPForTemporalGrounding`]: the head always, the text tower (with its projection) and
+    the clip encoder (with its projection) as asked. The pre-training-only parameters (context head, logit scale)
+    never do; leaving unused parameters trainable would stop DDP. `config.grounding_freeze_encoder` is set when
+    neither tower trains, so that the encoder runs without gradients.
+    """
+    locvtp = model.locvtp
+    locvtp.requires_grad_(False)
+    model.grounding_head.requires_grad_(True)
+    for modules, trains in (
+        ((locvtp.text_model, locvtp.text_projection), train_text_encoder),
+        ((locvtp.vision_model, locvtp.visual_projection), train_clip_encoder),
+    ):
+        for module in modules:
+            module.requires_grad_(trains)
+    model.config.grounding_freeze_encoder = not (train_text_encoder or train_clip_encoder)
+    model.train(model.training)
+
+
+class _GroundingQueries(torch.utils.data.Dataset):
+    """
+    Queries of the `GROUNDING_FEATURES` schema, tokenized once. Training items are `(query, moment)` pairs (a query
+    with several moments, QVHighlights windows or DiDeMo annotators, gives one item per moment); evaluation items are
+    queries.
+    """
+
+    def __init__(self, queries: datasets.Dataset, processor, training: bool = False):
+        missing = set(GROUNDING_FEATURES) - set(queries.column_names)
+        if missing:
+            raise ValueError(f"The queries lack the columns {sorted(missing)} of the grounding schema.")
+        if len(queries) == 0:
+            raise ValueError("No queries: the dataset is empty.")
+        self.query_ids = list(queries["query_id"])
+        self.video_ids = list(queries["video_id"])
+        self.durations = list(queries["duration"])
+        self.references = [list(moments) for moments in queries["moments"]]
+        self.texts = list(queries["query"])
+        self.training = training
+        self.items = [
+            (query_index, moment)
+            for query_index, moments in enumerate(self.references)
+            for moment in (moments if training else moments[:1])
+        ]
+        self.text_inputs = dict(processor(text=self.texts, return_tensors="pt"))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        query_index, moment = self.items[index]
+        item = {name: values[query_index] for name, values in self.text_inputs.items()}
+        item["video_durations"] = torch.tensor(self.durations[query_index], dtype=torch.float32)
+        if self.training:
+            item["target_moments"] = torch.tensor(moment, dtype=torch.float32)
+        item.update(self._video(self.video_ids[query_index]))
+        return item
+
+    def _video(self, video_id: str) -> dict:
+        raise NotImplementedError
+
+
+class GroundingFeatureDataset(_GroundingQueries):
+    """
+    Grounding queries over precomputed clip features: items hold `video_features` (`[num_clips, D]`), the query's
+    tokens, `video_durations` and, in training, `target_moments`.
+
+    Args:
+        queries (`datasets.Dataset`): Queries of the `GROUNDING_FEATURES` schema.
+        clip_features (`Mapping[str, torch.Tensor]`): `video_id -> [num_clips, D]` features of every video of the
+            queries (e.g. from [`compute_clip_features`] or [`clip_features_for_queries`]).
+        processor ([`LocVTPProcessor`]): Tokenizes the queries.
+        training (`bool`, *optional*, defaults to `False`): One item per `(query, moment)` with its target moment;
+            else one item per query, in order.
+    """
+
+    def __init__(
+        self, queries: datasets.Dataset, clip_features: Mapping[str, torch.Tensor], processor, training: bool = False
+    ):
+        missing = sorted(set(queries["video_id"]) - set(clip_features))
+        if missing:
+            raise ValueError(
+                f"{len(missing)} videos of the queries have no clip features (e.g. {missing[:3]}): drop their queries "
+                "first."
+            )
+        super().__init__(queries, processor, training)
+        self.clip_features = clip_features
+
+    def _video(self, video_id: str) -> dict:
+        return {"video_features": self.clip_features[video_id]}
+
+
+class GroundingVideoDataset(_GroundingQueries):
+    """
+    Grounding queries over raw videos, each cut into clips by the processor's grounding route for every item (so the
+    clip encoder can train): items hold `pixel_values_videos` (`[num_clips, F, C, H, W]`), the query's tokens,
+    `video_durations` (annotated) and, in training, `target_moments`.
+
+    Args:
+        queries (`datasets.Dataset`): Queries of the `GROUNDING_FEATURES` schema.
+        videos (`Mapping[str, Any]`): `video_id -> video` (a file path, or what `load_video` takes).
+        processor ([`LocVTPProcessor`]): Cuts the videos and tokenizes the queries.
+        load_video (`Callable`, *optional*), video_fps (`float`, *optional*): See [`WholeVideoClipsDataset`].
+        training (`bool`, *optional*, defaults to `False`): As in [`GroundingFeatureDataset`]; training also samples
+            frames at random offsets inside each clip's segment.
+    """
+
+    def __init__(
+        self,
+        queries: datasets.Dataset,
+        videos: Mapping[str, Any],
+        processor,
+        load_video: Callable | None = None,
+        video_fps: float | None = None,
+        training: bool = False,
+    ):
+        missing = sorted(set(queries["video_id"]) - set(videos))
+        if missing:
+            raise ValueError(f"{len(missing)} videos of the queries are not given (e.g. {missing[:3]}).")
+        super().__init__(queries, processor, training)
+        self.videos, self.processor = videos, processor
+        self.load_video, self.video_fps = load_video, video_fps
+
+    def _video(self, video_id: str) -> dict:
+        video = self.videos[video_id]
+        if self.load_video is not None:
+            video = self.load_video(video)
+        inputs = self.processor(
+            videos=[video], task="grounding", video_fps=self.video_fps, training=self.training, return_tensors="pt"
+        )
+        return {"pixel_values_videos": inputs["pixel_values_videos"][0]}
+
+
+class GroundingCollator:
+    """
+    Stacks items of [`GroundingFeatureDataset`] / [`GroundingVideoDataset`] into a batch of model inputs, padding
+    `video_features` (with a `video_mask`) or `pixel_values_videos` (with a `clip_mask`) to the batch's most clips.
+    """
+
+    def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
+        video_key = "video_features" if "video_features" in items[0] else "pixel_values_videos"
+        mask_key = "video_mask" if video_key == "video_features" else "clip_mask"
+        clips = [item[video_key] for item in items]
+        longest = max(len(video) for video in clips)
+        batch = {
+            video_key: torch.stack([torch.cat([v, v.new_zeros(longest - len(v), *v.shape[1:])]) for v in clips]),
+            mask_key: torch.stack([torch.arange(longest) < len(video) for video in clips]),
+        }
+        for name in items[0]:
+            if name != video_key:
+                batch[name] = torch.stack([item[name] for item in items])
+        return batch
+
+
+def train_grounding_model(
+    model,
+    dataset: torch.utils.data.Dataset,
+    max_steps: int,
+    batch_size: int = 32,
+    learning_rate: float = 1e-3,
+    weight_decay: float = 0.0,
+    warmup_steps: int = 0,
+    max_grad_norm: float = 1.0,
+    seed: int = 0,
+    num_workers: int = 0,
+    logging_steps: int = 50,
+    accelerator: Accelerator | None = None,
+    progress: bool = True,
+) -> list[float]:
+    """
+    Train `model` on `dataset` for `max_steps` optimizer steps (AdamW with weight decay on linear and convolution
+    weights, linear warm-up then cosine decay), reshuffling every epoch. Only the parameters that require gradients
+    train: freeze the encoder before (`model.locvtp.requires_grad_(False)` and `config.grounding_freeze_encoder`) to
+    train the head alone. The model is trained in place.
+
+    Args:
+        model ([`LocVTPForTemporalGrounding`]): The model.
+        dataset: A training [`GroundingFeatureDataset`] or [`GroundingVideoDataset`].
+        max_steps (`int`): Optimizer steps.
+        batch_size (`int`): Items per process and step.
+        learning_rate (`float`), weight_decay (`float`), warmup_steps (`int`), max_grad_norm (`float`, 0 disables
+            clipping): The optimization.
+        seed (`int`): Seed of the data order.
+        num_workers (`int`): DataLoader workers (useful for raw videos).
+        logging_steps (`int`): Log the loss every this many steps.
+        accelerator (`Accelerator`, *optional*): Device placement and several processes; by default a new one on the
+            available accelerator (or the CPU).
+        progress (`bool`): Show a progress bar.
+
+    Returns:
+        `list[float]`: the loss of every step (of this process).
+    """
+    if max_steps < 1 or batch_size < 1:
+        raise ValueError(f"max_steps and batch_size must be at least 1, got {max_steps} and {batch_size}.")
+    if accelerator is None:
+        accelerator = Accelerator(
+            cpu=not torch.accelerator.is_available(),
+            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=seed),
+        )
+    if not any(parameter.requires_grad for parameter in model.parameters()):
+        raise ValueError("The model has no trainable parameter.")
+    generator = torch.Generator().manual_seed(seed)
+    dataloader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        generator=generator,
+        collate_fn=GroundingCollator(),
+        num_workers=num_workers,
+    )
+    optimizer = adamw_optimizer(model, learning_rate, weight_decay)
+    # the prepared scheduler steps once per process at every optimizer step: count its steps that way
+    scheduler = get_cosine_schedule_with_warmup(
+        optimizer, warmup_steps * accelerator.num_processes, max_steps * accelerator.num_processes
+    )
+    prepared_model, optimizer, dataloader, scheduler = accelerator.prepare(model, optimizer, dataloader, scheduler)
+
+    losses, epoch = [], 0
+    bar = tqdm(total=max_steps, desc="training", disable=not (progress and accelerator.is_local_main_process))
+    prepared_model.train()
+    while len(losses) < max_steps:
+        if hasattr(dataloader, "set_epoch"):
+            dataloader.set_epoch(epoch)
+        for batch in dataloader:
+            loss = prepared_model(**batch).loss
+            accelerator.backward(loss)
+            if max_grad_norm > 0:
+                accelerator.clip_grad_norm_(prepared_model.parameters(), max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+            losses.append(loss.item())
+            bar.update(1)
+            if len(losses) % logging_steps == 0 or len(losses) == max_steps:
+                recent = losses[-logging_steps:]
+                mean_loss = sum(recent) / len(recent)
+                logger.info(f"step {len(losses)}: loss {mean_loss:.4f}, lr {scheduler.get_last_lr()[0]:.3g}")
+            if len(losses) == max_steps:
+                break
+        epoch += 1
+    bar.close()
+    accelerator.wait_for_everyone()
+    return losses
+
+
+@dataclass
+class GroundingEvaluation:
+    """
+    Attributes:
+        metrics (`dict[str, float]`): `"R@{k},IoU={t}"`, `"mIoU"` and, when asked for, `"mAP"` / `"mAP@{t}"` (see
+            `locvtp_hf.grounding_metrics.grounding_metrics`).
+        predictions (`list[list[dict]]`): Per query, in the dataset's order, its best moments
+            `{"start", "end", "score"}` in seconds, best first.
+    """
+
+    metrics: dict[str, float]
+    predictions: list[list[dict[str, float]]]
+
+
+def evaluate_grounding_model(
+    model,
+    processor,
+    dataset: torch.utils.data.Dataset,
+    batch_size: int = 64,
+    top_k: int = 5,
+    nms_threshold: float | None = 0.5,
+    iou_comparison: str = ">=",
+    mean_average_precision: bool = False,
+    num_workers: int = 0,
+) -> GroundingEvaluation:
+    """
+    Predict the best moments of every query of an evaluation dataset (on the model's device, one process) and score
+    them against all of the query's moments.
+
+    Args:
+        model ([`LocVTPForTemporalGrounding`]): The model (unwrapped).
+        processor ([`LocVTPProcessor`]): Its `post_process_grounding` ranks the moments (1-D NMS).
+        dataset: An evaluation ([`GroundingFeatureDataset`] / [`GroundingVideoDataset`], `training=False`).
+        batch_size (`int`): Queries per forward pass.
+        top_k (`int`): Moments kept per query (R@k needs `k <= top_k`; Moment-DETR's mAP keeps 10).
+        nms_threshold (`float`, *optional*): 1-D NMS threshold; `None` turns it off.
+        iou_comparison (`str`): `">="` (Moment-DETR and most work) or `">"` (2D-TAN's code).
+        mean_average_precision (`bool`): Also the QVHighlights-style mAP over IoU 0.5:0.05:0.95.
+        num_workers (`int`): DataLoader workers.
+    """
+    if dataset.training:
+        raise ValueError("Evaluate on a dataset made with training=False (one item per query).")
+    device = next(model.parameters()).device
+    dataloader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, collate_fn=GroundingCollator(), num_workers=num_workers
+    )
+    was_training = model.training
+    model.eval()
+    predictions = []
+    with torch.no_grad():
+        for batch in dataloader:
+            outputs = model(**{name: value.to(device) for name, value in batch.items()})
+            predictions += processor.post_process_grounding(outputs, top_k=top_k, nms_threshold=nms_threshold)
+    model.train(was_training)
+    metrics = grounding_metrics(
+        predictions,
+        dataset.references,
+        iou_comparison=iou_comparison,
+        map_iou_thresholds=MAP_IOU_THRESHOLDS if mean_average_precision else None,
+    )
+    return GroundingEvaluation(metrics=metrics, predictions=predictions)

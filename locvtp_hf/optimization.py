@@ -1,0 +1,19 @@
+"""The optimizer the training scripts share."""
+
+import torch
+
+
+def adamw_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters, with weight decay on the weights of linear and convolution layers only."""
+    decayed = {
+        id(module.weight)
+        for module in model.modules()
+        if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.Conv3d))
+    }
+    decay, no_decay = [], []
+    for parameter in model.parameters():
+        if parameter.requires_grad:
+            (decay if id(parameter) in decayed else no_decay).append(parameter)
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=learning_rate
+    )

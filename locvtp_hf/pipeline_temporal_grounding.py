@@ -1,0 +1,134 @@
+"""The `video-temporal-grounding` pipeline: the moments of a video that sentences describe, in one call."""
+
+from collections import OrderedDict
+
+from transformers import Pipeline
+from transformers.models.auto.auto_factory import _BaseAutoModelClass, _LazyAutoMapping
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+from .modeling_locvtp import LocVTPForTemporalGrounding
+
+
+TASK = "video-temporal-grounding"
+
+
+class AutoModelForVideoTemporalGrounding(_BaseAutoModelClass):
+    """
+    Auto class of temporal grounding models: `from_pretrained` of a LocVTP checkpoint (a pre-training or a grounding
+    one) gives a [`LocVTPForTemporalGrounding`]. `import locvtp_hf` registers LocVTP with it; the
+    `video-temporal-grounding` pipeline loads its model with it.
+    """
+
+    _model_mapping = _LazyAutoMapping(CONFIG_MAPPING_NAMES, OrderedDict())
+
+
+class VideoTemporalGroundingPipeline(Pipeline):
+    r"""
+    Temporal grounding in one call: for a video and one or more sentences, the moments of the video that each
+    sentence describes, best first, in seconds.
+
+    The video is cut into clips by the processor (`task="grounding"`) and encoded once, `clip_chunk_size` clips at a
+    time; every query is then scored against the same clip features by [`LocVTPForTemporalGrounding`], and the
+    candidate moments go through 1-D NMS.
+
+    Example:
+
+    ```python
+    >>> from transformers import pipeline
+    >>> grounder = pipeline("video-temporal-grounding", model="path/to/checkpoint")  # doctest: +SKIP
+    >>> grounder("long_video.mp4", queries=["the person opens the fridge", "the person sits down"])  # doctest: +SKIP
+    [[{'start': 12.4, 'end': 19.0, 'score': 0.83}, ...], [...]]
+    ```
+    """
+
+    _load_processor = True
+    _load_image_processor = False
+    _load_video_processor = False
+    _load_feature_extractor = False
+    _load_tokenizer = False
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.model, LocVTPForTemporalGrounding):
+            raise TypeError(
+                f"The {TASK} pipeline needs a LocVTPForTemporalGrounding model, got {type(self.model).__name__}."
+            )
+        if self.processor is None:
+            raise ValueError(f"The {TASK} pipeline needs a LocVTPProcessor: pass processor=... .")
+
+    def _sanitize_parameters(
+        self, queries=None, video_fps=None, clip_chunk_size=None, top_k=None, nms_threshold=None
+    ) -> tuple[dict, dict, dict]:
+        preprocess_params = {"queries": queries} if queries is not None else {}
+        if video_fps is not None:
+            preprocess_params["video_fps"] = video_fps
+        forward_params = {"clip_chunk_size": clip_chunk_size} if clip_chunk_size is not None else {}
+        postprocess_params = {}
+        if top_k is not None:
+            postprocess_params["top_k"] = top_k
+        if nms_threshold is not None:
+            postprocess_params["nms_threshold"] = nms_threshold
+        return preprocess_params, forward_params, postprocess_params
+
+    def __call__(self, videos, **kwargs):
+        r"""
+        Ground the queries in the video(s).
+
+        Args:
+            videos (`str`, `os.PathLike`, [`EncodedVideo`], `[num_frames, H, W, 3]` uint8 array, or a list of those):
+                The video; a list is a batch of videos, each asked all the queries.
+            queries (`str` or `list[str]`):
+                The sentences to ground.
+            top_k (`int`, *optional*, defaults to 5):
+                Moments per query.
+            nms_threshold (`float`, *optional*):
+                1-D NMS threshold; defaults to the model's `config.grounding_nms_threshold`. 1.0 turns NMS off.
+            video_fps (`float`, *optional*):
+                Frame rate of array inputs (files carry their own).
+            clip_chunk_size (`int`, *optional*):
+                Clips encoded at once; defaults to the model's `config.grounding_clip_chunk_size`.
+
+        Returns:
+            For one query (a `str`): a list of up to `top_k` `{"start", "end", "score"}` dicts (seconds), best first.
+            For a list of queries: one such list per query. For a list of videos: one result per video.
+        """
+        if "queries" not in kwargs:
+            raise ValueError(f"The {TASK} pipeline needs the sentences to ground: queries=[...].")
+        return super().__call__(videos, **kwargs)
+
+    def preprocess(self, video, queries, video_fps=None) -> dict:
+        single_query = isinstance(queries, str)
+        query_list = [queries] if single_query else list(queries)
+        if not query_list:
+            raise ValueError("queries is empty: give at least one sentence to ground.")
+        for index, query in enumerate(query_list):
+            if not isinstance(query, str) or not query.strip():
+                raise ValueError(f"queries[{index}] is {query!r}: every query must be a non-empty sentence.")
+        video_inputs = self.processor(videos=[video], task="grounding", video_fps=video_fps, return_tensors="pt")
+        text_inputs = self.processor(text=query_list, return_tensors="pt")
+        return {"video": dict(video_inputs), "text": dict(text_inputs), "single_query": single_query}
+
+    def _forward(self, model_inputs: dict, clip_chunk_size=None) -> dict:
+        video, text = model_inputs["video"], model_inputs["text"]
+        clip_features = self.model.get_clip_features(
+            video["pixel_values_videos"].to(self.dtype), video["clip_mask"], chunk_size=clip_chunk_size
+        )
+        num_queries = text["input_ids"].shape[0]
+        outputs = self.model(
+            video_features=clip_features.expand(num_queries, -1, -1),
+            video_mask=video["clip_mask"].expand(num_queries, -1),
+            video_durations=video["video_durations"].expand(num_queries),
+            **text,
+        )
+        return {"outputs": outputs, "single_query": model_inputs["single_query"]}
+
+    def postprocess(self, model_outputs: dict, top_k=5, nms_threshold=None):
+        if nms_threshold is None:
+            nms_threshold = self.model.config.grounding_nms_threshold
+        moments = self.processor.post_process_grounding(
+            model_outputs["outputs"], top_k=top_k, nms_threshold=nms_threshold
+        )
+        return moments[0] if model_outputs["single_query"] else moments
+
+
+__all__ = ["AutoModelForVideoTemporalGrounding", "VideoTemporalGroundingPipeline"]

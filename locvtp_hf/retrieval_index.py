@@ -1,0 +1,583 @@
+"""A searchable index of video embeddings: the embeddings live in a `datasets.Dataset` beside the video ids and are
+searched with FAISS (`Dataset.add_faiss_index`), by text (embedded with the model) or by embedding.
+
+FAISS is an optional dependency: `pip install "locvtp-hf[index]"` (or `pip install faiss-cpu`).
+"""
+
+import json
+import math
+import os
+import re
+import tempfile
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import pyarrow as pa
+import torch
+from datasets.fingerprint import generate_random_fingerprint
+from transformers.utils import logging
+
+from .evaluation import encode_texts, encode_videos
+from .video_io import VideoDecodingError
+
+
+logger = logging.get_logger(__name__)
+
+INDEX_TYPES = ("exact", "ivf", "hnsw")
+EMBEDDING_COLUMN = "embedding"
+ID_COLUMN = "video_id"
+CONFIG_NAME = "index_config.json"
+FAISS_INDEX_NAME = "index.faiss"
+DATASET_FOLDER = "dataset"
+FORMAT_VERSION = 1
+# Errors that mean "this video cannot be read"; anything else (a bug, a bad model) propagates.
+UNREADABLE_VIDEO_ERRORS = (VideoDecodingError, OSError, ValueError)
+# At most this many vectors (a random sample) train an index that needs training; k-means subsamples further.
+MAX_TRAINING_VECTORS = 200_000
+HNSW_NEIGHBOURS = 32
+HNSW_EF_SEARCH = 128
+
+
+def _import_faiss():
+    try:
+        import faiss
+    except ImportError as error:
+        raise ImportError(
+            "The video index searches with FAISS, which is not installed: `pip install \"locvtp-hf[index]\"` (or "
+            "`pip install faiss-cpu`)."
+        ) from error
+    return faiss
+
+
+@dataclass
+class SkippedVideo:
+    """A video left out of an index because it could not be read: its id and the error, in words."""
+
+    video_id: str
+    reason: str
+
+
+def ivf_num_lists(num_vectors: int) -> int:
+    """
+    Inverted lists of the `"ivf"` preset: `4 * sqrt(N)` (the low end of FAISS's advice), capped so that every list
+    gets at least 39 training vectors, the least k-means is content with.
+    """
+    return max(1, min(int(4 * math.sqrt(num_vectors)), num_vectors // 39))
+
+
+def ivf_default_nprobe(num_lists: int) -> int:
+    """Lists visited per query by the `"ivf"` preset: one in eight (at least one)."""
+    return max(1, math.ceil(num_lists / 8))
+
+
+def nearest_neighbour_recall(found: Sequence[Sequence], exact: Sequence[Sequence]) -> float:
+    """
+    Mean over queries of the fraction of the exact top-k (`exact[q]`, ids or row numbers) that an approximate search
+    also returned (`found[q]`): the usual recall@k of an approximate index against exact search.
+    """
+    if len(found) != len(exact) or not exact:
+        raise ValueError(f"Need the same non-zero number of queries, got {len(found)} and {len(exact)} result lists.")
+    return float(np.mean([len(set(f) & set(e)) / len(e) for f, e in zip(found, exact, strict=True)]))
+
+
+def _feature_model(model):
+    """The object with `get_video_features` / `get_text_features`: the model itself or its `.locvtp` submodule."""
+    for candidate in (model, getattr(model, "locvtp", None)):
+        if hasattr(candidate, "get_video_features") and hasattr(candidate, "get_text_features"):
+            return candidate
+    raise TypeError(
+        f"{type(model).__name__} has no get_video_features / get_text_features (nor a `.locvtp` model that has "
+        "them): pass a LocVTPModel or a model built on one."
+    )
+
+
+@contextmanager
+def _eval_mode(model):
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _model_name_or_path(model) -> str | None:
+    name = getattr(model, "name_or_path", "") or ""
+    if not name:
+        return None
+    return os.path.abspath(name) if os.path.isdir(name) else name
+
+
+class VideoIndex:
+    r"""
+    Video embeddings searchable by text or by embedding.
+
+    `dataset` is a `datasets.Dataset` with columns `video_id` (string) and `embedding` (`D` float32), carrying a
+    FAISS index named `"embedding"` that scores by inner product (the cosine similarity of LocVTP's L2-normalised
+    embeddings), so `index.dataset.get_nearest_examples("embedding", query)` works too.
+
+    Index types:
+
+    - `"exact"` (default): brute-force inner product (`IndexFlatIP`); results equal a matmul top-k.
+    - `"ivf"`: `IVF{nlist},Flat`, an inverted file of `nlist` = [`ivf_num_lists`] k-means cells trained on (a sample
+      of) the embeddings; a query visits `nprobe` cells (default [`ivf_default_nprobe`]).
+    - `"hnsw"`: `HNSW32`, a graph index (no training); `efSearch` (default 128) sets the breadth of a query.
+    - any other string is passed to `faiss.index_factory` as is (e.g. `"IVF1024,PQ32"`), with inner product.
+
+    A query is embedded with the attached model (see [`attach_model`], [`load_index`]); text search uses the coarse
+    video-sentence similarity `<z, s>`.
+
+    Attributes:
+        dataset (`datasets.Dataset`): the ids, embeddings and FAISS index.
+        index_type (`str`): `"exact"`, `"ivf"`, `"hnsw"` or a FAISS factory string.
+        search_params (`dict`): FAISS search-time parameters applied to the index (`nprobe`, `efSearch`, ...).
+        skipped (`list[SkippedVideo]`): videos left out while building because they could not be read.
+        model_name_or_path (`str`, *optional*): where the model that embedded the videos loads from.
+        model_class (`str`, *optional*): the class name of that model.
+    """
+
+    def __init__(
+        self,
+        dataset: datasets.Dataset,
+        index_type: str,
+        search_params: dict[str, Any] | None = None,
+        skipped: Sequence[SkippedVideo] = (),
+        model_name_or_path: str | None = None,
+        model_class: str | None = None,
+    ):
+        self.dataset = dataset
+        self.index_type = index_type
+        self.search_params = {}
+        self.skipped = list(skipped)
+        self.model_name_or_path = model_name_or_path
+        self.model_class = model_class
+        self.model = None
+        self.processor = None
+        self._ids = dataset.data.column(ID_COLUMN)  # the Arrow column: `select_columns` would copy the table
+        self.set_search_params(**(search_params or {}))
+
+    @classmethod
+    def from_embeddings(
+        cls,
+        embeddings: np.ndarray | torch.Tensor,
+        video_ids: Sequence[str],
+        index_type: str = "exact",
+        search_params: dict[str, Any] | None = None,
+        skipped: Sequence[SkippedVideo] = (),
+        model=None,
+        processor=None,
+        seed: int = 0,
+    ) -> "VideoIndex":
+        """
+        Index ready embeddings.
+
+        Args:
+            embeddings (`np.ndarray` or `torch.Tensor` of shape `(num_videos, D)`): one embedding per video
+                (L2-normalised, for cosine scores).
+            video_ids (`Sequence[str]`): `num_videos` distinct ids.
+            index_type (`str`, *optional*, defaults to `"exact"`): see the class docstring.
+            search_params (`dict`, *optional*): search-time FAISS parameters over the preset's defaults.
+            skipped (`Sequence[SkippedVideo]`): videos left out, kept as the record of the build.
+            model, processor (*optional*): attached for text search; the model's name or path is recorded.
+            seed (`int`): seed of the sample that trains an index that needs training.
+        """
+        faiss = _import_faiss()
+        embeddings = _as_float32(embeddings)
+        video_ids = [str(video_id) for video_id in video_ids]
+        if embeddings.ndim != 2 or embeddings.shape[0] == 0:
+            raise ValueError(f"`embeddings` must be [num_videos > 0, dim], got shape {tuple(embeddings.shape)}.")
+        if len(video_ids) != len(embeddings):
+            raise ValueError(f"Got {len(video_ids)} video ids for {len(embeddings)} embeddings: give one id each.")
+        _check_unique(video_ids)
+        if not np.all(np.isfinite(embeddings)):
+            rows = np.flatnonzero(~np.isfinite(embeddings).all(1))[:5]
+            raise ValueError(f"Embeddings of {[video_ids[row] for row in rows]} hold NaN or infinite values.")
+        if not isinstance(index_type, str) or not index_type:
+            raise ValueError(f"`index_type` must be one of {INDEX_TYPES} or a FAISS factory string: {index_type!r}")
+
+        num_videos, dim = embeddings.shape
+        # A copy that the dataset owns, shared by its Arrow column without another copy. The dataset gets a random
+        # fingerprint: by default `datasets` would pickle and hash the whole table (several times its size in memory).
+        embeddings = embeddings.copy()
+        table = pa.table({
+            ID_COLUMN: pa.array(video_ids, pa.string()),
+            EMBEDDING_COLUMN: pa.FixedSizeListArray.from_arrays(pa.array(embeddings.reshape(-1)), dim),
+        })
+        dataset = datasets.Dataset(table, fingerprint=generate_random_fingerprint())
+
+        defaults = {}
+        if index_type == "ivf":
+            num_lists = ivf_num_lists(num_videos)
+            factory, defaults = f"IVF{num_lists},Flat", {"nprobe": ivf_default_nprobe(num_lists)}
+        elif index_type == "hnsw":
+            factory, defaults = f"HNSW{HNSW_NEIGHBOURS}", {"efSearch": HNSW_EF_SEARCH}
+        else:
+            factory = "Flat" if index_type == "exact" else index_type
+        try:
+            faiss_index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+        except RuntimeError as error:
+            raise ValueError(
+                f"`index_type` {index_type!r} is neither one of {INDEX_TYPES} nor a FAISS factory string that builds "
+                f"for {dim}-d vectors: {error}"
+            ) from error
+        if not faiss_index.is_trained:
+            rng = np.random.default_rng(seed)
+            sample = rng.choice(num_videos, size=min(num_videos, MAX_TRAINING_VECTORS), replace=False)
+            faiss_index.train(embeddings[np.sort(sample)])
+        dataset.add_faiss_index(EMBEDDING_COLUMN, custom_index=faiss_index)
+
+        index = cls(
+            dataset,
+            index_type,
+            {**defaults, **(search_params or {})},
+            skipped,
+            model_name_or_path=_model_name_or_path(model) if model is not None else None,
+            model_class=type(model).__name__ if model is not None else None,
+        )
+        if model is not None or processor is not None:
+            index.attach_model(model, processor)
+        return index
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(num_videos={len(self)}, dim={self.dim}, index_type={self.index_type!r}, "
+            f"search_params={self.search_params}, skipped={len(self.skipped)}, "
+            f"model_name_or_path={self.model_name_or_path!r})"
+        )
+
+    @property
+    def dim(self) -> int:
+        """The embedding dimension `D`."""
+        return self.faiss_index.d
+
+    @property
+    def faiss_index(self):
+        """The underlying `faiss.Index`."""
+        return self.dataset.get_index(EMBEDDING_COLUMN).faiss_index
+
+    def attach_model(self, model=None, processor=None) -> "VideoIndex":
+        """Attach the model and/or processor that embed text queries (those of the build, or loaded like them)."""
+        if model is not None:
+            _feature_model(model)
+            self.model = model
+        if processor is not None:
+            self.processor = processor
+        return self
+
+    def set_search_params(self, **params) -> "VideoIndex":
+        """
+        Set FAISS search-time parameters, e.g. `nprobe=32` (`"ivf"`) or `efSearch=256` (`"hnsw"`): larger is slower
+        and closer to exact. They are saved with the index.
+        """
+        faiss = _import_faiss()
+        space = faiss.ParameterSpace()
+        for name, value in params.items():
+            try:
+                space.set_index_parameter(self.faiss_index, name, value)
+            except (RuntimeError, TypeError) as error:
+                raise ValueError(
+                    f"Cannot set search parameter {name}={value!r} on a {self.index_type!r} index: {error}"
+                ) from error
+            self.search_params[name] = value
+        return self
+
+    def search(self, query: str | np.ndarray | torch.Tensor, k: int = 10) -> list[tuple[str, float]]:
+        """
+        The `k` videos that best match one query.
+
+        Args:
+            query (`str`, or an embedding `np.ndarray` / `torch.Tensor` of shape `(D,)`): a text (embedded with the
+                attached model) or a query embedding (used as given: normalise it for cosine scores).
+            k (`int`, *optional*, defaults to 10): number of results; fewer when the index holds fewer videos (or
+                an approximate index finds fewer).
+
+        Returns:
+            `list[tuple[str, float]]`: `(video_id, score)` pairs, best first.
+        """
+        if isinstance(query, str):
+            return self.search_batch([query], k)[0]
+        query = _as_float32(query)
+        if query.ndim != 1:
+            raise ValueError(f"`search` takes one query embedding of shape ({self.dim},), got {query.shape}; "
+                             "use `search_batch` for several.")
+        return self.search_batch(query[None], k)[0]
+
+    def search_batch(
+        self, queries: Sequence[str] | np.ndarray | torch.Tensor, k: int = 10
+    ) -> list[list[tuple[str, float]]]:
+        """
+        [`search`] for `Q` queries at once: a list of texts, or embeddings of shape `(Q, D)` (an array, a tensor or
+        nested lists). Returns one result list per query.
+        """
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise ValueError(f"`k` must be a positive integer, got {k!r}.")
+        if isinstance(queries, str):
+            raise TypeError("`search_batch` takes a list of texts; use `search` for a single text.")
+        if isinstance(queries, (list, tuple)) and queries and all(isinstance(query, str) for query in queries):
+            query_embeds = self.embed_texts(queries)
+        else:
+            query_embeds = _as_float32(queries)
+        if query_embeds.ndim != 2 or query_embeds.shape[1] != self.dim:
+            raise ValueError(
+                f"Query embeddings must be [num_queries, {self.dim}] (the index's dimension), got "
+                f"{tuple(query_embeds.shape)}."
+            )
+        scores, rows = self.dataset.search_batch(EMBEDDING_COLUMN, query_embeds, k)
+        found = rows >= 0  # FAISS pads with -1 when it finds fewer than k
+        ids = iter(self._ids.take(rows[found]).to_pylist())
+        return [
+            [(next(ids), float(score)) for score in query_scores[query_found]]
+            for query_scores, query_found in zip(scores, found, strict=True)
+        ]
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """`(Q, D)` float32 sentence embeddings of `texts` with the attached (or recorded) model."""
+        model, processor = self._text_encoder()
+        encoder = _feature_model(model)
+        with _eval_mode(model):
+            return encode_texts(encoder, processor, list(texts)).numpy()
+
+    def _text_encoder(self):
+        if self.model is None or self.processor is None:
+            if self.model_name_or_path is None:
+                raise ValueError(
+                    "This index has no model to embed text queries with, and records no model to load: call "
+                    "`index.attach_model(model, processor)` (or pass them to `load_index`), or search by embedding."
+                )
+            from transformers import AutoModel, AutoProcessor, PreTrainedModel
+
+            # relative: this module also ships as remote code, where an `import locvtp_hf` would make transformers
+            # require the package
+            from . import modeling_locvtp
+
+            if self.model is None:
+                model_class = getattr(modeling_locvtp, self.model_class or "", None)
+                if not (isinstance(model_class, type) and issubclass(model_class, PreTrainedModel)):
+                    model_class = AutoModel
+                logger.info(f"Loading {model_class.__name__} from {self.model_name_or_path} to embed text queries")
+                self.model = model_class.from_pretrained(self.model_name_or_path)
+            if self.processor is None:
+                self.processor = AutoProcessor.from_pretrained(self.model_name_or_path)
+        return self.model, self.processor
+
+    def save_to_disk(self, path: str | os.PathLike) -> None:
+        """
+        Save to a folder: `dataset/` (the ids and embeddings, `Dataset.save_to_disk`), `index.faiss` (the FAISS
+        index) and `index_config.json` (index type, search parameters, dimension, model name or path and class,
+        skipped videos). The model itself is not saved; [`load_index`] loads it from the recorded name or path.
+        """
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.dataset.save_faiss_index(EMBEDDING_COLUMN, path / FAISS_INDEX_NAME)
+        # `save_to_disk` refuses a dataset with an index attached: detach it, save, reattach it from its file.
+        self.dataset.drop_index(EMBEDDING_COLUMN)
+        try:
+            self.dataset.save_to_disk(path / DATASET_FOLDER)
+        finally:
+            self.dataset.load_faiss_index(EMBEDDING_COLUMN, path / FAISS_INDEX_NAME)
+            self.set_search_params(**self.search_params)
+        config = {
+            "format_version": FORMAT_VERSION,
+            "index_type": self.index_type,
+            "metric": "inner_product",
+            "search_params": self.search_params,
+            "dim": self.dim,
+            "num_videos": len(self),
+            "model_name_or_path": self.model_name_or_path,
+            "model_class": self.model_class,
+            "skipped": [asdict(video) for video in self.skipped],
+        }
+        (path / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+
+
+def load_index(path: str | os.PathLike, model=None, processor=None) -> VideoIndex:
+    """
+    Load a [`VideoIndex`] saved with [`VideoIndex.save_to_disk`].
+
+    Text search needs the model and processor that embedded the videos: pass them here (or later with
+    `index.attach_model`); otherwise they are loaded from the recorded `model_name_or_path` (a local folder saved
+    with `save_pretrained`, holding the processor too, or a Hub id) at the first text query. Searching by embedding
+    needs no model.
+    """
+    path = Path(path)
+    config_file = path / CONFIG_NAME
+    if not config_file.is_file():
+        raise FileNotFoundError(
+            f"{path} is not a saved video index (it has no {CONFIG_NAME}); save one with `VideoIndex.save_to_disk`."
+        )
+    config = json.loads(config_file.read_text())
+    if config.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{config_file} has format_version {config.get('format_version')!r}; this version of locvtp-hf reads "
+            f"{FORMAT_VERSION}."
+        )
+    _import_faiss()
+    dataset = datasets.load_from_disk(str(path / DATASET_FOLDER))
+    dataset.load_faiss_index(EMBEDDING_COLUMN, path / FAISS_INDEX_NAME)
+    num_vectors = dataset.get_index(EMBEDDING_COLUMN).faiss_index.ntotal
+    if num_vectors != len(dataset) or len(dataset) != config["num_videos"]:
+        raise ValueError(
+            f"{path} is inconsistent: {len(dataset)} rows in {DATASET_FOLDER}/, {num_vectors} vectors in "
+            f"{FAISS_INDEX_NAME}, {config['num_videos']} videos in {CONFIG_NAME}."
+        )
+    index = VideoIndex(
+        dataset,
+        config["index_type"],
+        config["search_params"],
+        [SkippedVideo(**video) for video in config["skipped"]],
+        model_name_or_path=config["model_name_or_path"],
+        model_class=config["model_class"],
+    )
+    return index.attach_model(model, processor)
+
+
+def build_video_index(
+    model,
+    processor,
+    videos: Sequence | datasets.Dataset,
+    batch_size: int = 16,
+    *,
+    video_ids: Sequence[str] | None = None,
+    video_column: str = "video",
+    id_column: str = "video_id",
+    index_type: str = "exact",
+    search_params: dict[str, Any] | None = None,
+    load_video: Callable[[Any], Any] | None = None,
+    video_fps: float | None = None,
+) -> VideoIndex:
+    r"""
+    Embed videos with a LocVTP model (the video embedding `z`, clips centred in the processor's `num_clips`
+    segments) and index them for search. A video that cannot be read is left out and reported in `index.skipped`
+    (its id and why) and in a warning; the build fails only when no video can be read.
+
+    Args:
+        model: a [`LocVTPModel`], or any model with `get_video_features` / `get_text_features` like it (or holding
+            one as `.locvtp`). It is run in eval mode and attached to the index for text search.
+        processor ([`LocVTPProcessor`]): samples and normalises the clips; attached for text search.
+        videos: a list of videos (file paths, uint8 arrays `[N, H, W, 3]`, frame lists, or anything `load_video`
+            turns into one), or a `datasets.Dataset` whose `video_column` holds paths, `datasets.Video` entries or
+            what `load_video` takes.
+        batch_size (`int`, *optional*, defaults to 16): videos per forward pass.
+        video_ids (`Sequence[str]`, *optional*): one distinct id per video. Defaults: a dataset's `id_column` when it
+            has one; otherwise the path of path videos (also `datasets.Video` ones) or the video's position.
+        video_column, id_column (`str`): columns of a dataset.
+        index_type (`str`, *optional*, defaults to `"exact"`): `"exact"`, `"ivf"`, `"hnsw"` or a FAISS factory
+            string; see [`VideoIndex`].
+        search_params (`dict`, *optional*): FAISS search-time parameters, e.g. `{"nprobe": 32}`.
+        load_video (`Callable`, *optional*): maps an entry of `videos` to what the video processor takes.
+        video_fps (`float`, *optional*): frame rate of array videos.
+
+    Returns:
+        [`VideoIndex`]
+    """
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
+    encoder = _feature_model(model)
+    with tempfile.TemporaryDirectory(prefix="locvtp-index-") as scratch:
+        entries, ids = _video_entries(videos, video_ids, video_column, id_column, scratch)
+        embeddings, kept_ids, skipped = [], [], []
+        with _eval_mode(model):
+            for start in range(0, len(entries), batch_size):
+                batch, batch_ids = entries[start : start + batch_size], ids[start : start + batch_size]
+                try:
+                    embeds = encode_videos(encoder, processor, batch, load_video, video_fps, batch_size=batch_size)[0]
+                    embeddings.append(embeds)
+                    kept_ids.extend(batch_ids)
+                except UNREADABLE_VIDEO_ERRORS:
+                    # Some video of the batch is unreadable: encode them one by one to find which.
+                    for entry, video_id in zip(batch, batch_ids, strict=True):
+                        try:
+                            embeddings.append(encode_videos(encoder, processor, [entry], load_video, video_fps)[0])
+                            kept_ids.append(video_id)
+                        except UNREADABLE_VIDEO_ERRORS as error:
+                            # the processor names the video by its place in this one-video call: drop that
+                            reason = re.sub(r"^videos\[0\]: ", "", str(error))
+                            skipped.append(SkippedVideo(video_id, f"{type(error).__name__}: {reason}"))
+    if skipped:
+        listing = "; ".join(f"{video.video_id} ({video.reason})" for video in skipped[:10])
+        more = f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+        logger.warning(f"Skipped {len(skipped)} of {len(entries)} videos that could not be read: {listing}{more}.")
+    if not kept_ids:
+        raise VideoDecodingError(
+            f"None of the {len(entries)} videos could be read, e.g. {skipped[0].video_id}: {skipped[0].reason}"
+        )
+    return VideoIndex.from_embeddings(
+        torch.cat(embeddings), kept_ids, index_type, search_params, skipped, model=model, processor=processor
+    )
+
+
+def _video_entries(videos, video_ids, video_column: str, id_column: str, scratch: str) -> tuple[list, list[str]]:
+    """The videos as the processor (or `load_video`) takes them, and their ids."""
+    if isinstance(videos, datasets.Dataset):
+        if video_column not in videos.column_names:
+            raise ValueError(
+                f"The dataset has no video column {video_column!r} (it has {videos.column_names}): pass "
+                "`video_column=`."
+            )
+        if isinstance(videos.features[video_column], datasets.Video):
+            videos = videos.cast_column(video_column, datasets.Video(decode=False))
+        if video_ids is None and id_column in videos.column_names:
+            video_ids = videos[id_column]
+        entries = list(videos[video_column])
+    elif isinstance(videos, (str, os.PathLike)):
+        raise TypeError(
+            f"`videos` is a single path ({os.fspath(videos)!r}): pass a list of videos, e.g. "
+            "`sorted(Path(folder).glob('*.mp4'))`."
+        )
+    else:
+        entries = list(videos)
+    if not entries:
+        raise ValueError("`videos` is empty: there is nothing to index.")
+    if video_ids is None:
+        video_ids = [_default_id(entry, position) for position, entry in enumerate(entries)]
+    video_ids = [str(video_id) for video_id in video_ids]
+    if len(video_ids) != len(entries):
+        raise ValueError(f"Got {len(video_ids)} video ids for {len(entries)} videos: give one id each.")
+    _check_unique(video_ids)
+    return [_from_video_feature(entry, position, scratch) for position, entry in enumerate(entries)], video_ids
+
+
+def _is_video_feature(entry) -> bool:
+    return isinstance(entry, dict) and set(entry) == {"path", "bytes"}
+
+
+def _default_id(entry, position: int) -> str:
+    if _is_video_feature(entry) and entry["path"]:
+        return entry["path"]
+    return os.fspath(entry) if isinstance(entry, (str, os.PathLike)) else str(position)
+
+
+def _from_video_feature(entry, position: int, scratch: str):
+    """A `datasets.Video(decode=False)` entry (`{"path", "bytes"}`) as a file path; other entries unchanged."""
+    if not _is_video_feature(entry):
+        return entry
+    if not entry["bytes"]:
+        return entry["path"]
+    # The video is embedded in the dataset: the decoder reads files, so it gets a scratch copy.
+    file = Path(scratch) / f"{position}{Path(entry['path'] or '').suffix or '.mp4'}"
+    file.write_bytes(entry["bytes"])
+    return str(file)
+
+
+def _check_unique(video_ids: Sequence[str]) -> None:
+    seen, repeated = set(), []
+    for video_id in video_ids:
+        if video_id in seen:
+            repeated.append(video_id)
+        seen.add(video_id)
+    if repeated:
+        raise ValueError(f"Video ids must be distinct; repeated: {sorted(set(repeated))[:10]}.")
+
+
+def _as_float32(array: np.ndarray | torch.Tensor) -> np.ndarray:
+    if isinstance(array, torch.Tensor):
+        array = array.detach().cpu().float().numpy()
+    return np.ascontiguousarray(array, dtype=np.float32)

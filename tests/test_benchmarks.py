@@ -1,0 +1,172 @@
+"""The benchmark suite runs: `benchmarks/run_all.py --quick` runs every script's quick mode at tiny sizes, each
+table has its rows with positive, finite figures, and RESULTS.md holds the machine and every table."""
+
+import ast
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import data_path  # noqa: E402
+import run_all  # noqa: E402
+import train_step  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    output = tmp_path_factory.mktemp("benchmarks") / "RESULTS.md"
+    # retrieval_index.py runs its cases in fresh processes (seconds of imports each): tested on its own below
+    only = ["train_step", "losses", "data_path"]
+    results = run_all.main(["--quick", "--device", "cpu", "--output", str(output), "--only", *only])
+    return results, output.read_text()
+
+
+def _numbers(row: dict, columns: list[str]) -> list[float]:
+    values = [row[column] for column in columns]
+    assert all(isinstance(value, (int, float)) and math.isfinite(value) and value > 0 for value in values), row
+    return values
+
+
+def test_results_file_names_the_machine_and_holds_every_table(suite):
+    results, text = suite
+    assert text.startswith("# Benchmark results")
+    for field in ("| CPU | ", "| RAM | ", "| GPU | none used |", "| software | ", "torch ", "| mode | quick"):
+        assert field in text
+    for name in ("train_step", "losses", "data_path"):
+        assert not isinstance(results[name], str), results[name]
+        for table in results[name]:
+            assert f"## {table.title}\n\n{table.to_markdown()}" in text
+    assert "failed" not in text
+
+
+def test_run_all_takes_the_retrieval_index_rows():
+    pytest.importorskip("faiss")
+    import retrieval_index
+
+    assert "retrieval_index" in run_all.BENCHMARKS
+    # one case in this process (the script's internal --case), to spare the fresh process of the quick run
+    case = dict(size=200, dim=16, index_type="exact", num_queries=5, k=5, data="uniform", seed=0)
+    (table,) = run_all.run_benchmark("retrieval_index", ["--case", json.dumps(case)])
+    (row,) = table.rows
+    assert row["videos"] == 200 and row["index"] == "exact" and row["recall@k"] == 1.0
+    _numbers(row, ["build s", "ms / query (median)", "batch queries / s"])
+    assert table.to_markdown().splitlines()[0] == "| " + " | ".join(retrieval_index.COLUMNS.values()) + " |"
+
+
+def test_train_step_table(suite):
+    (table,) = suite[0]["train_step"]
+    (row,) = table.rows
+    assert row["config"] == "tiny" and row["batch"] == 4 and row["precision"] == "fp32"
+    seconds, samples, gflop, tflops, share, memory = _numbers(
+        row, ["s / step", "samples / s", "GFLOP / step", "TFLOP/s", "% of matmul peak", "peak memory (GiB)"]
+    )
+    assert samples == pytest.approx(4 / seconds) and tflops == pytest.approx(gflop / seconds / 1000)
+    assert table.notes[0].startswith("Matrix multiply peak: ")
+
+
+def test_cpu_attention_flops_are_counted():
+    train_step.count_cpu_attention_flops()
+    query = torch.randn(2, 4, 16, 8, requires_grad=True)  # batch 2, 4 heads, 16 tokens of 8 channels
+    with FlopCounterMode(display=False) as counter:
+        F.scaled_dot_product_attention(query, query, query).sum().backward()
+    one_product = 2 * (2 * 4) * 16 * 16 * 8  # [16, 8] @ [8, 16] per batch and head
+    assert counter.get_total_flops() == (2 + 5) * one_product  # 2 products forward, 5 backward
+
+
+def test_losses_tables_show_what_chunking_saves(suite):
+    times, memory = suite[0]["losses"]
+    assert [row["global batch"] for row in times.rows] == [row["global batch"] for row in memory.rows] == [8, 16]
+    cases = ["coarse", "fine", "temporal", "fine, unchunked", "encoders"]
+    for row in times.rows:
+        _numbers(row, cases)
+        assert 0 < row["losses % of step"] < 100
+    small, large = (_numbers(row, cases) for row in memory.rows)
+    chunked, unchunked = cases.index("fine"), cases.index("fine, unchunked")
+    # chunks of 4 samples: memory doubles with the global batch; all at once, it grows 4x
+    assert large[chunked] / small[chunked] < 2.3 < 3.5 < large[unchunked] / small[unchunked]
+    assert large[chunked] < large[unchunked]
+
+
+def test_data_path_table(suite):
+    (table,) = suite[0]["data_path"]
+    (row,) = table.rows
+    assert row["source"].startswith("synthetic mp4") and row["videos"] == 2 and row["workers"] == 1
+    assert row["skipped videos"] == 0
+    rate, per_worker, consumed = _numbers(row, ["clips / s", "clips / s per worker", "training consumes clips / s"])
+    assert per_worker == rate and row["workers to keep up"] == math.ceil(consumed / per_worker)
+    # the run_all passed the training step's figure from train_step.py's table
+    assert "given with --train_samples_per_second" in table.notes[0]
+
+
+def test_data_path_reads_real_videos_and_counts_unreadable_ones(real_data, tmp_path):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name in ("carphone_pristine.mp4", "corrupted.mp4"):
+        (videos / name).symlink_to(real_data / "videos" / name)
+    (table,) = data_path.main(["--quick", "--num_videos", "0", "--real_videos", str(videos), "--device", "cpu",
+                               "--train_samples_per_second", "10"])
+    (row,) = table.rows
+    assert row["source"].startswith("real") and row["videos"] == 2
+    assert row["skipped videos"] > 0  # corrupted.mp4, drawn in a random order
+    _numbers(row, ["clips / s", "clips / s per worker"])
+    assert row["training consumes clips / s"] == 10 * 8  # the small configuration's 8 clips per sample
+
+
+@pytest.mark.parametrize("script", ["benchmark_utils.py", "train_step.py", "losses.py"])
+def test_gpu_benchmarks_import_only_torch_transformers_and_the_model(script):
+    """train_step.py and losses.py must run on a GPU machine with torch and transformers but without the data
+    stack: they import nothing else beyond the package's model, loss and config modules."""
+    allowed = {"torch", "transformers", "benchmark_utils", "train_step", *sys.stdlib_module_names}
+    allowed_package_modules = {
+        "locvtp_hf", "locvtp_hf.loss", "locvtp_hf.modeling_locvtp", "locvtp_hf.configuration_locvtp"
+    }
+    tree = ast.parse((BENCHMARKS / script).read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names = [node.module]
+        else:
+            continue
+        for name in names:
+            assert name.split(".")[0] in allowed or name in allowed_package_modules, f"{script} imports {name}"
+
+
+def test_bad_arguments_are_reported_in_the_users_terms(capsys, monkeypatch, tmp_path):
+    monkeypatch.delenv("LOCVTP_REAL_DATA", raising=False)
+    with pytest.raises(SystemExit):
+        data_path.main(["--num_videos", "0"])
+    assert "no videos: give --num_videos above 0 or --real_videos" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        data_path.main(["--real_videos", str(tmp_path)])
+    assert f"--real_videos {tmp_path} holds no video file" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train_step.main(["--batch_size", "0"])
+    assert "--batch_size must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_a_benchmark_that_cannot_run_does_not_stop_the_others(monkeypatch, tmp_path):
+    def run_benchmark(name, arguments):
+        if name == "train_step":
+            raise ModuleNotFoundError("No module named 'av'", name="av")
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(run_all, "run_benchmark", run_benchmark)
+    output = tmp_path / "RESULTS.md"
+    results = run_all.main(["--device", "cpu", "--output", str(output), "--only", "train_step", "losses"])
+    assert results == {
+        "train_step": "not run: it needs the `av` package, which is not installed here",
+        "losses": "failed: RuntimeError: CUDA error: an illegal memory access was encountered",
+    }
+    text = output.read_text()
+    assert "## train_step\n\nNot run: it needs the `av` package, which is not installed here." in text
+    assert "## losses\n\nFailed: RuntimeError: CUDA error: an illegal memory access was encountered." in text

@@ -1,0 +1,211 @@
+"""Grounding annotation loaders: exact counts on the real benchmark files, clipping and dropping on small files."""
+
+import json
+import logging
+
+import pytest
+
+from locvtp_hf.grounding_datasets import GROUNDING_DATASETS, GROUNDING_FEATURES, load_grounding_dataset
+
+
+# Counted by hand from the raw files (see docs/grounding_data_and_metrics.md): queries, videos, moments kept,
+# moments clipped; no real file has a moment with start >= end, so nothing is dropped.
+REAL_FILES = {
+    "charades_sta": ("charades_sta/charades_sta_test.txt", 3720, 1334, 3720, 562),
+    "activitynet_captions": ("activitynet_captions/val_1.json", 17505, 4917, 17505, 134),
+    "tacos": ("tacos/test.json", 4001, 25, 4001, 5),
+    "qvhighlights": ("qvhighlights/highlight_val_release.jsonl", 1550, 1519, 2803, 0),
+    "didemo": ("didemo/val_data.json", 4180, 1094, 16765, 0),
+}
+
+
+@pytest.fixture(scope="module")
+def load_real(real_data):
+    """`load_real(name)`: the real file of `name` loaded once per module, with its report."""
+    loaded = {}
+
+    def load(name):
+        if name not in loaded:
+            path = real_data / "annotations" / REAL_FILES[name][0]
+            loaded[name] = load_grounding_dataset(name, path, return_report=True)
+        return loaded[name]
+
+    return load
+
+
+@pytest.mark.parametrize("name", GROUNDING_DATASETS)
+def test_real_annotation_files_exact_counts(load_real, name):
+    _, num_queries, num_videos, num_moments, num_clipped = REAL_FILES[name]
+    dataset, report = load_real(name)
+    assert dataset.features == GROUNDING_FEATURES
+    assert (report.num_queries_read, report.num_queries, len(dataset)) == (num_queries, num_queries, num_queries)
+    assert (report.num_moments_read, report.num_moments) == (num_moments, num_moments)
+    assert report.num_videos == len(set(dataset["video_id"])) == num_videos
+    assert report.num_moments_clipped == num_clipped
+    assert (report.num_moments_dropped, report.num_queries_dropped, report.dropped_query_ids) == (0, 0, [])
+    assert len(set(dataset["query_id"])) == num_queries
+    assert dataset.info.description == report.summary()
+    for row in dataset.select(range(0, len(dataset), 97)):
+        assert row["query"] == row["query"].strip() and row["query"]
+        assert all(0 <= start < end <= row["duration"] for start, end in row["moments"])
+
+
+def test_real_rows(load_real):
+    charades = load_real("charades_sta")[0]
+    assert charades[0] == {
+        "query_id": "3MSZA#0", "video_id": "3MSZA", "duration": 30.96, "query": "person turn a light on.",
+        "moments": [[24.3, 30.4]],
+    }
+    # line 20: "AKO6M 12.7 19.9##the person takes a bag from the bottom cabinet." in a video of 18.58 s
+    clipped = charades.filter(lambda row: row["query"] == "the person takes a bag from the bottom cabinet.")
+    assert clipped["moments"] == [[[12.7, 18.58]]] and clipped["video_id"] == ["AKO6M"]
+
+    activitynet = load_real("activitynet_captions")[0]
+    assert activitynet[1]["query_id"] == "v_uqiMw7tQ1Cc#1"
+    assert activitynet[1]["query"].startswith("The coach helps")  # the file has two leading spaces
+
+    tacos = load_real("tacos")[0]
+    assert tacos[0]["video_id"] == "s30-d52.avi"
+    assert tacos[0]["moments"] == [[141 / 29.4, 354 / 29.4]] and tacos[0]["duration"] == 7346 / 29.4
+
+    qvhighlights = load_real("qvhighlights")[0]
+    assert qvhighlights[0]["query_id"] == "2579" and qvhighlights[0]["moments"] == [[82.0, 150.0]]
+    assert sum(len(moments) > 1 for moments in qvhighlights["moments"]) == 530
+    assert max(len(moments) for moments in qvhighlights["moments"]) == 25
+
+    didemo = load_real("didemo")[0]
+    # times [[1, 1], [1, 1], [1, 1], [0, 0]] in a video of 6 segments
+    assert didemo[0]["query_id"] == "49152" and didemo[0]["duration"] == 30.0
+    assert didemo[0]["moments"] == [[5.0, 10.0], [5.0, 10.0], [5.0, 10.0], [0.0, 5.0]]
+
+
+def test_charades_sta_clips_drops_and_counts(tmp_path, caplog):
+    (tmp_path / "Charades_v1_test.csv").write_text("id,subject,length\nAAAAA,x,20.0\nBBBBB,y,10.5\n")
+    annotation_file = tmp_path / "charades_sta_test.txt"
+    annotation_file.write_text(
+        "AAAAA 1.0 5.5##a person opens a door.\n"
+        "AAAAA 15.0 24.0##a person sits down.\n"  # clipped to the video's 20 s
+        "BBBBB 4.0 4.0##a person laughs.\n"  # start == end: dropped
+        "\n"
+        "BBBBB 12.0 14.0##a person leaves.\n"  # after the end of the video: dropped
+        "BBBBB 0.0 3.2##  a person  eats.  \n"
+    )
+    with caplog.at_level(logging.INFO, logger="locvtp_hf.grounding_datasets"):
+        dataset, report = load_grounding_dataset("charades_sta", annotation_file, return_report=True)
+    assert dataset.to_list() == [
+        {"query_id": "AAAAA#0", "video_id": "AAAAA", "duration": 20.0, "query": "a person opens a door.",
+         "moments": [[1.0, 5.5]]},
+        {"query_id": "AAAAA#1", "video_id": "AAAAA", "duration": 20.0, "query": "a person sits down.",
+         "moments": [[15.0, 20.0]]},
+        {"query_id": "BBBBB#2", "video_id": "BBBBB", "duration": 10.5, "query": "a person  eats.",
+         "moments": [[0.0, 3.2]]},
+    ]
+    assert (report.num_queries_read, report.num_moments_read, report.num_queries, report.num_videos) == (5, 5, 3, 2)
+    assert (report.num_moments_clipped, report.num_moments_dropped, report.num_queries_dropped) == (1, 2, 2)
+    assert report.dropped_query_ids == ["BBBBB#0", "BBBBB#1"]
+    assert report.summary() in caplog.text
+    # durations given as a mapping instead of the metadata file
+    from_mapping = load_grounding_dataset("charades_sta", annotation_file, durations={"AAAAA": 30.0, "BBBBB": 13.0})
+    assert from_mapping["moments"] == [[[1.0, 5.5]], [[15.0, 24.0]], [[12.0, 13.0]], [[0.0, 3.2]]]
+
+
+def test_charades_sta_errors(tmp_path):
+    annotation_file = tmp_path / "charades_sta_train.txt"
+    annotation_file.write_text("AAAAA 1.0 5.5##a person opens a door.\n")
+    with pytest.raises(FileNotFoundError, match="pass `durations`.*Charades_v1_train.csv"):
+        load_grounding_dataset("charades_sta", annotation_file)
+    with pytest.raises(ValueError, match="line 1: video 'AAAAA' has no duration"):
+        load_grounding_dataset("charades_sta", annotation_file, durations={"ZZZZZ": 3.0})
+    annotation_file.write_text("AAAAA 1.0 5.5##fine.\nAAAAA 1.0##the end is missing.\n")
+    with pytest.raises(ValueError, match="charades_sta_train.txt, line 2: expected 'VIDEO_ID START END##SENTENCE'"):
+        load_grounding_dataset("charades_sta", annotation_file, durations={"AAAAA": 30.0})
+    annotation_file.write_text("AAAAA 1.0 x##not a number.\n")
+    with pytest.raises(ValueError, match="line 1: moment: expected a number, got 'x'"):
+        load_grounding_dataset("charades_sta", annotation_file, durations={"AAAAA": 30.0})
+    with pytest.raises(ValueError, match="video 'AAAAA' has a duration of 0.0 s"):
+        load_grounding_dataset("charades_sta", annotation_file, durations={"AAAAA": 0.0})
+
+
+def test_activitynet_captions_and_tacos(tmp_path):
+    activitynet_file = tmp_path / "val_1.json"
+    activitynet_file.write_text(json.dumps({
+        "v_a": {"duration": 50.0, "timestamps": [[-1.0, 10.0], [20.0, 10.0], [5.0, 50.01]],
+                "sentences": ["  A man talks.", "Backwards.", " He leaves."]},
+    }))
+    dataset, report = load_grounding_dataset("activitynet_captions", activitynet_file, return_report=True)
+    assert dataset["query_id"] == ["v_a#0", "v_a#2"] and dataset["query"] == ["A man talks.", "He leaves."]
+    assert dataset["moments"] == [[[0.0, 10.0]], [[5.0, 50.0]]]
+    assert (report.num_moments_clipped, report.num_moments_dropped, report.dropped_query_ids) == (2, 1, ["v_a#1"])
+
+    tacos_file = tmp_path / "test.json"
+    tacos_file.write_text(json.dumps({
+        "s1.avi": {"num_frames": 1000, "fps": 25.0, "timestamps": [[50, 100], [900, 1100]],
+                   "sentences": ["He takes a knife", "He cuts"]},
+    }))
+    dataset, report = load_grounding_dataset("tacos", tacos_file, return_report=True)
+    assert dataset["duration"] == [40.0, 40.0]
+    assert dataset["moments"] == [[[2.0, 4.0]], [[36.0, 40.0]]]
+    assert report.num_moments_clipped == 1
+    tacos_file.write_text(json.dumps({"s1.avi": {"num_frames": 1000, "timestamps": [], "sentences": []}}))
+    with pytest.raises(ValueError, match=r"test.json, video 's1.avi': missing the 'fps' field"):
+        load_grounding_dataset("tacos", tacos_file)
+    activitynet_file.write_text(json.dumps({"v_a": {"duration": 5.0, "timestamps": [[0, 1]], "sentences": []}}))
+    with pytest.raises(ValueError, match="'timestamps' and 'sentences' must be lists of the same length"):
+        load_grounding_dataset("activitynet_captions", activitynet_file)
+
+
+def test_qvhighlights_windows(tmp_path):
+    annotation_file = tmp_path / "highlight_val_release.jsonl"
+    queries = [
+        {"qid": 7, "query": "A dog runs.", "duration": 150, "vid": "v1_0.0_150.0",
+         "relevant_windows": [[0, 10], [140, 152], [150, 160]]},  # kept, clipped, dropped (starts at the end)
+        {"qid": 8, "query": "Nothing here.", "duration": 120, "vid": "v2_0.0_120.0", "relevant_windows": [[130, 140]]},
+    ]
+    annotation_file.write_text("\n".join(json.dumps(query) for query in queries) + "\n")
+    dataset, report = load_grounding_dataset("qvhighlights", annotation_file, return_report=True)
+    assert dataset.to_list() == [
+        {"query_id": "7", "video_id": "v1_0.0_150.0", "duration": 150.0, "query": "A dog runs.",
+         "moments": [[0.0, 10.0], [140.0, 150.0]]},
+    ]
+    assert (report.num_moments_read, report.num_moments, report.num_moments_clipped) == (4, 2, 1)
+    assert (report.num_moments_dropped, report.dropped_query_ids) == (2, ["8"])
+    annotation_file.write_text(json.dumps({"qid": 9, "query": "Hidden.", "duration": 150, "vid": "v3"}) + "\n")
+    with pytest.raises(ValueError, match="line 1: no 'relevant_windows'. QVHighlights' test split hides"):
+        load_grounding_dataset("qvhighlights", annotation_file)
+
+
+def test_didemo_segments_and_durations(tmp_path):
+    annotation_file = tmp_path / "val_data.json"
+    annotation_file.write_text(json.dumps([
+        {"annotation_id": 1, "video": "a.mov", "description": "a kid jumps ", "num_segments": 5,
+         "times": [[0, 0], [1, 2], [4, 4], [5, 5]]},  # the last is past the 5 segments: dropped
+        {"annotation_id": 2, "video": "b.mp4", "description": "a car passes", "num_segments": 6, "times": [[2, 1]]},
+    ]))
+    dataset, report = load_grounding_dataset("didemo", annotation_file, return_report=True)
+    assert dataset.to_list() == [
+        {"query_id": "1", "video_id": "a.mov", "duration": 25.0, "query": "a kid jumps",
+         "moments": [[0.0, 5.0], [5.0, 15.0], [20.0, 25.0]]},
+    ]
+    assert (report.num_moments_dropped, report.num_moments_clipped, report.dropped_query_ids) == (2, 0, ["2"])
+    # with the real durations the last segment is clipped to the video
+    durations = tmp_path / "durations.csv"
+    durations.write_text("id,length\na.mov,22.5\nb.mp4,29.0\n")
+    dataset, report = load_grounding_dataset("didemo", annotation_file, durations=durations, return_report=True)
+    assert dataset["duration"] == [22.5] and dataset["moments"] == [[[0.0, 5.0], [5.0, 15.0], [20.0, 22.5]]]
+    assert report.num_moments_clipped == 1
+
+
+def test_arguments_are_checked(tmp_path):
+    annotation_file = tmp_path / "val_1.json"
+    annotation_file.write_text("{}")
+    with pytest.raises(ValueError, match="Unknown grounding dataset 'charades'; choose one of"):
+        load_grounding_dataset("charades", annotation_file)
+    with pytest.raises(FileNotFoundError, match="No tacos annotation file at"):
+        load_grounding_dataset("tacos", tmp_path / "missing.json")
+    with pytest.raises(ValueError, match="`durations` is only used for charades_sta and didemo"):
+        load_grounding_dataset("activitynet_captions", annotation_file, durations={"v": 1.0})
+    annotation_file.write_text("[]")
+    with pytest.raises(ValueError, match="expected a JSON dict at the top level, got list"):
+        load_grounding_dataset("activitynet_captions", annotation_file)
+    empty = load_grounding_dataset("didemo", annotation_file)
+    assert len(empty) == 0 and empty.features == GROUNDING_FEATURES

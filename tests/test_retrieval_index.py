@@ -1,0 +1,223 @@
+"""The searchable video index: exact search equals brute force, approximate recall, save/load, unreadable videos,
+text search with a tiny model."""
+
+import sys
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from conftest import make_config
+
+from locvtp_hf import LocVTPForRetrieval, LocVTPModel, LocVTPProcessor, VideoIndex, build_video_index, load_index
+from locvtp_hf.evaluation import encode_texts, encode_videos
+from locvtp_hf.retrieval_index import SkippedVideo, nearest_neighbour_recall
+from locvtp_hf.synthetic_world import SyntheticWorld
+
+
+pytest.importorskip("faiss")
+
+
+def unit_vectors(num: int, dim: int, seed: int) -> np.ndarray:
+    vectors = np.random.default_rng(seed).standard_normal((num, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def clustered_unit_vectors(num: int, dim: int, num_clusters: int, seed: int) -> np.ndarray:
+    """Tight clusters around random centres: the easy case, where an approximate index should find nearly all."""
+    rng = np.random.default_rng(seed)
+    centres = unit_vectors(num_clusters, dim, seed + 1)
+    vectors = centres[rng.integers(num_clusters, size=num)] + 0.05 * rng.standard_normal((num, dim))
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+
+def ids_of(results) -> list[list[str]]:
+    return [[video_id for video_id, _ in hits] for hits in results]
+
+
+@pytest.fixture
+def world():
+    return SyntheticWorld(seed=3, num_train=0, num_validation=0, num_test=6, size=32, min_duration=8.0,
+                          max_duration=10.0, max_events=2)
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    return LocVTPModel(make_config()).eval()
+
+
+def test_exact_search_equals_brute_force_top_k():
+    embeddings, queries = unit_vectors(500, 32, seed=0), unit_vectors(20, 32, seed=1)
+    video_ids = [f"video{row}" for row in range(500)]
+    index = VideoIndex.from_embeddings(embeddings, video_ids)
+
+    results = index.search_batch(queries, k=10)
+
+    scores, rows = torch.topk(torch.from_numpy(queries) @ torch.from_numpy(embeddings).T, k=10)
+    assert ids_of(results) == [[video_ids[row] for row in query_rows] for query_rows in rows.tolist()]
+    np.testing.assert_allclose([[score for _, score in hits] for hits in results], scores.numpy(), atol=1e-5)
+    assert index.search(torch.from_numpy(queries[3]), k=10) == results[3]
+    assert len(index.search(queries[0], k=800)) == 500  # k beyond the index: every video, once
+
+
+@pytest.mark.parametrize("index_type", ["ivf", "hnsw"])
+def test_approximate_recall_against_exact_is_high_on_clustered_vectors(index_type):
+    embeddings = clustered_unit_vectors(3000, 32, num_clusters=30, seed=0)
+    queries = embeddings[:100] + 0.02 * np.random.default_rng(5).standard_normal((100, 32)).astype(np.float32)
+    video_ids = [str(row) for row in range(len(embeddings))]
+    exact = VideoIndex.from_embeddings(embeddings, video_ids)
+    approximate = VideoIndex.from_embeddings(embeddings, video_ids, index_type=index_type)
+
+    found, true = ids_of(approximate.search_batch(queries, 10)), ids_of(exact.search_batch(queries, 10))
+    recall = nearest_neighbour_recall(found, true)
+
+    print(f"{index_type} {approximate.search_params}: recall@10 against exact = {recall:.3f}")
+    assert recall >= 0.95, f"{index_type} recall@10 {recall:.3f}"
+    assert approximate.faiss_index.ntotal == len(embeddings)
+
+
+@pytest.mark.parametrize("index_type", ["exact", "ivf", "hnsw"])
+def test_save_and_load_give_identical_results(index_type, tmp_path):
+    embeddings, queries = unit_vectors(800, 16, seed=2), unit_vectors(10, 16, seed=3)
+    skipped = [SkippedVideo("broken", "VideoDecodingError: could not open video 'broken.mp4'")]
+    index = VideoIndex.from_embeddings(embeddings, [f"v{row}" for row in range(800)], index_type, skipped=skipped)
+    before = index.search_batch(queries, k=7)
+
+    index.save_to_disk(tmp_path / "index")
+    assert index.search_batch(queries, k=7) == before  # saving leaves the index searchable
+    loaded = load_index(tmp_path / "index")
+
+    assert loaded.search_batch(queries, k=7) == before
+    assert loaded.index_type == index_type and loaded.search_params == index.search_params
+    assert loaded.skipped == skipped
+    np.testing.assert_array_equal(np.array(loaded.dataset["embedding"], dtype=np.float32), embeddings)
+
+
+def test_unreadable_videos_are_skipped_and_reported(world, model, processor, tmp_path):
+    folder = world.export(tmp_path, "test", num_videos=3)
+    good = sorted(str(path) for path in folder.glob("*.mp4"))
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(b"this is not a video" * 50)
+    missing = str(tmp_path / "missing.mp4")
+    videos = [good[0], str(garbage), good[1], missing, good[2]]
+
+    index = build_video_index(model, processor, videos, batch_size=2)
+
+    assert [video.video_id for video in index.skipped] == [str(garbage), missing]
+    assert "VideoDecodingError" in index.skipped[0].reason and "garbage.mp4" in index.skipped[0].reason
+    assert "FileNotFoundError" in index.skipped[1].reason
+    assert index.dataset["video_id"] == good
+    expected, _, _ = encode_videos(model, processor, good)
+    torch.testing.assert_close(torch.tensor(index.dataset["embedding"]), expected, atol=1e-5, rtol=0)
+
+
+def test_no_readable_video_is_an_error(model, processor, tmp_path):
+    with pytest.raises(ValueError, match="None of the 1 videos could be read"):
+        build_video_index(model, processor, [str(tmp_path / "missing.mp4")])
+
+
+def test_real_corrupted_video_is_skipped(real_data, model, processor):
+    good, corrupted = str(real_data / "videos" / "carphone_pristine.mp4"), str(real_data / "videos" / "corrupted.mp4")
+
+    index = build_video_index(model, processor, [corrupted, good], video_ids=["corrupted", "carphone"])
+
+    assert [video.video_id for video in index.skipped] == ["corrupted"]
+    assert "corrupted.mp4" in index.skipped[0].reason
+    assert index.dataset["video_id"] == ["carphone"]
+
+
+def test_text_search_matches_the_model_similarity(world, model, processor):
+    video_ids = [video.video_id for video in world.videos("test")]
+    captions = [video.caption for video in world.videos("test")]
+
+    index = build_video_index(model, processor, video_ids, batch_size=4, load_video=world.render, video_fps=world.fps)
+    results = index.search_batch(captions, k=3)
+
+    video_embeds, _, _ = encode_videos(model, processor, video_ids, world.render, world.fps)
+    scores, rows = torch.topk(encode_texts(model, processor, captions) @ video_embeds.T, k=3)
+    assert ids_of(results) == [[video_ids[row] for row in query_rows] for query_rows in rows.tolist()]
+    np.testing.assert_allclose([[score for _, score in hits] for hits in results], scores.numpy(), atol=1e-5)
+    single = index.search(captions[0], k=3)  # padded alone, not with the batch: equal up to rounding
+    assert ids_of([single]) == ids_of(results[:1])
+    np.testing.assert_allclose([score for _, score in single], [score for _, score in results[0]], atol=1e-5)
+
+
+@pytest.mark.parametrize("model_class", [LocVTPModel, LocVTPForRetrieval])
+def test_loaded_index_embeds_text_with_the_recorded_model(model_class, world, processor, tmp_path):
+    torch.manual_seed(0)
+    model_class(make_config()).save_pretrained(tmp_path / "ckpt")
+    processor.save_pretrained(tmp_path / "ckpt")
+    model = model_class.from_pretrained(tmp_path / "ckpt")
+    processor = LocVTPProcessor.from_pretrained(tmp_path / "ckpt")
+    video_ids = [video.video_id for video in world.videos("test")]
+    if model_class is LocVTPForRetrieval:
+        index = model.build_index(video_ids, processor, load_video=world.render, video_fps=world.fps)
+    else:
+        index = build_video_index(model, processor, video_ids, load_video=world.render, video_fps=world.fps)
+    index.save_to_disk(tmp_path / "index")
+    query = world.videos("test")[2].caption
+
+    loaded = load_index(tmp_path / "index")
+
+    assert loaded.model is None  # loaded at the first text query, not before
+    assert loaded.search(query, k=4) == index.search(query, k=4)
+    assert type(loaded.model) is model_class
+
+
+def test_text_search_without_a_model_says_how_to_attach_one():
+    index = VideoIndex.from_embeddings(unit_vectors(5, 8, seed=0), list("abcde"))
+    with pytest.raises(ValueError, match="attach_model"):
+        index.search("a red square slides to the left")
+
+
+def test_dataset_of_video_features_by_path_and_by_bytes(world, model, processor, tmp_path):
+    folder = world.export(tmp_path, "test", num_videos=2)
+    first, second = sorted(folder.glob("*.mp4"))
+    rows = datasets.Dataset.from_dict(
+        {"clip": [{"path": str(first), "bytes": None}, {"path": None, "bytes": second.read_bytes()}],
+         "name": ["first", "second"]},
+        features=datasets.Features(clip=datasets.Video(decode=False), name=datasets.Value("string")),
+    ).cast_column("clip", datasets.Video())
+
+    index = build_video_index(model, processor, rows, video_column="clip", id_column="name")
+
+    assert index.dataset["video_id"] == ["first", "second"] and not index.skipped
+    expected, _, _ = encode_videos(model, processor, [str(first), str(second)])
+    torch.testing.assert_close(torch.tensor(index.dataset["embedding"]), expected, atol=1e-5, rtol=0)
+
+
+def test_model_holding_a_locvtp_model_works(world, model, processor):
+    wrapper = torch.nn.Module()
+    wrapper.locvtp = model
+    video_ids = [video.video_id for video in world.videos("test")][:3]
+
+    index = build_video_index(wrapper, processor, video_ids, load_video=world.render, video_fps=world.fps)
+
+    expected, _, _ = encode_videos(model, processor, video_ids, world.render, world.fps)
+    torch.testing.assert_close(torch.tensor(index.dataset["embedding"]), expected, atol=1e-5, rtol=0)
+
+
+def test_bad_input_errors(model, processor):
+    embeddings = unit_vectors(4, 8, seed=0)
+    with pytest.raises(ValueError, match=r"repeated: \['a'\]"):
+        VideoIndex.from_embeddings(embeddings, ["a", "b", "a", "c"])
+    with pytest.raises(ValueError, match="FAISS factory string"):
+        VideoIndex.from_embeddings(embeddings, list("abcd"), index_type="NoSuchIndex")
+    index = VideoIndex.from_embeddings(embeddings, list("abcd"))
+    with pytest.raises(ValueError, match=r"\[num_queries, 8\]"):
+        index.search_batch(np.zeros((2, 5), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"\[num_queries, 8\]"):
+        index.search_batch([])
+    nested_lists = index.search_batch(embeddings[:2].tolist(), k=1)
+    assert nested_lists == [[("a", pytest.approx(1.0))], [("b", pytest.approx(1.0))]]
+    with pytest.raises(ValueError, match="positive integer"):
+        index.search(embeddings[0], k=0)
+    with pytest.raises(TypeError, match="single path"):
+        build_video_index(model, processor, "videos/")
+
+
+def test_missing_faiss_gives_an_install_hint(monkeypatch):
+    monkeypatch.setitem(sys.modules, "faiss", None)
+    with pytest.raises(ImportError, match=r"locvtp-hf\[index\]"):
+        VideoIndex.from_embeddings(unit_vectors(4, 8, seed=0), list("abcd"))

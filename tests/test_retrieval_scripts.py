@@ -1,0 +1,72 @@
+"""`examples/finetune_retrieval.py` and `examples/evaluate_retrieval.py` end to end on tiny settings: the fine-tuned
+model saves and reloads, both evaluations are written, the evaluation script reproduces the fine-tuning script's
+figures and reads a jsonl of real video files."""
+
+import json
+import os
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+from locvtp_hf import LocVTPForRetrieval, LocVTPProcessor
+from locvtp_hf.synthetic_world import SyntheticWorld
+
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def run_script(name: str, cwd: Path, *arguments: str) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *arguments],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=cwd,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+def evaluate_script(monkeypatch, *arguments: str) -> None:
+    """`examples/evaluate_retrieval.py` in this process (it starts no Accelerator)."""
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    monkeypatch.setattr(sys, "argv", ["evaluate_retrieval.py", *arguments])
+    runpy.run_path(str(EXAMPLES / "evaluate_retrieval.py"), run_name="__main__")
+
+
+def test_finetune_then_evaluate(tmp_path, monkeypatch):
+    run_script(
+        "finetune_retrieval.py", tmp_path, "--model_name_or_path", "new", "--output_dir", str(tmp_path / "model"),
+        "--world_train_videos", "8",
+        "--world_test_videos", "4", "--per_device_batch_size", "4", "--max_steps", "3", "--warmup_steps", "1",
+        "--num_workers", "0", "--logging_steps", "1", "--retrieval_fusion_weight", "0.5", "--renormalization", "dsl",
+    )
+    results = json.loads((tmp_path / "model" / "retrieval_results.json").read_text())
+    assert results["steps"] == 3 and results["skipped_training_samples"] == 0
+    for stage in ("before", "after"):
+        assert results[stage]["num_texts"] == results[stage]["num_videos"] == 4
+        for name in ("text_to_video_R@1", "video_to_text_R@5", "dsl_text_to_video_R@10"):
+            assert 0.0 <= results[stage][name] <= 1.0
+        assert 1.0 <= results[stage]["text_to_video_median_rank"] <= 4.0
+    assert results["before"] != results["after"]  # three steps changed the model
+    model = LocVTPForRetrieval.from_pretrained(tmp_path / "model")
+    LocVTPProcessor.from_pretrained(tmp_path / "model")
+    assert model.config.retrieval_fusion_weight == 0.5
+
+    # the evaluation script on the same synthetic test videos gives the fine-tuning script's figures
+    evaluate_script(monkeypatch, "--model_name_or_path", str(tmp_path / "model"), "--world_test_videos", "4",
+                    "--renormalization", "dsl", "--output_file", str(tmp_path / "synthetic.json"))
+    assert json.loads((tmp_path / "synthetic.json").read_text()) == results["after"]
+
+    # and reads them as files through the generic jsonl reader
+    world = SyntheticWorld(seed=0, num_train=0, num_test=4)
+    folder = world.export(tmp_path / "data", "test")
+    captions = world.captions("test")
+    (folder / "pairs.jsonl").write_text("".join(
+        json.dumps({"video": f"{video_id}.mp4", "caption": caption}) + "\n"
+        for video_id, caption in zip(captions["video_id"], captions["caption"])
+    ))
+    evaluate_script(monkeypatch, "--model_name_or_path", str(tmp_path / "model"), "--dataset", "jsonl",
+                    "--annotations", str(folder / "pairs.jsonl"), "--output_file", str(tmp_path / "jsonl.json"))
+    from_files = json.loads((tmp_path / "jsonl.json").read_text())
+    assert from_files.keys() == {key for key in results["after"] if not key.startswith("dsl_")}
+    assert from_files["num_texts"] == from_files["num_videos"] == 4
+    assert all(0.0 <= from_files[name] <= 1.0 for name in from_files if "_R@" in name)

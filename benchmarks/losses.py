@@ -181,7 +181,11 @@ def main(argv: list[str] | None = None) -> list[Table]:
     memory = Table(
         title=f"LocVTP losses against the encoders: peak memory (MiB) above the inputs, {shapes}",
         columns=["global batch", *CASES, "encoders"],
-        notes=["Peak bytes of tensors allocated during the forward + backward (gradients included)."],
+        notes=[
+            "Peak bytes of tensors allocated during the forward + backward (gradients included). Encoders: "
+            f"measured at {encoder_batches[0]} and {encoder_batches[1]} samples and extrapolated linearly, as if the "
+            "whole global batch went through the encoders at once (it is split over processes in training)."
+        ],
     )
     for global_batch in sizes:
         inputs = random_embeddings(config, global_batch, text_length, device)

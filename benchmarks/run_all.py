@@ -1,12 +1,13 @@
 """Runs the benchmark suite and writes its tables, with the machine they ran on, to `benchmarks/RESULTS.md`.
 
     python benchmarks/run_all.py [--quick] [--device auto|cpu|cuda] [--output benchmarks/RESULTS.md]
-        [--only train_step losses data_path retrieval_index]
+        [--only train_step losses data_path retrieval_index grounding]
 
 The suite: `train_step.py` (training step throughput and FLOP/s against the matrix multiply peak), `losses.py` (the
 LocVTP losses against the encoders as the global batch grows), `data_path.py` (clips decoded per second per
 DataLoader worker against what the training step consumes; it is given the small configuration's samples/s from
-`train_step.py`), and `retrieval_index.py` (search latency and recall of the video index) when it is there. Each runs
+`train_step.py`), `retrieval_index.py` (search latency and recall of the video index) when it is there, and
+`grounding.py` (clip feature extraction of a 1-hour video, latency and map memory of the grounding head). Each runs
 with its own defaults for the device, or with `--quick`: tiny sizes that check the scripts work in a minute and
 measure nothing worth reading. A benchmark whose dependencies are missing (e.g. `av`, `datasets` or `faiss` on a GPU
 machine with only torch and transformers) or that fails is reported as such in the file and the others still run;
@@ -23,12 +24,13 @@ from pathlib import Path
 from benchmark_utils import Table, machine_description, pick_device
 
 
-BENCHMARKS = ["train_step", "losses", "data_path", "retrieval_index"]
+BENCHMARKS = ["train_step", "losses", "data_path", "retrieval_index", "grounding"]
 QUICK_ARGUMENTS = {
     "train_step": ["--quick"],
     "losses": ["--quick"],
     "data_path": ["--quick"],
     "retrieval_index": ["--sizes", "1000", "--index_types", "exact", "--num_queries", "10"],
+    "grounding": ["--quick"],
 }
 
 

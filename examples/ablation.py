@@ -19,7 +19,9 @@ features: a 2D-TAN head trained on the world's training grounding queries and ev
 seeds to `<output_dir>/ablation_results.json` and a markdown table to `<output_dir>/ABLATION.md`.
 
 A run that has finished (its `eval_results.json` and `grounding_results.json` exist) is not run again, so an
-interrupted ablation continues where it stopped.
+interrupted ablation continues where it stopped; a run folder written with other settings (budget, world, grounding
+head) is refused rather than mixed in. Each run's wall time is kept in its `timing.json`, and the table states the
+total.
 """
 
 import json
@@ -86,6 +88,43 @@ class AblationArguments:
     grounding_conv_kernel_size: int = field(default=3, metadata={"help": "Kernel of the head's convolutions."})
 
 
+def run_settings(args: AblationArguments, variant: str, seed: int) -> dict:
+    """Everything that shapes one run's figures."""
+    settings = {"variant": variant, "seed": seed, "max_steps": 0 if variant == "no_pretraining" else args.max_steps}
+    for name, value in asdict(args).items():
+        if name.startswith(("world_", "grounding_")):
+            settings[name] = value
+    return settings
+
+
+def claim_run_folder(run_dir: Path, settings: dict) -> None:
+    """Record the run's settings in its folder, or check them against those of the run already there."""
+    settings_file = run_dir / "run_settings.json"
+    if not settings_file.exists():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        settings_file.write_text(json.dumps(settings, indent=2) + "\n")
+        return
+    saved = json.loads(settings_file.read_text())
+    changed = {name: (saved.get(name), value) for name, value in settings.items() if saved.get(name) != value}
+    if changed:
+        raise ValueError(
+            f"{run_dir} holds a run with other settings ("
+            + ", ".join(f"{name} {old!r} -> {new!r}" for name, (old, new) in changed.items())
+            + "): choose another --output_dir, or delete the folder to run it again."
+        )
+
+
+def timed(run_dir: Path, stage: str, work):
+    """Run `work()` and add its wall time to the run's `timing.json` under `stage`."""
+    start = time.perf_counter()
+    result = work()
+    timing_file = run_dir / "timing.json"
+    timing = json.loads(timing_file.read_text()) if timing_file.exists() else {}
+    timing[stage] = time.perf_counter() - start
+    timing_file.write_text(json.dumps(timing, indent=2) + "\n")
+    return result
+
+
 def pretrain(args: AblationArguments, variant: str, seed: int, run_dir: Path) -> dict:
     """Pre-train (or, for the floor, only save) one variant with `examples/pretrain.py`; its zero-shot figures."""
     results_file = run_dir / "eval_results.json"
@@ -103,15 +142,20 @@ def pretrain(args: AblationArguments, variant: str, seed: int, run_dir: Path) ->
             *VARIANTS[variant],
         ]  # fmt: skip
         with open(run_dir / "pretrain.log", "w") as log:
-            subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=True)
+            timed(run_dir, "pretrain_s", lambda: subprocess.run(command, stdout=log, stderr=log, check=True))
     return json.loads(results_file.read_text())
 
 
 def ground(args: AblationArguments, world: SyntheticWorld, seed: int, run_dir: Path) -> dict:
     """Train a grounding head on the frozen clip features of one pre-trained model; its held-out figures."""
     results_file = run_dir / "grounding_results.json"
-    if results_file.exists():
-        return json.loads(results_file.read_text())
+    if not results_file.exists():
+        results = timed(run_dir, "grounding_s", lambda: train_and_evaluate_head(args, world, seed, run_dir))
+        results_file.write_text(json.dumps(results, indent=2) + "\n")
+    return json.loads(results_file.read_text())
+
+
+def train_and_evaluate_head(args: AblationArguments, world: SyntheticWorld, seed: int, run_dir: Path) -> dict:
     torch.manual_seed(seed)  # the head's initial weights
     model = LocVTPForTemporalGrounding.from_pretrained(
         run_dir,
@@ -141,9 +185,7 @@ def ground(args: AblationArguments, world: SyntheticWorld, seed: int, run_dir: P
         progress=False,
     )
     evaluation = evaluate_grounding_model(model, processor, GroundingFeatureDataset(test_queries, features, processor))
-    results = {f"grounding_{name}": value for name, value in evaluation.metrics.items()}
-    results_file.write_text(json.dumps(results, indent=2) + "\n")
-    return results
+    return {f"grounding_{name}": value for name, value in evaluation.metrics.items()}
 
 
 def summarize(runs: dict[str, dict[int, dict]]) -> dict[str, dict[str, tuple[float, float]]]:
@@ -159,6 +201,7 @@ def summarize(runs: dict[str, dict[int, dict]]) -> dict[str, dict[str, tuple[flo
 
 
 def markdown_table(summary: dict, args: AblationArguments, minutes: float) -> str:
+    """The summary as a markdown table, with the settings and the wall time of all its runs."""
     lines = [
         f"| variant | {' | '.join(title for _, title in FIGURES)} |",
         f"|---|{'---|' * len(FIGURES)}",
@@ -170,7 +213,7 @@ def markdown_table(summary: dict, args: AblationArguments, minutes: float) -> st
         "\n".join(lines)
         + f"\n\nMean ± standard deviation over seeds {args.seeds}; {args.max_steps} pre-training steps per variant "
         f"(`examples/pretrain.py` defaults otherwise); grounding head: {args.grounding_steps} steps on frozen clip "
-        f"features, {args.world_test_videos} held-out videos. This invocation took {minutes:.0f} min.\n"
+        f"features, {args.world_test_videos} held-out videos. The runs took {minutes:.0f} min of wall time in all.\n"
     )
 
 
@@ -183,19 +226,20 @@ def main():
     output_dir = Path(args.output_dir)
     world = SyntheticWorld(seed=args.world_seed, num_train=args.world_train_videos, num_test=args.world_test_videos)
 
-    start = time.perf_counter()
     runs = {variant: {} for variant in args.variants}
+    seconds = 0.0
     for seed in args.seeds:
         for variant in args.variants:
             run_dir = output_dir / variant / f"seed_{seed}"
-            run_dir.mkdir(parents=True, exist_ok=True)
+            claim_run_folder(run_dir, run_settings(args, variant, seed))
             logger.info(f"{variant}, seed {seed}: pre-training")
             results = pretrain(args, variant, seed, run_dir)
             logger.info(f"{variant}, seed {seed}: grounding head")
             results.update(ground(args, world, seed, run_dir))
             runs[variant][seed] = results
+            seconds += sum(json.loads((run_dir / "timing.json").read_text()).values())
             logger.info(f"{variant}, seed {seed}: " + ", ".join(f"{key} {results[key]:.3f}" for key, _ in FIGURES))
-    minutes = (time.perf_counter() - start) / 60
+    minutes = seconds / 60
 
     summary = summarize(runs)
     table = markdown_table(summary, args, minutes)

@@ -74,6 +74,9 @@ NEW_HEAD = {
     "grounding_num_conv_layers": 2,
     "grounding_conv_kernel_size": 3,
 }
+# A new head's positions on the benchmarks whose videos are longer than Charades-STA's (2D-TAN's maps: 16 positions
+# for Charades-STA, 64 for ActivityNet Captions), unless --grounding_num_positions is given.
+DATASET_NUM_POSITIONS = {"activitynet_captions": 64}
 
 
 @dataclass
@@ -92,7 +95,8 @@ class GroundingArguments:
         metadata={"help": "Train only the head, on clip features computed once. False: the towers train too."},
     )
     grounding_num_positions: int | None = field(
-        default=None, metadata={"help": "Positions N of a new head's 2D map (default 16; 64 for ActivityNet)."}
+        default=None,
+        metadata={"help": "Positions N of a new head's 2D map (default 16; 64 with --dataset activitynet_captions)."},
     )
     grounding_hidden_size: int | None = field(
         default=None, metadata={"help": "Width of a new head (default 64; 2D-TAN: 512)."}
@@ -180,10 +184,17 @@ def check_arguments(args: GroundingArguments) -> None:
 
 def head_fields(args: GroundingArguments, config: LocVTPConfig | None = None) -> dict:
     """
-    The head's config fields: those of a checkpoint's trained head (`config`) or `NEW_HEAD`, overridden by the
-    --grounding_* flags given. A new number of positions gets 2D-TAN's sparse layout for it.
+    The head's config fields: those of a checkpoint's trained head (`config`) or `NEW_HEAD` (with the positions of
+    `DATASET_NUM_POSITIONS` for --dataset), overridden by the --grounding_* flags given. A new number of positions gets
+    2D-TAN's sparse layout for it.
     """
     fields = dict(NEW_HEAD) if config is None else {name: getattr(config, name) for name in NEW_HEAD}
+    if config is None and args.grounding_num_positions is None and args.dataset in DATASET_NUM_POSITIONS:
+        fields["grounding_num_positions"] = DATASET_NUM_POSITIONS[args.dataset]
+        logger.info(
+            f"--dataset {args.dataset}: the new head has {fields['grounding_num_positions']} positions (2D-TAN's map "
+            "for it); --grounding_num_positions sets another number."
+        )
     fields.update({name: getattr(args, name) for name in NEW_HEAD if getattr(args, name) is not None})
     if config is None or fields["grounding_num_positions"] != config.grounding_num_positions:
         fields["grounding_pooling_counts"] = default_pooling_counts(fields["grounding_num_positions"])

@@ -338,8 +338,10 @@ def train_grounding_model(
         dataset: A training [`GroundingFeatureDataset`] or [`GroundingVideoDataset`].
         max_steps (`int`): Optimizer steps.
         batch_size (`int`): Items per process and step.
-        learning_rate (`float`), weight_decay (`float`), warmup_steps (`int`), max_grad_norm (`float`, 0 disables
-            clipping): The optimization.
+        learning_rate (`float`): Peak learning rate.
+        weight_decay (`float`): AdamW weight decay of linear and convolution weights.
+        warmup_steps (`int`): Linear warm-up steps before the cosine decay.
+        max_grad_norm (`float`): Gradient clipping norm; 0 disables clipping.
         seed (`int`): Seed of the data order.
         num_workers (`int`): DataLoader workers (useful for raw videos).
         logging_steps (`int`): Log the loss every this many steps.

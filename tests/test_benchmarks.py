@@ -17,6 +17,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
 import data_path  # noqa: E402
+import grounding  # noqa: E402
 import run_all  # noqa: E402
 import train_step  # noqa: E402
 
@@ -25,7 +26,7 @@ import train_step  # noqa: E402
 def suite(tmp_path_factory):
     output = tmp_path_factory.mktemp("benchmarks") / "RESULTS.md"
     # retrieval_index.py runs its cases in fresh processes (seconds of imports each): tested on its own below
-    only = ["train_step", "losses", "data_path"]
+    only = ["train_step", "losses", "data_path", "grounding"]
     results = run_all.main(["--quick", "--device", "cpu", "--output", str(output), "--only", *only])
     return results, output.read_text()
 
@@ -41,7 +42,7 @@ def test_results_file_names_the_machine_and_holds_every_table(suite):
     assert text.startswith("# Benchmark results")
     for field in ("| CPU | ", "| RAM | ", "| GPU | none used |", "| software | ", "torch ", "| mode | quick"):
         assert field in text
-    for name in ("train_step", "losses", "data_path"):
+    for name in ("train_step", "losses", "data_path", "grounding"):
         assert not isinstance(results[name], str), results[name]
         for table in results[name]:
             assert f"## {table.title}\n\n{table.to_markdown()}" in text
@@ -107,6 +108,37 @@ def test_data_path_table(suite):
     assert "given with --train_samples_per_second" in table.notes[0]
 
 
+def test_grounding_tables_compare_sparse_and_dense_maps(suite):
+    extraction, latency, memory = suite[0]["grounding"]
+    (row,) = extraction.rows
+    assert row["config"] == "tiny" and row["clips measured"] == 16  # --quick: 16 s of one-second clips
+    seconds, rate, hour, _ = _numbers(row, ["s", "clips / s", "1-hour video (s)", "peak memory (GiB)"])
+    assert rate == pytest.approx(16 / seconds) and hour == pytest.approx(3600 / rate)
+    assert "extrapolated from 16 clips" in extraction.notes[0]
+
+    layouts = [(32, "sparse"), (32, "dense"), (64, "sparse"), (64, "dense")]
+    assert [(row["positions"], row["layout"]) for row in latency.rows] == layouts
+    assert [(row["positions"], row["layout"]) for row in memory.rows] == layouts
+    for row in latency.rows:
+        _numbers(row, ["candidate cells", "GFLOP / query", "ms, 1 query", "ms / query, batch", "queries / s, batch"])
+    by_layout = {(row["positions"], row["layout"]): row for row in latency.rows}
+    for positions in (32, 64):
+        sparse, dense = by_layout[positions, "sparse"], by_layout[positions, "dense"]
+        assert dense["candidate cells"] == positions * (positions + 1) // 2 > sparse["candidate cells"]
+        # the convolutions run over the whole map: the sparse layout saves candidates, not FLOPs
+        assert sparse["GFLOP / query"] == dense["GFLOP / query"]
+    # 32 positions, pooling counts [15, 8]: 32 + (31 + ... + 17) on the first 16 diagonals, then every other start on
+    # the diagonals 17, 19, ..., 31: 8 + 7 + ... + 1
+    assert by_layout[32, "sparse"]["pooling counts"] == "[15, 8]"
+    assert by_layout[32, "sparse"]["candidate cells"] == 32 + sum(range(17, 32)) + sum(range(1, 9)) == 428
+    for row in memory.rows:
+        map_mib, single, batch = _numbers(row, ["map tensor, 1 query (MiB)", "peak, 1 query (MiB)",
+                                                "peak, batch (MiB)"])
+        assert map_mib == 16 * row["positions"] ** 2 * 4 / 2**20  # 16 channels of fp32
+        assert map_mib <= single < batch  # the forward holds at least one whole map; two queries hold more
+    assert memory.rows[2]["peak, 1 query (MiB)"] > memory.rows[0]["peak, 1 query (MiB)"]
+
+
 def test_data_path_reads_real_videos_and_counts_unreadable_ones(real_data, tmp_path):
     videos = tmp_path / "videos"
     videos.mkdir()
@@ -121,9 +153,9 @@ def test_data_path_reads_real_videos_and_counts_unreadable_ones(real_data, tmp_p
     assert row["training consumes clips / s"] == 10 * 8  # the small configuration's 8 clips per sample
 
 
-@pytest.mark.parametrize("script", ["benchmark_utils.py", "train_step.py", "losses.py"])
+@pytest.mark.parametrize("script", ["benchmark_utils.py", "train_step.py", "losses.py", "grounding.py"])
 def test_gpu_benchmarks_import_only_torch_transformers_and_the_model(script):
-    """train_step.py and losses.py must run on a GPU machine with torch and transformers but without the data
+    """train_step.py, losses.py and grounding.py must run on a GPU machine with torch and transformers but without the data
     stack: they import nothing else beyond the package's model, loss and config modules."""
     allowed = {"torch", "transformers", "benchmark_utils", "train_step", *sys.stdlib_module_names}
     allowed_package_modules = {
@@ -152,6 +184,9 @@ def test_bad_arguments_are_reported_in_the_users_terms(capsys, monkeypatch, tmp_
     with pytest.raises(SystemExit):
         train_step.main(["--batch_size", "0"])
     assert "--batch_size must be at least 1, got 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        grounding.main(["--seconds", "0.5"])
+    assert "--seconds 0.5 is shorter than one clip of --clip_seconds 1.0" in capsys.readouterr().err
 
 
 def test_a_benchmark_that_cannot_run_does_not_stop_the_others(monkeypatch, tmp_path):

@@ -5,6 +5,7 @@ fine-tuning runs on a features folder with a benchmark annotation file (and push
 
 import importlib.util
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -165,6 +166,22 @@ def test_an_interrupted_hdf5_extraction_completes_on_the_next_run(
     store = ClipFeatureStore(output)
     assert store.find("train-00002.avi") == "train-00002" and store.settings["feature_dim"] == 16
     store.close()
+
+
+def test_a_new_head_for_activitynet_captions_has_64_positions(caplog):
+    finetune = load_script("finetune_grounding")
+    arguments = finetune.GroundingArguments
+
+    with caplog.at_level(logging.INFO):
+        fields = finetune.head_fields(arguments(dataset="activitynet_captions"))
+    assert fields["grounding_num_positions"] == 64 and fields["grounding_pooling_counts"] == [15, 8, 8]
+    assert "--dataset activitynet_captions: the new head has 64 positions" in caplog.text
+    # the flag wins; other benchmarks keep 16 positions; a grounding checkpoint keeps its trained head's layout
+    fields = finetune.head_fields(arguments(dataset="activitynet_captions", grounding_num_positions=32))
+    assert fields["grounding_num_positions"] == 32 and fields["grounding_pooling_counts"] == [15, 8]
+    assert finetune.head_fields(arguments(dataset="charades_sta"))["grounding_num_positions"] == 16
+    trained = LocVTPConfig(grounding_num_positions=16)
+    assert finetune.head_fields(arguments(dataset="activitynet_captions"), trained)["grounding_num_positions"] == 16
 
 
 def test_finetuning_on_a_features_folder_with_charades_sta_annotations(

@@ -1,42 +1,55 @@
-"""The LocVTP ablation on the built-in synthetic world: what fine-grained clip-word alignment and the temporal-aware
-loss add to coarse video-sentence alignment, for localization and for retrieval.
+"""The LocVTP ablation on the built-in synthetic world: do fine-grained clip-word alignment and the temporal-aware loss
+make clip features localize better than coarse video-sentence alignment alone?
 
-    python examples/ablation.py                                  # 4 variants x 3 seeds: 45 min on 2 CPU cores
-    python examples/ablation.py --seeds 0 --max_steps 200        # a quick look
+    python examples/ablation.py                                          # the main grid (see docs/ablation.md)
+    python examples/ablation.py --worlds hard --variants coarse full --seeds 0 1 2 3 4
+    python examples/ablation.py --quick                                  # a tiny end-to-end run, for tests
     python examples/ablation.py --help
 
-Variants, each pre-trained with `examples/pretrain.py` on the same data, budget and seeds:
+Every variant is pre-trained with `examples/pretrain.py` on the same world, budget and seeds; only the loss settings
+differ (`VARIANTS`). Two worlds (`WORLDS`): `easy`, where each event has its own object, drawn only during the event,
+and pre-training spans are cut exactly to the event; `hard`, where one object stays on screen and performs every
+event (only the action marks the moment) and each pre-training span is widened so that its event covers half of it,
+as in narrated video.
 
-- `no_pretraining`: the same architecture, not pre-trained (`--max_steps 0`): the floor;
-- `coarse`: coarse video-sentence alignment only (`--fine_loss_weight 0 --temporal_loss_weight 0`);
-- `coarse_fine`: + fine-grained clip-word alignment (`--temporal_loss_weight 0`);
-- `full`: + the context projection head and the temporal-aware loss (all three losses).
+Each pre-trained model is measured on the world's held-out videos with figures that see the encoder, not a head:
 
-Every pre-trained model is then evaluated the same way: the zero-shot figures that `pretrain.py` writes (the clip
-localization probe, text-to-video retrieval R@1 / R@5 on held-out videos), and temporal grounding with frozen clip
-features: a 2D-TAN head trained on the world's training grounding queries and evaluated on the held-out ones
-(R@1 at IoU 0.5 and 0.7, mIoU). The script writes every run's figures and their mean and standard deviation over
-seeds to `<output_dir>/ablation_results.json` and a markdown table to `<output_dir>/ABLATION.md`.
+- head-free localization (`locvtp_hf.evaluation.localization_evaluation`): in-video AUC of sentence-clip similarity
+  inside vs outside the moment, zero-shot moment localization with no trained parameter (R@1 at IoU 0.3 / 0.5 / 0.7,
+  mIoU; and the same for the whole video as the answer, the floor), the clip probe; on the validation split and on
+  the test split (the test figures are reported, the validation ones are the only ones used to choose settings);
+- a linear probe of the action on frozen clip features (trained on training videos, scored on test videos);
+- correspondence discovery accuracy: on two-sentence pairs ("A, then B"), how often a clip inside A's event picks a
+  word that only A's sentence has (and likewise for B), against a word picked at random; and the share of picked
+  words that are stop words;
+- retrieval: zero-shot text-to-video R@1 / R@5 (from `pretrain.py`);
+- a 2D-TAN head trained on frozen clip features with 5 %, 10 % and 100 % of the training queries, with a flag when
+  it collapsed (one moment, relative to the video, answers at least half of the test queries).
 
-A run that has finished (its `eval_results.json` and `grounding_results.json` exist) is not run again, so an
-interrupted ablation continues where it stopped; a run folder written with other settings (budget, world, grounding
-head) is refused rather than mixed in. Each run's wall time is kept in its `timing.json`, and the table states the
-total.
+The script writes each run's figures (and per-query values) to its folder, then `ablation_results.json` and
+`ABLATION.md` in `--output_dir`: per variant the mean and 95 % confidence interval over seeds, the paired difference
+with `coarse` per seed (mean and 95 % t-interval), and for the localization figures a per-query bootstrap interval of
+that difference. Finished runs are not run again (an interrupted ablation continues), and a run folder written with
+other settings is refused rather than mixed in.
 """
 
 import json
 import logging
+import math
 import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from transformers import HfArgumentParser
 
-from locvtp_hf import LocVTPForTemporalGrounding, LocVTPProcessor
+from locvtp_hf import LocVTPForTemporalGrounding, LocVTPModel, LocVTPProcessor
+from locvtp_hf.evaluation import encode_videos, localization_evaluation
 from locvtp_hf.grounding_finetuning import (
     GroundingFeatureDataset,
     compute_clip_features,
@@ -44,55 +57,112 @@ from locvtp_hf.grounding_finetuning import (
     synthetic_grounding_queries,
     train_grounding_model,
 )
-from locvtp_hf.synthetic_world import SyntheticWorld
+from locvtp_hf.loss import discover_correspondence
+from locvtp_hf.stop_words import stop_word_token_ids
+from locvtp_hf.synthetic_world import CAPTION_SEPARATOR, SyntheticWorld
 
 
 logger = logging.getLogger(__name__)
 
 PRETRAIN_SCRIPT = Path(__file__).with_name("pretrain.py")
-# pretrain.py arguments of each variant; no_pretraining keeps the initial weights
-VARIANTS = {
-    "no_pretraining": ["--max_steps", "0"],
-    "coarse": ["--fine_loss_weight", "0", "--temporal_loss_weight", "0"],
-    "coarse_fine": ["--temporal_loss_weight", "0"],
-    "full": [],
+# pretrain.py arguments of each world: the world's options, also used to build it here
+WORLDS = {
+    "easy": {"persistent_object": False, "persistent_object_looks": None, "pretraining_span_coverage": 1.0},
+    "hard": {"persistent_object": True, "persistent_object_looks": None, "pretraining_span_coverage": 0.5},
+    "hard_one_look": {"persistent_object": True, "persistent_object_looks": 1, "pretraining_span_coverage": 0.5},
 }
-# (result key, column title) of the table, localization first
+# pretrain.py arguments of each variant, every design option spelled out so that a change of pretrain.py's defaults
+# does not change what a variant means
+_OTHER = ["--fine_negatives", "other_samples", "--discovery_stop_words", "false"]
+_SAME = ["--fine_negatives", "same_and_other_samples", "--discovery_stop_words", "false"]
+_SAME_STOP = ["--fine_negatives", "same_and_other_samples", "--discovery_stop_words", "true"]
+VARIANTS = {
+    "no_pretraining": ["--max_steps", "0", *_OTHER],
+    "coarse": ["--fine_loss_weight", "0", "--temporal_loss_weight", "0", *_OTHER],
+    "coarse_fine": ["--temporal_loss_weight", "0", *_OTHER],
+    "full": [*_OTHER],
+    "full_no_warp": ["--temporal_cross_modal_weight", "0", *_OTHER],
+    "full_no_intra": ["--temporal_intra_video_weight", "0", *_OTHER],
+    "coarse_fine_same_sample": ["--temporal_loss_weight", "0", *_SAME],
+    "full_same_sample": [*_SAME],
+    "full_same_sample_stop_words": [*_SAME_STOP],
+}
+BASELINE = "coarse"
+# (result key, column title) of the tables, localization first
 FIGURES = [
-    ("grounding_R@1,IoU=0.5", "grounding R@1 IoU 0.5"),
-    ("grounding_R@1,IoU=0.7", "grounding R@1 IoU 0.7"),
-    ("grounding_mIoU", "grounding mIoU"),
-    ("probe_hit_rate", "zero-shot probe"),
-    ("text_to_video_R@1", "zero-shot R@1"),
-    ("text_to_video_R@5", "zero-shot R@5"),
+    ("in_video_auc", "in-video AUC"),
+    ("zero_shot_R@1,IoU=0.5", "zero-shot R@1 IoU 0.5"),
+    ("zero_shot_R@1,IoU=0.3", "zero-shot R@1 IoU 0.3"),
+    ("zero_shot_mIoU", "zero-shot mIoU"),
+    ("probe_hit_rate", "clip probe"),
+    ("action_probe_accuracy", "action probe"),
+    ("discovery_accuracy", "discovery accuracy"),
+    ("discovery_stop_word_share", "discovery stop-word share"),
+    ("text_to_video_R@1", "retrieval R@1"),
+    ("text_to_video_R@5", "retrieval R@5"),
+    ("grounding_5%_R@1,IoU=0.5", "2D-TAN 5% R@1 IoU 0.5"),
+    ("grounding_10%_R@1,IoU=0.5", "2D-TAN 10% R@1 IoU 0.5"),
+    ("grounding_100%_R@1,IoU=0.5", "2D-TAN 100% R@1 IoU 0.5"),
 ]
+# per-query values kept for the bootstrap: figure -> per-query key
+PER_QUERY = {"in_video_auc": "in_video_auc", "zero_shot_R@1,IoU=0.5": "zero_shot_iou", "probe_hit_rate": "probe_hit"}
+GROUNDING_FRACTIONS = (0.05, 0.10, 1.0)
+# two-sided 95 % quantiles of Student's t by degrees of freedom (beyond 30: the normal's)
+T_QUANTILES_95 = {
+    1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+    11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093, 20: 2.086,
+    25: 2.060, 30: 2.042,
+}  # fmt: skip
 
 
 @dataclass
 class AblationArguments:
-    output_dir: str = field(default="outputs/ablation", metadata={"help": "Where every run and the table go."})
+    output_dir: str = field(default="outputs/ablation", metadata={"help": "Where every run and the tables go."})
+    worlds: list[str] = field(default_factory=lambda: ["hard", "easy"], metadata={"help": f"Of {list(WORLDS)}."})
     variants: list[str] = field(
-        default_factory=lambda: list(VARIANTS), metadata={"help": f"Variants to run, of {list(VARIANTS)}."}
+        default_factory=lambda: ["no_pretraining", "coarse", "coarse_fine", "full", "full_same_sample"],
+        metadata={"help": f"Variants to run, of {list(VARIANTS)}."},
     )
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "Pre-training seeds."})
-    max_steps: int = field(default=500, metadata={"help": "Pre-training steps of every pre-trained variant."})
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4], metadata={"help": "Pre-training seeds."})
+    max_steps: int = field(default=400, metadata={"help": "Pre-training steps of every pre-trained variant."})
     world_seed: int = field(default=0, metadata={"help": "Seed of the synthetic world (the same for every run)."})
     world_train_videos: int = field(default=400, metadata={"help": "Training videos of the synthetic world."})
-    world_test_videos: int = field(default=100, metadata={"help": "Held-out videos of the synthetic world."})
+    world_validation_videos: int = field(default=50, metadata={"help": "Validation videos (to choose settings)."})
+    world_test_videos: int = field(default=100, metadata={"help": "Held-out test videos (reported)."})
     num_workers: int = field(default=1, metadata={"help": "DataLoader workers of pre-training."})
-    grounding_steps: int = field(default=300, metadata={"help": "Training steps of the grounding head."})
+    num_clips: int = field(default=16, metadata={"help": "Clips per whole video in the head-free measures."})
+    grounding_steps: int = field(default=200, metadata={"help": "Training steps of each grounding head."})
     grounding_batch_size: int = field(default=32, metadata={"help": "Queries per grounding step."})
     grounding_learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate of the head."})
     grounding_hidden_size: int = field(default=64, metadata={"help": "Width of the head's 2D map."})
-    grounding_num_conv_layers: int = field(default=2, metadata={"help": "Masked convolutions of the head."})
-    grounding_conv_kernel_size: int = field(default=3, metadata={"help": "Kernel of the head's convolutions."})
+    bootstrap_samples: int = field(default=2000, metadata={"help": "Resamples of the per-query bootstrap."})
+    quick: bool = field(
+        default=False, metadata={"help": "A tiny run (a few videos, steps and queries) to check that all of it works."}
+    )
 
 
-def run_settings(args: AblationArguments, variant: str, seed: int) -> dict:
+def apply_quick(args: AblationArguments) -> None:
+    """`--quick`: the smallest settings that still exercise every stage."""
+    args.max_steps, args.world_train_videos, args.world_validation_videos, args.world_test_videos = 2, 8, 3, 3
+    args.grounding_steps, args.grounding_batch_size, args.num_workers, args.bootstrap_samples = 2, 4, 0, 50
+
+
+def build_world(args: AblationArguments, world_name: str) -> SyntheticWorld:
+    return SyntheticWorld(
+        seed=args.world_seed,
+        num_train=args.world_train_videos,
+        num_validation=args.world_validation_videos,
+        num_test=args.world_test_videos,
+        **WORLDS[world_name],
+    )
+
+
+def run_settings(args: AblationArguments, world: str, variant: str, seed: int) -> dict:
     """Everything that shapes one run's figures."""
-    settings = {"variant": variant, "seed": seed, "max_steps": 0 if variant == "no_pretraining" else args.max_steps}
+    settings = {"world": world, "variant": variant, "seed": seed, "arguments": VARIANTS[variant]}
+    settings["max_steps"] = 0 if variant == "no_pretraining" else args.max_steps
     for name, value in asdict(args).items():
-        if name.startswith(("world_", "grounding_")):
+        if name.startswith(("world_", "grounding_")) or name == "num_clips":
             settings[name] = value
     return settings
 
@@ -114,139 +184,327 @@ def claim_run_folder(run_dir: Path, settings: dict) -> None:
         )
 
 
-def timed(run_dir: Path, stage: str, work):
-    """Run `work()` and add its wall time to the run's `timing.json` under `stage`."""
-    start = time.perf_counter()
-    result = work()
-    timing_file = run_dir / "timing.json"
-    timing = json.loads(timing_file.read_text()) if timing_file.exists() else {}
-    timing[stage] = time.perf_counter() - start
-    timing_file.write_text(json.dumps(timing, indent=2) + "\n")
-    return result
+def cached(run_dir: Path, name: str, work) -> dict:
+    """`work()`'s JSON result, computed once: kept in `run_dir / name`, with its wall time in `timing.json`."""
+    path = run_dir / name
+    if not path.exists():
+        start = time.perf_counter()
+        result = work()
+        timing_file = run_dir / "timing.json"
+        timing = json.loads(timing_file.read_text()) if timing_file.exists() else {}
+        timing[path.stem] = time.perf_counter() - start
+        timing_file.write_text(json.dumps(timing, indent=2) + "\n")
+        path.write_text(json.dumps(result, indent=2) + "\n")
+    return json.loads(path.read_text())
 
 
-def pretrain(args: AblationArguments, variant: str, seed: int, run_dir: Path) -> dict:
+# ---- one run: pre-training and measures ----------------------------------------------------------------------------
+
+
+def pretrain(args: AblationArguments, world_name: str, variant: str, seed: int, run_dir: Path) -> dict:
     """Pre-train (or, for the floor, only save) one variant with `examples/pretrain.py`; its zero-shot figures."""
-    results_file = run_dir / "eval_results.json"
-    if not results_file.exists():
-        command = [
-            sys.executable, str(PRETRAIN_SCRIPT),
-            "--output_dir", str(run_dir),
-            "--seed", str(seed),
-            "--max_steps", str(args.max_steps),
-            "--checkpointing_steps", "0",
-            "--num_workers", str(args.num_workers),
-            "--world_seed", str(args.world_seed),
-            "--world_train_videos", str(args.world_train_videos),
-            "--world_test_videos", str(args.world_test_videos),
-            *VARIANTS[variant],
-        ]  # fmt: skip
-        with open(run_dir / "pretrain.log", "w") as log:
-            timed(run_dir, "pretrain_s", lambda: subprocess.run(command, stdout=log, stderr=log, check=True))
-    return json.loads(results_file.read_text())
+    world_options = WORLDS[world_name]
+    command = [
+        sys.executable, str(PRETRAIN_SCRIPT),
+        "--output_dir", str(run_dir),
+        "--seed", str(seed),
+        "--max_steps", str(args.max_steps),
+        "--checkpointing_steps", "0",
+        "--num_workers", str(args.num_workers),
+        "--world_seed", str(args.world_seed),
+        "--world_train_videos", str(args.world_train_videos),
+        "--world_test_videos", str(args.world_test_videos),
+        "--world_persistent_object", str(world_options["persistent_object"]).lower(),
+        *(["--world_persistent_object_looks", str(world_options["persistent_object_looks"])]
+          if world_options["persistent_object_looks"] else []),
+        "--world_pretraining_span_coverage", str(world_options["pretraining_span_coverage"]),
+        *VARIANTS[variant],
+    ]  # fmt: skip
+    with open(run_dir / "pretrain.log", "w") as log:
+        subprocess.run(command, stdout=log, stderr=log, check=True)
+    return json.loads((run_dir / "eval_results.json").read_text())
 
 
-def ground(args: AblationArguments, world: SyntheticWorld, seed: int, run_dir: Path) -> dict:
-    """Train a grounding head on the frozen clip features of one pre-trained model; its held-out figures."""
-    results_file = run_dir / "grounding_results.json"
-    if not results_file.exists():
-        results = timed(run_dir, "grounding_s", lambda: train_and_evaluate_head(args, world, seed, run_dir))
-        results_file.write_text(json.dumps(results, indent=2) + "\n")
-    return json.loads(results_file.read_text())
+@torch.no_grad()
+def action_probe(model, processor, world: SyntheticWorld, num_clips: int) -> dict:
+    """A linear classifier of "which action does the clip show" (or none) on frozen clip features, trained on the
+    training videos and scored on the test videos, against always answering the most frequent training label."""
+    features, labels = {}, {}
+    for split in ("train", "test"):
+        videos = world.videos(split)
+        _, clip_embeds, clip_spans = encode_videos(
+            model, processor, [video.video_id for video in videos], world.render, world.fps, num_clips
+        )
+        names = []
+        for video, spans in zip(videos, clip_spans):
+            for centre in spans.mean(-1).tolist():
+                showing = [event.action for event in video.events if event.start <= centre < event.end]
+                names.append(showing[0] if showing else "none")
+        features[split], labels[split] = clip_embeds.flatten(0, 1), names
+    classes = sorted(set(labels["train"]))
+    targets = {split: torch.tensor([classes.index(name) if name in classes else -1 for name in labels[split]])
+               for split in labels}  # fmt: skip
+    with torch.enable_grad():
+        torch.manual_seed(0)
+        probe = torch.nn.Linear(features["train"].shape[1], len(classes))
+        optimizer = torch.optim.AdamW(probe.parameters(), lr=1e-2, weight_decay=1e-4)
+        for _ in range(300):
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(probe(features["train"]), targets["train"]).backward()
+            optimizer.step()
+    predicted = probe(features["test"]).argmax(-1)
+    majority = Counter(targets["train"].tolist()).most_common(1)[0][0]
+    return {
+        "action_probe_accuracy": (predicted == targets["test"]).float().mean().item(),
+        "action_probe_majority_rate": (targets["test"] == majority).float().mean().item(),
+    }
 
 
-def train_and_evaluate_head(args: AblationArguments, world: SyntheticWorld, seed: int, run_dir: Path) -> dict:
-    torch.manual_seed(seed)  # the head's initial weights
-    model = LocVTPForTemporalGrounding.from_pretrained(
-        run_dir,
-        grounding_hidden_size=args.grounding_hidden_size,
-        grounding_num_conv_layers=args.grounding_num_conv_layers,
-        grounding_conv_kernel_size=args.grounding_conv_kernel_size,
-        grounding_freeze_encoder=True,
-    )
-    model.locvtp.requires_grad_(False)
+@torch.no_grad()
+def discovery_accuracy(model, processor, world: SyntheticWorld, split: str) -> dict:
+    """
+    On every two-sentence pair "A, then B" of `split` (with its exact span): the word each clip discovers (the
+    model's own discovery, with its stop-word setting) is right when it occurs only in the sentence of the event the
+    clip's centre lies in. Against the same rate for a discoverable word picked at random, and the share of picked
+    words that are stop words.
+    """
+    stop_ids = set(stop_word_token_ids(processor.tokenizer))
+    excluded = torch.tensor(model.config.discovery_excluded_token_ids or [], dtype=torch.long)
+    separator = processor.tokenizer(CAPTION_SEPARATOR.strip(), add_special_tokens=False)["input_ids"]
+    right, chance, stop, total = 0.0, 0.0, 0, 0
+    for video in world.videos(split):
+        for first, second in zip(video.events, video.events[1:]):
+            text = f"{first.sentence}{CAPTION_SEPARATOR}{second.sentence}"
+            inputs = processor(
+                videos=[world.render(video)], text=[text], spans=[(first.start, second.end)], video_fps=world.fps,
+                return_tensors="pt",
+            )  # fmt: skip
+            clip_spans = inputs.pop("clip_spans")
+            outputs = model(**inputs)
+            ids = inputs["input_ids"][0]
+            mask = outputs.word_mask[0] & ~torch.isin(ids, excluded)
+            words_of_clip, _ = discover_correspondence(outputs.clip_embeds, outputs.word_embeds, mask[None], 1, 1)
+            cut = next(i for i in range(len(ids)) if ids[i : i + len(separator)].tolist() == separator)
+            parts = (set(ids[:cut].tolist()), set(ids[cut + len(separator) :].tolist()))
+            candidates = ids[mask].tolist()
+            for clip, centre in enumerate(clip_spans[0].mean(-1).tolist()):
+                part = 0 if first.start <= centre < first.end else 1 if second.start <= centre < second.end else None
+                if part is None:
+                    continue
+                own, other = parts[part], parts[1 - part]
+                word = int(ids[words_of_clip[0, clip].nonzero()[0, 0]])
+                right += word in own and word not in other
+                chance += sum(c in own and c not in other for c in candidates) / len(candidates)
+                stop += word in stop_ids
+                total += 1
+    return {
+        "discovery_accuracy": right / max(total, 1),
+        "discovery_random_rate": chance / max(total, 1),
+        "discovery_stop_word_share": stop / max(total, 1),
+        "discovery_clips": total,
+    }
+
+
+def grounding_heads(args: AblationArguments, world: SyntheticWorld, seed: int, run_dir: Path) -> dict:
+    """2D-TAN heads on frozen clip features, trained on a share of the training queries, scored on the test ones."""
     processor = LocVTPProcessor.from_pretrained(run_dir)
-    videos = {video.video_id: video.video_id for split in ("train", "test") for video in world.videos(split)}
-    features, failures = compute_clip_features(
-        model, processor, videos, load_video=world.render, video_fps=world.fps, progress=False
-    )
-    if failures:
-        raise RuntimeError(f"Synthetic videos could not be encoded: {failures[:3]}")
     train_queries = synthetic_grounding_queries(world, "train")
     test_queries = synthetic_grounding_queries(world, "test")
-    train_grounding_model(
-        model,
-        GroundingFeatureDataset(train_queries, features, processor, training=True),
-        max_steps=args.grounding_steps,
-        batch_size=args.grounding_batch_size,
-        learning_rate=args.grounding_learning_rate,
-        warmup_steps=args.grounding_steps // 10,
-        seed=seed,
-        progress=False,
-    )
-    evaluation = evaluate_grounding_model(model, processor, GroundingFeatureDataset(test_queries, features, processor))
-    return {f"grounding_{name}": value for name, value in evaluation.metrics.items()}
+    features = None
+    results = {}
+    for fraction in GROUNDING_FRACTIONS:
+        torch.manual_seed(seed)  # the head's initial weights
+        model = LocVTPForTemporalGrounding.from_pretrained(
+            run_dir, grounding_hidden_size=args.grounding_hidden_size, grounding_num_conv_layers=2,
+            grounding_conv_kernel_size=3, grounding_freeze_encoder=True,
+        )  # fmt: skip
+        model.locvtp.requires_grad_(False)
+        if features is None:
+            videos = {video.video_id: video.video_id for split in ("train", "test") for video in world.videos(split)}
+            features, failures = compute_clip_features(
+                model, processor, videos, load_video=world.render, video_fps=world.fps, progress=False
+            )
+            if failures:
+                raise RuntimeError(f"Synthetic videos could not be encoded: {failures[:3]}")
+        count = max(1, round(fraction * len(train_queries)))
+        subset = train_queries.shuffle(seed=seed).select(range(count))
+        train_grounding_model(
+            model, GroundingFeatureDataset(subset, features, processor, training=True), max_steps=args.grounding_steps,
+            batch_size=args.grounding_batch_size, learning_rate=args.grounding_learning_rate,
+            warmup_steps=args.grounding_steps // 10, seed=seed, progress=False,
+        )  # fmt: skip
+        evaluation = evaluate_grounding_model(model, processor, GroundingFeatureDataset(test_queries, features, processor))
+        name = f"grounding_{round(fraction * 100)}%"
+        for metric, value in evaluation.metrics.items():
+            results[f"{name}_{metric}"] = value
+        answers = Counter(
+            (round(moments[0]["start"] / duration, 2), round(moments[0]["end"] / duration, 2))
+            for moments, duration in zip(evaluation.predictions, test_queries["duration"])
+        )
+        results[f"{name}_top_answer_share"] = answers.most_common(1)[0][1] / len(test_queries)
+        results[f"{name}_collapsed"] = results[f"{name}_top_answer_share"] >= 0.5
+    return results
 
 
-def summarize(runs: dict[str, dict[int, dict]]) -> dict[str, dict[str, tuple[float, float]]]:
-    """`variant -> figure -> (mean, standard deviation over seeds)`."""
+def measure(args: AblationArguments, world: SyntheticWorld, run_dir: Path) -> dict:
+    """The head-free figures of one pre-trained model (per-query values included for the bootstrap)."""
+    model = LocVTPModel.from_pretrained(run_dir).eval()
+    processor = LocVTPProcessor.from_pretrained(run_dir)
+    results = {}
+    for split, prefix in (("validation", "validation_"), ("test", "")):
+        figures = localization_evaluation(
+            model, processor, world.grounding_queries(split), args.num_clips, world.render, world.fps, per_query=True
+        )
+        per_query = figures.pop("per_query")
+        results.update({prefix + name: value for name, value in figures.items()})
+        if split == "test":
+            results["per_query"] = per_query
+    results.update(action_probe(model, processor, world, args.num_clips))
+    results.update(discovery_accuracy(model, processor, world, "test"))
+    return results
+
+
+# ---- statistics ------------------------------------------------------------------------------------------------------
+
+
+def interval(values: list[float]) -> tuple[float, float]:
+    """Mean and half-width of its 95 % t-interval (0 for a single value)."""
+    mean = statistics.mean(values)
+    if len(values) < 2:
+        return mean, 0.0
+    degrees = len(values) - 1
+    # between tabulated degrees of freedom, the next smaller one's (wider) quantile
+    quantile = T_QUANTILES_95[max(key for key in T_QUANTILES_95 if key <= degrees)] if degrees <= 30 else 1.960
+    return mean, quantile * statistics.stdev(values) / math.sqrt(len(values))
+
+
+def bootstrap_difference(per_seed_a: list[list[float]], per_seed_b: list[list[float]], samples: int) -> list[float]:
+    """95 % percentile interval of the mean per-query difference a - b (each averaged over the paired seeds), with
+    queries resampled; queries with an undefined value (NaN: the moment covers all clips or none) are left out."""
+    difference = (np.array(per_seed_a, dtype=float) - np.array(per_seed_b, dtype=float)).mean(0)
+    difference = difference[~np.isnan(difference)]
+    rng = np.random.default_rng(0)
+    means = difference[rng.integers(0, len(difference), (samples, len(difference)))].mean(1)
+    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
+
+
+def summarize(args: AblationArguments, runs: dict) -> dict:
+    """Per world and variant: mean and 95 % interval of each figure, the paired difference with the baseline and, for
+    the localization figures, the per-query bootstrap interval of that difference."""
     summary = {}
-    for variant, by_seed in runs.items():
-        summary[variant] = {}
-        for key, _ in FIGURES:
-            values = [results[key] for results in by_seed.values()]
-            spread = statistics.stdev(values) if len(values) > 1 else 0.0
-            summary[variant][key] = (statistics.mean(values), spread)
+    for world_name, by_variant in runs.items():
+        summary[world_name] = {}
+        baseline = by_variant.get(BASELINE)
+        for variant, by_seed in by_variant.items():
+            entry = {}
+            for key, _ in FIGURES:
+                values = [run[key] for run in by_seed.values() if key in run]
+                if not values:
+                    continue
+                entry[key] = {"mean_ci95": interval(values)}
+                seeds = [seed for seed in by_seed if baseline and seed in baseline and key in baseline[seed]]
+                if baseline is not None and variant != BASELINE and seeds:
+                    differences = [by_seed[seed][key] - baseline[seed][key] for seed in seeds]
+                    entry[key]["paired_difference_ci95"] = interval(differences)
+                    entry[key]["paired_seeds"] = seeds
+                    if key in PER_QUERY:
+                        per_query = PER_QUERY[key]
+                        entry[key]["bootstrap_difference_ci95"] = bootstrap_difference(
+                            [by_seed[seed]["per_query"][per_query] for seed in seeds],
+                            [baseline[seed]["per_query"][per_query] for seed in seeds],
+                            args.bootstrap_samples,
+                        )
+            summary[world_name][variant] = entry
     return summary
 
 
-def markdown_table(summary: dict, args: AblationArguments, minutes: float) -> str:
-    """The summary as a markdown table, with the settings and the wall time of all its runs."""
-    lines = [
-        f"| variant | {' | '.join(title for _, title in FIGURES)} |",
-        f"|---|{'---|' * len(FIGURES)}",
-    ]
-    for variant, figures in summary.items():
-        cells = [f"{mean:.3f} ± {spread:.3f}" for mean, spread in (figures[key] for key, _ in FIGURES)]
-        lines.append(f"| {variant} | {' | '.join(cells)} |")
-    return (
-        "\n".join(lines)
-        + f"\n\nMean ± standard deviation over seeds {args.seeds}; {args.max_steps} pre-training steps per variant "
-        f"(`examples/pretrain.py` defaults otherwise); grounding head: {args.grounding_steps} steps on frozen clip "
-        f"features, {args.world_test_videos} held-out videos. The runs took {minutes:.0f} min of wall time in all.\n"
+def markdown_tables(args: AblationArguments, summary: dict, minutes: float) -> str:
+    """Per world: the figures (mean ± 95 % half-width) and the paired differences with the baseline."""
+    text = []
+    for world_name, by_variant in summary.items():
+        keys = [(key, title) for key, title in FIGURES if any(key in entry for entry in by_variant.values())]
+        text.append(f"### World `{world_name}` ({', '.join(f'{k}={v}' for k, v in WORLDS[world_name].items())})\n")
+        text.append(f"| variant | {' | '.join(title for _, title in keys)} |")
+        text.append(f"|---|{'---|' * len(keys)}")
+        for variant, entry in by_variant.items():
+            cells = [
+                f"{entry[key]['mean_ci95'][0]:.3f} ± {entry[key]['mean_ci95'][1]:.3f}" if key in entry else "-"
+                for key, _ in keys
+            ]
+            text.append(f"| {variant} | {' | '.join(cells)} |")
+        text.append(f"\nPaired difference with `{BASELINE}` (same seeds), mean ± 95 % t half-width; "
+                    "[per-query bootstrap 95 % interval]:\n")  # fmt: skip
+        text.append(f"| variant | {' | '.join(title for _, title in keys)} |")
+        text.append(f"|---|{'---|' * len(keys)}")
+        for variant, entry in by_variant.items():
+            if variant == BASELINE or not any("paired_difference_ci95" in entry.get(key, {}) for key, _ in keys):
+                continue
+            cells = []
+            for key, _ in keys:
+                if "paired_difference_ci95" not in entry.get(key, {}):
+                    cells.append("-")
+                    continue
+                mean, half = entry[key]["paired_difference_ci95"]
+                cell = f"{mean:+.3f} ± {half:.3f}"
+                if "bootstrap_difference_ci95" in entry[key]:
+                    low, high = entry[key]["bootstrap_difference_ci95"]
+                    cell += f" [{low:+.3f}, {high:+.3f}]"
+                cells.append(cell)
+            text.append(f"| {variant} | {' | '.join(cells)} |")
+        text.append("")
+    text.append(
+        f"Seeds {args.seeds}, {args.max_steps} pre-training steps per variant (`examples/pretrain.py` defaults "
+        f"otherwise), world seed {args.world_seed}, {args.world_test_videos} test videos; grounding heads: "
+        f"{args.grounding_steps} steps on frozen clip features. The runs took {minutes:.0f} min of wall time in all.\n"
     )
+    return "\n".join(text)
 
 
 def main():
     (args,) = HfArgumentParser(AblationArguments, description=__doc__).parse_args_into_dataclasses()
-    unknown = set(args.variants) - set(VARIANTS)
-    if unknown:
-        raise ValueError(f"Unknown variant(s) {sorted(unknown)}; choose among {list(VARIANTS)}.")
+    if args.quick:
+        apply_quick(args)
+    for name, chosen, known in (("variant", args.variants, VARIANTS), ("world", args.worlds, WORLDS)):
+        unknown = set(chosen) - set(known)
+        if unknown:
+            raise ValueError(f"Unknown {name}(s) {sorted(unknown)}; choose among {list(known)}.")
     logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
     output_dir = Path(args.output_dir)
-    world = SyntheticWorld(seed=args.world_seed, num_train=args.world_train_videos, num_test=args.world_test_videos)
 
-    runs = {variant: {} for variant in args.variants}
+    runs = {world_name: {variant: {} for variant in args.variants} for world_name in args.worlds}
     seconds = 0.0
-    for seed in args.seeds:
-        for variant in args.variants:
-            run_dir = output_dir / variant / f"seed_{seed}"
-            claim_run_folder(run_dir, run_settings(args, variant, seed))
-            logger.info(f"{variant}, seed {seed}: pre-training")
-            results = pretrain(args, variant, seed, run_dir)
-            logger.info(f"{variant}, seed {seed}: grounding head")
-            results.update(ground(args, world, seed, run_dir))
-            runs[variant][seed] = results
-            seconds += sum(json.loads((run_dir / "timing.json").read_text()).values())
-            logger.info(f"{variant}, seed {seed}: " + ", ".join(f"{key} {results[key]:.3f}" for key, _ in FIGURES))
+    for world_name in args.worlds:
+        world = build_world(args, world_name)
+        for seed in args.seeds:
+            for variant in args.variants:
+                run_dir = output_dir / world_name / variant / f"seed_{seed}"
+                claim_run_folder(run_dir, run_settings(args, world_name, variant, seed))
+                logger.info(f"{world_name} world, {variant}, seed {seed}")
+                results = cached(run_dir, "eval_results.json", lambda: pretrain(args, world_name, variant, seed, run_dir))
+                results.update(cached(run_dir, "measures.json", lambda: measure(args, world, run_dir)))
+                results.update(cached(run_dir, "grounding_results.json",
+                                      lambda: grounding_heads(args, world, seed, run_dir)))  # fmt: skip
+                runs[world_name][variant][seed] = results
+                seconds += sum(json.loads((run_dir / "timing.json").read_text()).values())
+                logger.info(", ".join(f"{key} {results[key]:.3f}" for key, _ in FIGURES if key in results))
     minutes = seconds / 60
 
-    summary = summarize(runs)
-    table = markdown_table(summary, args, minutes)
-    print("\n" + table)
-    (output_dir / "ABLATION.md").write_text(table)
+    summary = summarize(args, runs)
+    tables = markdown_tables(args, summary, minutes)
+    print("\n" + tables)
+    (output_dir / "ABLATION.md").write_text(tables)
+    per_seed = {
+        world_name: {
+            variant: {
+                seed: {key: value for key, value in run.items() if key != "per_query"} for seed, run in by_seed.items()
+            }
+            for variant, by_seed in by_variant.items()
+        }
+        for world_name, by_variant in runs.items()
+    }
     (output_dir / "ablation_results.json").write_text(
-        json.dumps({"arguments": asdict(args), "runs": runs, "summary": summary, "minutes": minutes}, indent=2)
+        json.dumps({"arguments": asdict(args), "runs": per_seed, "summary": summary, "minutes": minutes}, indent=2)
+        + "\n"
     )
     logger.info(f"Results in {output_dir / 'ablation_results.json'} and {output_dir / 'ABLATION.md'}")
 

@@ -13,7 +13,8 @@ into clips exactly as `LocVTPProcessor(..., task="grounding")` cuts it (the chec
 
 Output (see docs/feature_extraction.md):
 - a folder (default): `<output>/<video_id>.safetensors` with tensors `features` [num_clips, D] and `clip_spans`
-  [num_clips, 2] (seconds), and metadata (duration, video fps, clip stride, checkpoint, clip layout);
+  [num_clips, 2] (seconds), and metadata (duration, video fps, clip stride, model hash and checkpoint name, clip
+  layout);
 - a path ending in `.h5` / `.hdf5`: one HDF5 file, a dataset `[num_clips, D]` per video id (2D-TAN's layout). Needs
   h5py (`pip install "locvtp-hf[hdf5]"`).
 
@@ -21,7 +22,10 @@ Resuming: run the same command again. Videos already done are skipped; every fil
 and renamed when complete, so an interrupted run loses at most the videos in flight. The HDF5 variant first writes
 per-video files into `<output>.parts/`, then merges them with the videos already in `<output>` into a new file that
 replaces it, and removes the parts: an interruption at any point leaves the previous HDF5 file intact and the parts to
-be merged by the next run. Features of different checkpoints or clip layouts are never mixed in one output (checked).
+be merged by the next run. Features of different models or clip layouts are never mixed in one output (checked): the
+output records the model by a hash of its encoder's weights and config (`model_sha256`), so the same checkpoint is
+recognised under any path, and a checkpoint re-trained into the same folder is refused. The checkpoint itself is
+recorded by its Hub id or its folder's name only, never by a path of this machine.
 
 Unreadable videos (and videos shorter than one clip) are reported at the end and listed in
 `<output>/failed_videos.json` (`<output>.failed_videos.json` for HDF5); the next run tries them again.
@@ -52,6 +56,7 @@ from locvtp_hf.grounding_features import (
     extract_clip_features,
     list_videos,
     load_clip_features,
+    model_fingerprint,
     save_clip_features,
     require_h5py,
     write_hdf5,
@@ -113,9 +118,37 @@ def load_feature_model(model_name_or_path: str) -> LocVTPForTemporalGrounding:
         transformers.logging.set_verbosity(verbosity)
 
 
-def check_settings(recorded: dict, settings: dict, where: Path) -> None:
-    """Refuse to add features to an output written with another checkpoint or clip layout."""
-    changed = {name: (recorded.get(name), value) for name, value in settings.items() if recorded.get(name) != value}
+def checkpoint_name(model_name_or_path: str) -> str:
+    """The checkpoint as the features record it: a Hub id as it is, a local folder by its name only (features are
+    shared, this machine's paths are not). The model itself is identified by its fingerprint."""
+    path = Path(model_name_or_path)
+    return path.resolve().name if path.is_dir() else model_name_or_path
+
+
+def check_settings(recorded: dict, settings: dict, where: Path, model_name_or_path: str) -> None:
+    """Refuse to add features to an output written by another model (whatever its path) or with another clip
+    layout."""
+    if recorded.get("model_sha256") != settings["model_sha256"]:
+        if recorded.get("model_sha256"):
+            reason = (
+                f"was written by a different model (checkpoint {recorded.get('checkpoint')!r}, model_sha256 "
+                f"{recorded['model_sha256'][:12]}...) than {model_name_or_path} (model_sha256 "
+                f"{settings['model_sha256'][:12]}...: the hash of the encoder's weights and config, whatever its path)"
+            )
+        else:
+            reason = (
+                "does not record the hash of the model that wrote it (model_sha256; an older extract_features.py), so "
+                f"it cannot be checked to be {model_name_or_path}"
+            )
+        raise ValueError(
+            f"{where} {reason}. Adding to it could mix the features of two models. Choose another --output, or delete "
+            f"{where} to extract every video again with this model."
+        )
+    changed = {
+        name: (recorded.get(name), value)
+        for name, value in settings.items()
+        if name not in ("checkpoint", "model_sha256") and recorded.get(name) != value
+    }
     if changed:
         raise ValueError(
             f"{where} holds features extracted with other settings; adding to it would mix them. Changed: "
@@ -124,14 +157,14 @@ def check_settings(recorded: dict, settings: dict, where: Path) -> None:
         )
 
 
-def prepare_parts_folder(folder: Path, settings: dict) -> set[str]:
+def prepare_parts_folder(folder: Path, settings: dict, model_name_or_path: str) -> set[str]:
     """Create (or check) a folder of per-video files; returns the ids of the videos already in it. Files an
     interrupted run left half-written are removed."""
     for partial in folder.glob(".*.partial"):
         partial.unlink()
     info = folder / FEATURES_INFO_FILE
     if info.is_file():
-        check_settings(json.loads(info.read_text()), settings, folder)
+        check_settings(json.loads(info.read_text()), settings, folder, model_name_or_path)
     else:
         folder.mkdir(parents=True, exist_ok=True)
         info.write_text(json.dumps(settings, indent=2) + "\n")
@@ -176,7 +209,8 @@ def main():
             setattr(processor.video_processor, name, getattr(args, name))
     video_processor = processor.video_processor
     settings = {
-        "checkpoint": args.model_name_or_path,
+        "checkpoint": checkpoint_name(args.model_name_or_path),
+        "model_sha256": model_fingerprint(model),  # before the cast to --dtype: the checkpoint's weights
         "feature_dim": model.config.projection_dim,
         "grounding_clip_seconds": float(video_processor.grounding_clip_seconds),
         "grounding_max_clips": video_processor.grounding_max_clips,
@@ -195,10 +229,10 @@ def main():
         output.with_name(f".{output.name}.partial").unlink(missing_ok=True)  # left by an interrupted merge
     if hdf5 and output.exists():
         previous = ClipFeatureStore(output)
-        check_settings(previous.settings, settings, output)
+        check_settings(previous.settings, settings, output, args.model_name_or_path)
         done = set(previous)
         previous.close()
-    done |= prepare_parts_folder(parts, settings)
+    done |= prepare_parts_folder(parts, settings, args.model_name_or_path)
     todo = [(video_id, path) for video_id, path in videos.items() if video_id not in done]
     logger.info(
         f"{len(videos)} videos: {len(videos) - len(todo)} already done, {len(todo)} to extract on {device} with "

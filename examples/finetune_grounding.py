@@ -17,6 +17,9 @@ reads the benchmark's annotation files (see docs/grounding_data_and_metrics.md) 
 from `--features_dir`, written by `examples/extract_features.py` with the same checkpoint (a folder or an .h5 file).
 Queries whose video has no features are dropped and counted, as are the moments the annotation loaders clip or drop.
 
+A step whose loss is NaN or infinite is skipped (no weight update, a warning naming the step); the run stops after
+`--max_consecutive_nonfinite_steps` such steps in a row.
+
 With the encoder frozen (`--freeze_encoder`, the default) each video's clip features are computed once (or read from
 `--features_dir`) and only the head trains: the fast path. `--freeze_encoder false` also fine-tunes the text encoder
 and, on the synthetic world's raw videos, the clip encoder (every step then encodes the clips of its videos).
@@ -132,6 +135,10 @@ class GroundingArguments:
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay (linear and conv weights)."})
     warmup_steps: int = field(default=50, metadata={"help": "Linear warmup steps before the cosine decay."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0 disables)."})
+    max_consecutive_nonfinite_steps: int = field(
+        default=10,
+        metadata={"help": "Steps with a NaN or infinite loss are skipped; stop after this many in a row."},
+    )
     mixed_precision: str | None = field(
         default=None, metadata={"help": "'no', 'fp16' or 'bf16'. Default: the accelerate launch config's."}
     )
@@ -174,7 +181,10 @@ def check_arguments(args: GroundingArguments) -> None:
         raise ValueError(f"--nms_threshold must be in [0, 1], got {args.nms_threshold}.")
     if args.push_to_hub and not args.hub_model_id:
         raise ValueError("--push_to_hub needs --hub_model_id.")
-    counts = ("max_steps", "per_device_batch_size", "logging_steps", "eval_batch_size", "top_k", "feature_batch_size")
+    counts = (
+        "max_steps", "per_device_batch_size", "logging_steps", "eval_batch_size", "top_k", "feature_batch_size",
+        "max_consecutive_nonfinite_steps",
+    )
     for name in counts:
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} must be at least 1.")
@@ -205,7 +215,7 @@ def load_model(args: GroundingArguments, queries: list[str]) -> tuple[LocVTPForT
     """The model and its processor, as --model_name_or_path and --random_encoder say (see the module docstring)."""
     if not args.model_name_or_path:
         tokenizer = word_tokenizer(queries)
-        config = small_model_config(ModelArguments(), vocab_size=len(tokenizer), max_text_length=args.max_text_length)
+        config = small_model_config(ModelArguments(), tokenizer, max_text_length=args.max_text_length)
         for name, value in head_fields(args).items():
             setattr(config, name, value)
         model = LocVTPForTemporalGrounding(config)
@@ -452,6 +462,7 @@ def main():
             learning_rate=args.learning_rate, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
             max_grad_norm=args.max_grad_norm, seed=args.seed, num_workers=args.num_workers,
             logging_steps=args.logging_steps, accelerator=accelerator,
+            max_consecutive_nonfinite_steps=args.max_consecutive_nonfinite_steps,
         )
 
     # ---- save, report ----------------------------------------------------------------------------------------------

@@ -9,10 +9,13 @@
 
 The model is a `LocVTPForRetrieval`: a LocVTP checkpoint (pre-training or retrieval) with its processor; by default
 `outputs/pretrain`, where `pretrain.py` saves its model, when it holds one. Otherwise (or with `--model_name_or_path
-new`) it is a new model of `pretrain.py`'s default small size with a word-level tokenizer over the captions. It trains with the symmetric InfoNCE loss over the global batch (all processes) on the retrieval score,
-each video once per epoch with one of its captions. Before and after training it is evaluated on the evaluation set
-(text-to-video and video-to-text R@1/5/10, median and mean rank; see docs/retrieval.md); both tables are printed and
-written to `<output_dir>/retrieval_results.json`, and the model and processor are saved in `--output_dir`.
+new`) it is a new model of `pretrain.py`'s default small size with a word-level tokenizer over the captions. It
+trains with the symmetric InfoNCE loss over the global batch (all processes) on the retrieval score, each video once
+per epoch with one of its captions; a step whose loss is NaN or infinite is skipped (no weight update, a warning), and
+the run stops after `--max_consecutive_nonfinite_steps` such steps in a row. Before and after training it is
+evaluated on the evaluation set (text-to-video and video-to-text R@1/5/10, median and mean rank; see
+docs/retrieval.md); both tables are printed and written to `<output_dir>/retrieval_results.json`, and the model and
+processor are saved in `--output_dir`.
 
 Arguments: the `RetrievalArguments` dataclass below, parsed with `HfArgumentParser` by `pretrain.py`'s
 `parse_arguments` (so `--config run.yaml` works too). The other building blocks shared with `pretrain.py` (the
@@ -47,6 +50,7 @@ from locvtp_hf.model_card import create_model_card, eval_results_from_metrics
 from locvtp_hf.retrieval_datasets import DATASET_NAMES, OneCaptionPerVideo, load_retrieval_dataset
 from locvtp_hf.retrieval_metrics import RENORMALIZATIONS
 from locvtp_hf.synthetic_world import SyntheticWorld
+from locvtp_hf.training_utils import NonFiniteLossGuard
 
 
 logger = logging.getLogger(__name__)
@@ -87,6 +91,10 @@ class RetrievalArguments:
     weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay (linear and conv weights)."})
     warmup_steps: int = field(default=30, metadata={"help": "Linear warmup steps before the cosine decay."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0 disables)."})
+    max_consecutive_nonfinite_steps: int = field(
+        default=10,
+        metadata={"help": "Steps with a NaN or infinite loss are skipped; stop after this many in a row."},
+    )
     mixed_precision: str | None = field(
         default=None, metadata={"help": "'no', 'fp16' or 'bf16'. Default: the accelerate launch config's."}
     )
@@ -113,7 +121,9 @@ def check_arguments(args: RetrievalArguments) -> None:
         raise ValueError(f"--retrieval_fusion_weight must be in [0, 1], got {args.retrieval_fusion_weight}.")
     if args.push_to_hub and not args.hub_model_id:
         raise ValueError("--push_to_hub needs --hub_model_id.")
-    for name in ("max_steps", "per_device_batch_size", "logging_steps", "eval_batch_size"):
+    for name in (
+        "max_steps", "per_device_batch_size", "logging_steps", "eval_batch_size", "max_consecutive_nonfinite_steps"
+    ):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} must be at least 1.")
 
@@ -140,7 +150,7 @@ def load_model(args: RetrievalArguments, captions: list[str]) -> tuple[LocVTPFor
         return model, LocVTPProcessor.from_pretrained(checkpoint)
     logger.info("Fine-tuning a new small model (no checkpoint)")
     tokenizer = word_tokenizer(captions)
-    config = small_model_config(ModelArguments(), vocab_size=len(tokenizer), max_text_length=args.max_text_length)
+    config = small_model_config(ModelArguments(), tokenizer, max_text_length=args.max_text_length)
     for name, value in overrides.items():
         setattr(config, name, value)
     model = LocVTPForRetrieval(config)
@@ -264,6 +274,7 @@ def main():
 
     # ---- train -----------------------------------------------------------------------------------------------------
     completed_steps, epoch, skipped_videos = 0, 0, []
+    nonfinite_guard = NonFiniteLossGuard(accelerator, args.max_consecutive_nonfinite_steps)
     progress = tqdm(total=args.max_steps, disable=not accelerator.is_local_main_process, desc="fine-tuning")
     model.train()
     while completed_steps < args.max_steps:
@@ -273,9 +284,11 @@ def main():
             skipped_videos += batch.pop("skipped")
             outputs = model(**batch, return_loss=True)
             accelerator.backward(outputs.loss)
-            if args.max_grad_norm > 0:
-                accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-            optimizer.step()
+            nonfinite_guard.observe(outputs.loss)
+            if nonfinite_guard.should_step(completed_steps + 1):
+                if args.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                optimizer.step()
             scheduler.step()
             optimizer.zero_grad()
             completed_steps += 1
@@ -305,6 +318,7 @@ def main():
             "after": after,
             "steps": completed_steps,
             "skipped_training_samples": skipped_count,
+            "skipped_nonfinite_steps": len(nonfinite_guard.skipped_steps),
             "arguments": asdict(args),
         }
         (output_dir / "retrieval_results.json").write_text(json.dumps(results, indent=2) + "\n")

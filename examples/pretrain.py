@@ -7,19 +7,24 @@
 Data: `--train_data synthetic` (default) renders the package's procedural video-text world on the fly; a folder in
 the `videofolder` layout (`metadata.jsonl` or `metadata.csv` with `file_name`, `text`, optional `start`, `end`), a
 HowTo100M-style captions `.json` or a WebVid-style `.csv` (with `--video_dir`) read real videos; webdataset `.tar` or
-`.parquet` shards (a glob pattern, local or remote) are streamed, for data sets larger than a disk. Unreadable videos
-are skipped, counted and reported at the end. See docs/pretraining.md.
+`.parquet` shards (a glob pattern, local or remote) are streamed, for data sets larger than a disk. Rows without a
+caption are dropped when read; unreadable videos and shards are skipped; all are counted and reported at the end. See
+docs/pretraining.md.
 
 At the end the model and processor are saved with `save_pretrained` in `--output_dir`, evaluated zero-shot on
 held-out data (text-to-video retrieval and a clip localization probe), and the figures are printed and written to
 `<output_dir>/eval_results.json`.
 
 Resuming: checkpoints are written every `--checkpointing_steps` optimizer steps with `save_state`;
-`--resume_from_checkpoint latest` continues from the newest one, at the same position in the data (streamed shards
-too: each process's position in its shards is saved beside the checkpoint). The arguments that shape the run must be
+`--resume_from_checkpoint latest` continues from the newest complete one (the folders of an interrupted write are
+ignored), at the same position in the data (streamed shards too: each process's position in its shards is saved
+beside the checkpoint). The arguments that shape the run must be
 the same as when the checkpoint was written (checked). The random draws
 of a micro-batch depend only on its place in the run, so a resumed run ends with the same weights as an
 uninterrupted one.
+
+A step whose loss is NaN or infinite (on any process) is skipped: no weight update, a warning naming the step; the run
+stops after `--max_consecutive_nonfinite_steps` such steps in a row.
 
 Gradient accumulation: each micro-batch's contrastive losses see only that micro-batch's negatives (gathered over
 all processes), so `--gradient_accumulation_steps N` gives the gradient-update size of an N times larger batch but
@@ -56,7 +61,9 @@ from locvtp_hf.hub import push_to_hub
 from locvtp_hf.loss import sample_context_offsets
 from locvtp_hf.model_card import create_model_card, eval_results_from_metrics
 from locvtp_hf.optimization import adamw_optimizer
+from locvtp_hf.stop_words import stop_word_token_ids
 from locvtp_hf.synthetic_world import SyntheticWorld
+from locvtp_hf.training_utils import PARTIAL_SUFFIX, NonFiniteLossGuard, checkpoint_step, latest_checkpoint
 
 
 logger = logging.getLogger(__name__)
@@ -74,6 +81,13 @@ class ModelArguments:
     text_model_name_or_path: str | None = field(
         default=None, metadata={"help": "A pretrained BERT-like text encoder (and its tokenizer) for a new model."}
     )
+    vision_model_type: str = field(
+        default="videomae",
+        metadata={
+            "help": "Clip encoder of a new small model: 'videomae' (a video transformer over each clip: sees the order "
+            "of its frames), 'timesformer', or 'vit' (frames encoded one by one and averaged: blind to their order)."
+        },
+    )
     hidden_size: int = field(default=96, metadata={"help": "Width of both towers of a new small model."})
     num_hidden_layers: int = field(default=2, metadata={"help": "Depth of both towers of a new small model."})
     image_size: int = field(default=32, metadata={"help": "Frame size (px) of a new small model."})
@@ -86,6 +100,23 @@ class ModelArguments:
     )
     fine_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the clip-word loss (0 skips it)."})
     temporal_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the temporal loss (0 skips it)."})
+    temporal_cross_modal_weight: float = field(
+        default=1.0, metadata={"help": "Weight of the cross-modal warp term inside the temporal loss (0 skips it)."}
+    )
+    temporal_intra_video_weight: float = field(
+        default=1.0, metadata={"help": "Weight of the intra-video term inside the temporal loss (0 skips it)."}
+    )
+    fine_negatives: str = field(
+        default="other_samples",
+        metadata={
+            "help": "Negatives of the clip-word terms: 'other_samples', or 'same_and_other_samples' (also the "
+            "sample's own words and clips that discovery did not pick)."
+        },
+    )
+    discovery_stop_words: bool = field(
+        default=False,
+        metadata={"help": "Keep stop words and punctuation out of clip-word correspondence discovery."},
+    )
     freeze_vision: bool = field(default=False, metadata={"help": "Keep the clip encoder's weights fixed."})
     freeze_text: bool = field(default=False, metadata={"help": "Keep the text encoder's weights fixed."})
 
@@ -106,6 +137,19 @@ class DataArguments:
     world_seed: int = field(default=0, metadata={"help": "Seed of the synthetic world."})
     world_train_videos: int = field(default=400, metadata={"help": "Training videos of the synthetic world."})
     world_test_videos: int = field(default=100, metadata={"help": "Held-out videos of the synthetic world."})
+    world_persistent_object: bool = field(
+        default=False,
+        metadata={"help": "One object per video that performs every event (only its action marks the moment)."},
+    )
+    world_persistent_object_looks: int | None = field(
+        default=None,
+        metadata={"help": "With --world_persistent_object: draw the objects from only this many looks (1: the same "
+                  "object in every video, so only actions tell videos apart)."},
+    )
+    world_pretraining_span_coverage: float = field(
+        default=1.0,
+        metadata={"help": "Share of a synthetic pre-training span that its sentence's event covers, in (0, 1]."},
+    )
     max_text_length: int = field(default=64, metadata={"help": "Longer texts are truncated."})
     probe_num_clips: int = field(default=16, metadata={"help": "Clips per whole video in the localization probe."})
     num_workers: int = field(default=1, metadata={"help": "DataLoader worker processes that decode and sample clips."})
@@ -124,6 +168,10 @@ class TrainingArguments:
     weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay (not on biases, norms, scales)."})
     warmup_steps: int = field(default=100, metadata={"help": "Linear warmup steps before the cosine decay."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0 disables)."})
+    max_consecutive_nonfinite_steps: int = field(
+        default=10,
+        metadata={"help": "Steps with a NaN or infinite loss are skipped; stop after this many in a row."},
+    )
     mixed_precision: str | None = field(
         default=None, metadata={"help": "'no', 'fp16' or 'bf16'. Default: the accelerate launch config's."}
     )
@@ -167,6 +215,7 @@ RESUMABLE_CHANGES = {
     "push_to_hub",
     "hub_model_id",
     "probe_num_clips",
+    "max_consecutive_nonfinite_steps",
 }
 
 
@@ -187,17 +236,33 @@ def check_resume_arguments(checkpoint: Path, run_arguments: dict) -> None:
         )
 
 
+def data_position_file(checkpoint: Path, process_index: int) -> Path:
+    return checkpoint / f"data_position_{process_index}.pt"
+
+
+def load_data_position(checkpoint: Path, process_index: int) -> dict:
+    """
+    A process's position in its streamed shards, saved beside a checkpoint (a `StatefulDataLoader` state: numbers
+    in plain containers). Loaded with `weights_only=True`, which refuses anything else instead of running the
+    pickled code of a file someone handed over.
+    """
+    return torch.load(data_position_file(checkpoint, process_index), weights_only=True)
+
+
 def save_checkpoint(accelerator: Accelerator, folder: Path, run_arguments: dict, data_position: dict | None) -> None:
     """
     `save_state` into `folder`, with the run's arguments and, for streamed data, each process's position in its
     shards. The checkpoint is written under a temporary name and renamed when complete, so an interrupted save never
     leaves a checkpoint that `--resume_from_checkpoint latest` would pick.
     """
-    partial = folder.with_name(folder.name + ".partial")
+    partial = folder.with_name(folder.name + PARTIAL_SUFFIX)
+    if accelerator.is_main_process and partial.exists():
+        shutil.rmtree(partial)  # left by an interrupted save of the same step
+    accelerator.wait_for_everyone()
     accelerator.save_state(str(partial))
     if data_position is not None:
         partial.mkdir(parents=True, exist_ok=True)
-        torch.save(data_position, partial / f"data_position_{accelerator.process_index}.pt")
+        torch.save(data_position, data_position_file(partial, accelerator.process_index))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         (partial / "run_arguments.json").write_text(json.dumps(run_arguments, indent=2) + "\n")
@@ -219,11 +284,17 @@ def check_arguments(model_args: ModelArguments, data_args: DataArguments, train_
             f"Streamed --train_data {data_args.train_data} cannot be read in full to build a word vocabulary: give a "
             "--model_name_or_path or a --text_model_name_or_path (with --vision_model_name_or_path) for its tokenizer."
         )
+    if model_args.vision_model_type not in SMALL_VISION_MODELS:
+        raise ValueError(
+            f"--vision_model_type must be one of {list(SMALL_VISION_MODELS)}, got {model_args.vision_model_type!r}."
+        )
     if train_args.push_to_hub and not train_args.hub_model_id:
         raise ValueError("--push_to_hub needs --hub_model_id.")
     if train_args.max_steps < 0:
         raise ValueError("--max_steps must be at least 0.")
-    for name in ("per_device_batch_size", "gradient_accumulation_steps", "logging_steps"):
+    for name in (
+        "per_device_batch_size", "gradient_accumulation_steps", "logging_steps", "max_consecutive_nonfinite_steps"
+    ):
         if getattr(train_args, name) < 1:
             raise ValueError(f"--{name} must be at least 1.")
 
@@ -237,7 +308,7 @@ def word_tokenizer(sentences) -> BertTokenizer:
     )
 
 
-def locvtp_fields(args: ModelArguments) -> dict:
+def locvtp_fields(args: ModelArguments, tokenizer) -> dict:
     """The LocVTP fields of a new model, whatever its towers."""
     return dict(
         projection_dim=args.projection_dim,
@@ -245,6 +316,10 @@ def locvtp_fields(args: ModelArguments) -> dict:
         coarse_loss_weight=args.coarse_loss_weight,
         fine_loss_weight=args.fine_loss_weight,
         temporal_loss_weight=args.temporal_loss_weight,
+        temporal_cross_modal_weight=args.temporal_cross_modal_weight,
+        temporal_intra_video_weight=args.temporal_intra_video_weight,
+        fine_negatives=args.fine_negatives,
+        discovery_excluded_token_ids=stop_word_token_ids(tokenizer) if args.discovery_stop_words else None,
     )
 
 
@@ -323,20 +398,25 @@ def pretraining_model_card(model, data_args, train_args, accelerator, num_train_
     )
 
 
-def small_model_config(args: ModelArguments, vocab_size: int, max_text_length: int) -> LocVTPConfig:
+# the clip encoders a new small model can have; a video transformer's tubelets span two frames
+SMALL_VISION_MODELS = {"videomae": {"tubelet_size": 2}, "timesformer": {}, "vit": {}}
+
+
+def small_model_config(args: ModelArguments, tokenizer, max_text_length: int) -> LocVTPConfig:
     tower = dict(
         hidden_size=args.hidden_size,
         num_hidden_layers=args.num_hidden_layers,
         num_attention_heads=4,
         intermediate_size=2 * args.hidden_size,
     )
+    vision = dict(model_type=args.vision_model_type, image_size=args.image_size, patch_size=args.patch_size, **tower)
     return LocVTPConfig(
-        vision_config=dict(model_type="vit", image_size=args.image_size, patch_size=args.patch_size, **tower),
+        vision_config={**vision, **SMALL_VISION_MODELS[args.vision_model_type]},
         text_config=dict(
-            model_type="bert", vocab_size=vocab_size, max_position_embeddings=max(128, max_text_length), **tower
+            model_type="bert", vocab_size=len(tokenizer), max_position_embeddings=max(128, max_text_length), **tower
         ),
         frames_per_clip=args.frames_per_clip,
-        **locvtp_fields(args),
+        **locvtp_fields(args, tokenizer),
     )
 
 
@@ -360,20 +440,27 @@ def main():
 
     # ---- data ------------------------------------------------------------------------------------------------
     world = SyntheticWorld(
-        seed=data_args.world_seed, num_train=data_args.world_train_videos, num_test=data_args.world_test_videos
+        seed=data_args.world_seed,
+        num_train=data_args.world_train_videos,
+        num_test=data_args.world_test_videos,
+        persistent_object=data_args.world_persistent_object,
+        persistent_object_looks=data_args.world_persistent_object_looks,
+        pretraining_span_coverage=data_args.world_pretraining_span_coverage,
     )
     test_captions, test_queries = world.captions("test"), world.grounding_queries("test")
-    load_video, video_fps, train_rows = None, None, None
+    load_video, video_fps, train_rows, rows_without_caption = None, None, None, []
     streaming = is_sharded(data_args.train_data)  # shards are streamed below, once the processor exists
     if data_args.train_data == "synthetic":
         train_rows = world.pretraining_pairs("train").rename_column("video_id", "video")
         load_video, video_fps = world.render, world.fps
     elif Path(data_args.train_data).is_dir():
-        train_rows = videofolder_rows(data_args.train_data)
+        train_rows, rows_without_caption = videofolder_rows(data_args.train_data, return_dropped=True)
     elif data_args.train_data.endswith(".json"):
-        train_rows = howto100m_rows(data_args.train_data, data_args.video_dir)
+        train_rows, rows_without_caption = howto100m_rows(
+            data_args.train_data, data_args.video_dir, return_dropped=True
+        )
     elif data_args.train_data.endswith(".csv"):
-        train_rows = webvid_rows(data_args.train_data, data_args.video_dir)
+        train_rows, rows_without_caption = webvid_rows(data_args.train_data, data_args.video_dir, return_dropped=True)
     elif not streaming:
         raise ValueError(
             f"--train_data {data_args.train_data!r} is neither 'synthetic', a folder, a .json, a .csv nor .tar / "
@@ -399,12 +486,10 @@ def main():
             model = LocVTPModel.from_vision_text_pretrained(
                 model_args.vision_model_name_or_path,
                 model_args.text_model_name_or_path,
-                **locvtp_fields(model_args),
+                **locvtp_fields(model_args, tokenizer),
             )
         else:
-            model = LocVTPModel(
-                small_model_config(model_args, vocab_size=len(tokenizer), max_text_length=data_args.max_text_length)
-            )
+            model = LocVTPModel(small_model_config(model_args, tokenizer, max_text_length=data_args.max_text_length))
         processor = new_processor(model.config, tokenizer, data_args.max_text_length)
     for tower, frozen in ((model.vision_model, model_args.freeze_vision), (model.text_model, model_args.freeze_text)):
         tower.requires_grad_(not frozen)
@@ -472,17 +557,16 @@ def main():
     checkpoints_dir = output_dir / "checkpoints"
     completed_steps = 0
     if train_args.resume_from_checkpoint:
-        checkpoint = Path(train_args.resume_from_checkpoint)
         if train_args.resume_from_checkpoint == "latest":
-            found = sorted(checkpoints_dir.glob("step_*"), key=lambda path: int(path.name.split("_")[1]))
-            checkpoint = found[-1] if found else None
+            checkpoint = latest_checkpoint(checkpoints_dir)
+        else:
+            checkpoint = Path(train_args.resume_from_checkpoint)
         if checkpoint is not None:
+            completed_steps = checkpoint_step(checkpoint)  # refuses the folder of an interrupted write
             check_resume_arguments(checkpoint, run_arguments)
             accelerator.load_state(str(checkpoint))
             if streaming:
-                position = checkpoint / f"data_position_{accelerator.process_index}.pt"
-                train_dataloader.load_state_dict(torch.load(position, weights_only=False))
-            completed_steps = int(checkpoint.name.split("_")[1])
+                train_dataloader.load_state_dict(load_data_position(checkpoint, accelerator.process_index))
             logger.info(f"Resumed from {checkpoint} at step {completed_steps}")
         else:
             logger.info(f"No checkpoint in {checkpoints_dir}: starting from scratch")
@@ -529,13 +613,15 @@ def main():
         disable=not accelerator.is_local_main_process,
         desc="pre-training",
     )
-    skipped_videos = []
+    skipped_samples, skipped_shards = [], []
+    nonfinite_guard = NonFiniteLossGuard(accelerator, train_args.max_consecutive_nonfinite_steps)
     model.train()
     with logging_redirect_tqdm():  # log lines above the progress bar, not on it
         for micro_step, batch in micro_batches():
             if completed_steps >= train_args.max_steps:
                 break
-            skipped_videos += batch.pop("skipped")
+            skipped_samples += batch.pop("skipped")
+            skipped_shards += batch.pop("skipped_shards", [])
             # the randomness of a micro-batch (context offsets, dropout) depends only on its place in the run, so
             # that a resumed run draws what the uninterrupted one drew
             place = [train_args.seed, completed_steps, micro_step, accelerator.process_index]
@@ -550,9 +636,12 @@ def main():
             with accelerator.accumulate(model):
                 outputs = model(**batch, return_loss=True, context_offsets=offsets)
                 accelerator.backward(outputs.loss)
-                if accelerator.sync_gradients and train_args.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), train_args.max_grad_norm)
-                optimizer.step()
+                nonfinite_guard.observe(outputs.loss)
+                # a skipped step still counts (the data position and the schedule go on), without a weight update
+                if accelerator.sync_gradients and nonfinite_guard.should_step(completed_steps + 1):
+                    if train_args.max_grad_norm > 0:
+                        accelerator.clip_grad_norm_(model.parameters(), train_args.max_grad_norm)
+                    optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()
             if not accelerator.sync_gradients:
@@ -592,13 +681,23 @@ def main():
     unwrapped = accelerator.unwrap_model(model)
     # every process takes part in gathering the full state dict (needed when parameters are sharded)
     state_dict = accelerator.get_state_dict(model)
-    skipped_count = int(accelerator.reduce(torch.tensor(len(skipped_videos), device=accelerator.device), "sum"))
-    if skipped_videos:
-        logger.warning(f"Process {accelerator.process_index} skipped unreadable videos, e.g. {skipped_videos[:3]}")
+    skipped_count, skipped_shard_count = (
+        int(accelerator.reduce(torch.tensor(len(skipped), device=accelerator.device), "sum"))
+        for skipped in (skipped_samples, skipped_shards)
+    )
+    if skipped_samples:
+        logger.warning(f"Process {accelerator.process_index} skipped training samples, e.g. {skipped_samples[:3]}")
+    if skipped_shards:
+        logger.warning(f"Process {accelerator.process_index} skipped unreadable shards: {skipped_shards}")
     if accelerator.is_main_process:
         unwrapped.save_pretrained(output_dir, state_dict=state_dict)
         processor.save_pretrained(output_dir)
-        logger.info(f"{skipped_count} training sample(s) skipped for unreadable videos")
+        logger.info(
+            f"{skipped_count} training sample(s) skipped (unreadable videos; streamed samples without a caption or "
+            f"with a malformed .json), {skipped_shard_count} unreadable shard(s) skipped, {len(rows_without_caption)} "
+            f"row(s) without a caption dropped when read, {len(nonfinite_guard.skipped_steps)} step(s) skipped for a "
+            "non-finite loss"
+        )
 
         # evaluate (and push) the model as saved: with FSDP the trained module only holds this process's shards
         trained = LocVTPModel.from_pretrained(output_dir).to(accelerator.device).eval()
@@ -619,7 +718,10 @@ def main():
                 load_video=world.render,
                 video_fps=world.fps,
             ),
-            "skipped_training_samples": int(skipped_count),
+            "skipped_training_samples": skipped_count,
+            "skipped_shards": skipped_shard_count,
+            "rows_without_caption": len(rows_without_caption),
+            "skipped_nonfinite_steps": len(nonfinite_guard.skipped_steps),
             "steps": completed_steps,
         }
         print("\n| zero-shot on held-out synthetic videos | value |\n|---|---|")

@@ -10,6 +10,9 @@ from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 VISION_POOLING_MODES = ("auto", "cls", "mean", "pooler")
 SENTENCE_POOLING_MODES = ("cls", "mean")
+# Where the fine-grained terms draw their negatives from: the other samples of the global batch only, or also the
+# non-positive words / clips of the query's own sample.
+FINE_NEGATIVES = ("other_samples", "same_and_other_samples")
 
 
 @strict
@@ -63,6 +66,21 @@ class LocVTPConfig(PreTrainedConfig):
             `sigma` of the Gaussian that turns near neighbours into soft negatives in the temporal-aware term.
         temporal_temperature (`float`, *optional*, defaults to 0.07):
             Temperature of the temporal-aware intra-video term.
+        fine_negatives (`str`, *optional*, defaults to `"other_samples"`):
+            Where the negatives of the clip-word and cross-modal warp terms come from: `"other_samples"` (the words
+            and clips of the other samples of the global batch; the sample's own non-positive words and clips are
+            left out) or `"same_and_other_samples"` (also the sample's own words and clips that discovery did not
+            pick, each once: "this clip rather than the video's other clips", as the official code does, without its
+            sampling with replacement).
+        discovery_excluded_token_ids (`list[int]`, *optional*):
+            Token ids that correspondence discovery never picks (e.g. stop words and punctuation, see
+            [`~locvtp_hf.stop_words.stop_word_token_ids`]); they still serve as other samples' negatives. Empty: any
+            word may be picked.
+        temporal_cross_modal_weight (`float`, *optional*, defaults to 1.0):
+            Weight of the cross-modal warp term inside the temporal loss, `L_temporal = (w_c * warp + w_i * intra) /
+            2`. 0 skips it (an ablation).
+        temporal_intra_video_weight (`float`, *optional*, defaults to 1.0):
+            Weight `w_i` of the temporal-aware intra-video term inside the temporal loss. 0 skips it.
         loss_chunk_size (`int`, *optional*, defaults to 64):
             Samples of a process whose clip-word and warp logits against the global batch are built at once; the
             chunks are recomputed in the backward pass, so memory stays that of one chunk
@@ -147,6 +165,10 @@ class LocVTPConfig(PreTrainedConfig):
     context_window: int = 2
     temporal_sigma: float = 1.0
     temporal_temperature: float = 0.07
+    fine_negatives: str = "other_samples"
+    discovery_excluded_token_ids: list[int] | None = None
+    temporal_cross_modal_weight: float = 1.0
+    temporal_intra_video_weight: float = 1.0
     loss_chunk_size: int | None = 64
     initializer_range: float = 0.02
     retrieval_fusion_weight: float = 0.0
@@ -212,9 +234,22 @@ class LocVTPConfig(PreTrainedConfig):
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.loss_chunk_size is not None and self.loss_chunk_size < 1:
             raise ValueError(f"loss_chunk_size must be at least 1 (or None: no chunking), got {self.loss_chunk_size}")
-        for name in ("coarse_loss_weight", "fine_loss_weight", "temporal_loss_weight"):
+        for name in (
+            "coarse_loss_weight",
+            "fine_loss_weight",
+            "temporal_loss_weight",
+            "temporal_cross_modal_weight",
+            "temporal_intra_video_weight",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.temporal_cross_modal_weight == self.temporal_intra_video_weight == 0:
+            raise ValueError(
+                "temporal_cross_modal_weight and temporal_intra_video_weight are both 0: to skip the temporal loss, "
+                "set temporal_loss_weight=0 instead."
+            )
+        if self.fine_negatives not in FINE_NEGATIVES:
+            raise ValueError(f"fine_negatives must be one of {FINE_NEGATIVES}, got {self.fine_negatives!r}")
         if not 0 <= self.retrieval_fusion_weight <= 1:
             raise ValueError(f"retrieval_fusion_weight must be in [0, 1], got {self.retrieval_fusion_weight}")
         self._check_grounding_values()

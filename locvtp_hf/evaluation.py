@@ -1,4 +1,4 @@
-"""Evaluation of LocVTP features: text-video retrieval (zero-shot or fine-tuned) and a clip localization probe."""
+"""Evaluation of LocVTP features: text-video retrieval (zero-shot or fine-tuned) and head-free localization measures."""
 
 from collections.abc import Callable, Sequence
 
@@ -6,10 +6,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .grounding_metrics import temporal_iou
 from .modeling_locvtp import LocVTPForRetrieval, LocVTPModel
 from .processing_locvtp import LocVTPProcessor
 from .retrieval_datasets import flatten_captions
 from .retrieval_metrics import rank_metrics, retrieval_ranks, text_video_retrieval_metrics
+from .zero_shot_grounding import zero_shot_grounding
 
 
 @torch.no_grad()
@@ -126,6 +128,77 @@ def retrieval_evaluation(
     return text_video_retrieval_metrics(similarity, text_to_video, ks, renormalization, temperature)
 
 
+def localization_evaluation(
+    model: LocVTPModel,
+    processor: LocVTPProcessor,
+    queries,
+    num_clips: int = 16,
+    load_video: Callable | None = None,
+    video_fps: float | None = None,
+    per_query: bool = False,
+) -> dict:
+    """
+    Head-free localization measures of the clip features: each query's whole video is cut into `num_clips` equal
+    segments with a clip centred in each, and the query's sentence embedding is compared with every clip. Nothing is
+    trained, so the figures see the encoder, not a head.
+
+    - `probe_hit_rate`: the best-matching clip's centre lies inside the moment; `probe_random_rate`: how often a clip
+      drawn at random does.
+    - `in_video_auc`: the chance that a clip inside the moment matches the sentence better than a clip outside it, in
+      the same video (ties count half; 0.5 is chance), averaged over the queries with clips on both sides.
+    - `zero_shot_R@1,IoU=m` (m = 0.3, 0.5, 0.7) and `zero_shot_mIoU`: the top moment of
+      [`~locvtp_hf.zero_shot_grounding.zero_shot_grounding`]; `zero_shot_whole_video_...`: the same figures when the
+      whole video answers every query, the floor a localizer has to beat.
+
+    Args:
+        queries: rows with `video_id`, `query`, `start`, `end` and `duration` (seconds), e.g.
+            `SyntheticWorld.grounding_queries(split)`.
+        per_query (`bool`): also return `per_query`, a dict of lists with one value per query (`probe_hit`,
+            `in_video_auc` (`NaN` where undefined), `zero_shot_iou`), for paired or bootstrap comparisons.
+    """
+    video_ids = list(dict.fromkeys(queries["video_id"]))
+    _, clip_embeds, clip_spans = encode_videos(model, processor, video_ids, load_video, video_fps, num_clips)
+    text_embeds = encode_texts(model, processor, queries["query"])
+    rows = torch.tensor([video_ids.index(video_id) for video_id in queries["video_id"]])
+    clip_embeds, clip_spans = clip_embeds[rows], clip_spans[rows]
+    scores = torch.einsum("qd,qtd->qt", text_embeds, clip_embeds)
+    starts, ends, durations = (
+        torch.tensor(np.asarray(queries[name], dtype=np.float64)) for name in ("start", "end", "duration")
+    )
+    centres = clip_spans.to(torch.float64).mean(-1)
+    inside = (centres >= starts[:, None]) & (centres <= ends[:, None])
+
+    probe_hits = inside.gather(1, scores.argmax(1, keepdim=True))[:, 0].float()
+    # AUC = P(inside > outside) + P(tie) / 2 over the (inside, outside) pairs of clips of the query's video
+    pairs = inside[:, :, None] & ~inside[:, None, :]
+    differences = scores[:, :, None] - scores[:, None, :]
+    wins = (differences > 0).float() + (differences == 0).float() / 2
+    num_pairs = pairs.sum((1, 2))
+    auc = torch.where(num_pairs > 0, (wins * pairs).sum((1, 2)) / num_pairs.clamp(min=1), torch.nan)
+
+    moments = zero_shot_grounding(text_embeds, clip_embeds, clip_spans, video_durations=durations, top_k=1)
+    predicted = torch.tensor([[found[0]["start"], found[0]["end"]] for found in moments], dtype=torch.float64)
+    truth = torch.stack([starts, ends], dim=-1)
+    whole_video = torch.stack([torch.zeros_like(durations), durations], dim=-1)
+    results = {
+        "probe_hit_rate": probe_hits.mean().item(),
+        "probe_random_rate": inside.float().mean().item(),
+        "in_video_auc": auc.nanmean().item(),
+    }
+    for name, answers in (("zero_shot", predicted), ("zero_shot_whole_video", whole_video)):
+        iou = temporal_iou(answers[:, None], truth[:, None])[:, 0, 0]
+        for threshold in (0.3, 0.5, 0.7):
+            results[f"{name}_R@1,IoU={threshold}"] = (iou >= threshold).double().mean().item()
+        results[f"{name}_mIoU"] = iou.mean().item()
+        if name == "zero_shot" and per_query:
+            results["per_query"] = {
+                "probe_hit": probe_hits.tolist(),
+                "in_video_auc": auc.tolist(),
+                "zero_shot_iou": iou.tolist(),
+            }
+    return results
+
+
 def localization_probe(
     model: LocVTPModel,
     processor: LocVTPProcessor,
@@ -135,18 +208,10 @@ def localization_probe(
     video_fps: float | None = None,
 ) -> dict[str, float]:
     """
-    For each query (rows with `video_id`, `query`, `start`, `end`), the clip of its whole video whose embedding best
-    matches the sentence: how often the clip's centre lies inside the annotated moment (`probe_hit_rate`), against
-    the rate a clip drawn at random reaches (`probe_random_rate`).
+    For each query (rows with `video_id`, `query`, `start`, `end`, `duration`), the clip of its whole video whose
+    embedding best matches the sentence: how often the clip's centre lies inside the annotated moment
+    (`probe_hit_rate`), against the rate a clip drawn at random reaches (`probe_random_rate`). A part of
+    [`localization_evaluation`].
     """
-    video_ids = list(dict.fromkeys(queries["video_id"]))
-    _, clip_embeds, clip_spans = encode_videos(model, processor, video_ids, load_video, video_fps, num_clips)
-    text_embeds = encode_texts(model, processor, queries["query"])
-    rows = torch.tensor([video_ids.index(video_id) for video_id in queries["video_id"]])
-    scores = torch.einsum("qd,qtd->qt", text_embeds, clip_embeds[rows])
-    centres = clip_spans[rows].mean(-1)
-    starts = torch.tensor(np.asarray(queries["start"], dtype=np.float32))[:, None]
-    ends = torch.tensor(np.asarray(queries["end"], dtype=np.float32))[:, None]
-    inside = (centres >= starts) & (centres <= ends)
-    hits = inside.gather(1, scores.argmax(1, keepdim=True))
-    return {"probe_hit_rate": hits.float().mean().item(), "probe_random_rate": inside.float().mean().item()}
+    results = localization_evaluation(model, processor, queries, num_clips, load_video, video_fps)
+    return {name: results[name] for name in ("probe_hit_rate", "probe_random_rate")}

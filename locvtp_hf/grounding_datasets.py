@@ -4,14 +4,18 @@ Loaders of the temporal grounding benchmarks' annotation files into one `dataset
 Every loader gives rows of [`GROUNDING_FEATURES`]: `query_id`, `video_id`, `duration` (seconds), `query` and
 `moments` (a list of `[start, end]` in seconds; several for QVHighlights windows and DiDeMo annotators). Moments that
 reach outside `[0, duration]` are clipped to it; moments with `start >= end` after clipping are dropped, and queries
-left without a moment are dropped. Both are counted in a [`GroundingLoadReport`], logged, and written into the
-dataset's `info.description`.
+left without a moment are dropped. Queries with an empty sentence or an empty video id, and repeats (of a query id, or
+of a whole line), are dropped too. All of it is counted in a [`GroundingLoadReport`], logged, and written into the
+dataset's `info.description`; each dropped query is listed there with its line or entry and the reason, one of
+[`DROP_REASONS`]. Files must be UTF-8 (a leading byte order mark is accepted).
 """
 
 import csv
+import io
 import json
 import math
 import os
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +25,6 @@ import datasets
 import pyarrow as pa
 from transformers.utils import logging
 
-
-logger = logging.get_logger(__name__)
 
 GROUNDING_FEATURES = datasets.Features(
     {
@@ -34,29 +36,123 @@ GROUNDING_FEATURES = datasets.Features(
     }
 )
 DIDEMO_SEGMENT_SECONDS = 5.0
+# Why an annotation loader (here and in `retrieval_datasets`) leaves a query, caption or video out.
+DROP_REASONS = {
+    "empty_sentence": "the sentence is empty or blank",
+    "empty_video_id": "the video id is empty",
+    "duplicate_query_id": "an earlier line or entry has the same query id",
+    "duplicate_line": "an exact repeat of an earlier line",
+    "no_moment": "none of its moments is left once those with start >= end are dropped",
+    "no_caption": "the video is listed but no caption names it",
+}
+_NUM_DROPPED_LOGGED = 5
 
 
 @dataclass
-class GroundingLoadReport:
+class DroppedRecord:
     """
-    What a loader kept, clipped and dropped.
+    A query, caption or video that a loader left out.
+
+    Attributes:
+        reason (`str`): Why, one of [`DROP_REASONS`].
+        location (`str`): Where in the annotation file, e.g. `"line 12"`, `"entry 3"` or `"video 'v_x'"`.
+        record_id (`str`): The query id, or the video id of a retrieval caption or video.
+        detail (`str`): More, e.g. where the kept first query with the same id is.
+    """
+
+    reason: str
+    location: str
+    record_id: str
+    detail: str = ""
+
+    def __str__(self) -> str:
+        detail = f"; {self.detail}" if self.detail else ""
+        return f"{self.location} ({self.record_id!r}): {DROP_REASONS[self.reason]}{detail}"
+
+
+@dataclass
+class LoadReport:
+    """
+    What an annotation loader dropped, and why: the part of the load reports that grounding and retrieval share.
 
     Attributes:
         dataset (`str`): The format's name, e.g. `"charades_sta"`.
         annotation_file (`str`): The file read.
-        num_queries_read (`int`): Queries in the file.
-        num_moments_read (`int`): Moments in the file (one per query, or several).
+        dropped (`list[DroppedRecord]`): Each query, caption or video left out, in file order, with its reason.
+    """
+
+    dataset: str
+    annotation_file: str
+    dropped: list[DroppedRecord] = field(default_factory=list)
+
+    def __post_init__(self):
+        # not a field: the location of the first record of each (reason, key) seen by `drop_if_repeat`
+        self._first_location_of: dict[tuple[str, str], str] = {}
+
+    def drop(self, reason: str, location: str, record_id: str, detail: str = "") -> None:
+        """Record that the query, caption or video `record_id` at `location` is left out for `reason`."""
+        if reason not in DROP_REASONS:
+            raise ValueError(f"Unknown drop reason {reason!r}; use one of {sorted(DROP_REASONS)}.")
+        self.dropped.append(DroppedRecord(reason, location, record_id, detail))
+
+    def drop_if_repeat(self, reason: str, key: str, location: str, record_id: str) -> bool:
+        """
+        Whether an earlier record had the same `key` (a query id, a line): if so the record at `location` is dropped
+        for `reason`, naming where the first one, which is kept, is; if not, `key` is remembered.
+        """
+        first_location = self._first_location_of.setdefault((reason, key), location)
+        if first_location == location:
+            return False
+        self.drop(reason, location, record_id, f"the first, kept, is at {first_location}")
+        return True
+
+    def dropped_counts(self) -> dict[str, int]:
+        """The number of records dropped for each reason."""
+        return dict(Counter(record.reason for record in self.dropped))
+
+    def _dropped_summary(self, noun: str) -> str:
+        """E.g. `"3 queries dropped (2 empty_sentence, 1 no_moment)"`."""
+        reasons = ", ".join(f"{count} {reason}" for reason, count in self.dropped_counts().items())
+        return f"{len(self.dropped)} {noun} dropped" + (f" ({reasons})" if reasons else "")
+
+    def summary(self) -> str:
+        """One line for logs; each report says what it kept."""
+        raise NotImplementedError
+
+    def log(self, warn: bool = False) -> None:
+        """
+        Log `summary()`, as a warning when anything was dropped or `warn`, and the first dropped records, with the
+        logger of the module that defines the report.
+        """
+        logger = logging.get_logger(type(self).__module__)
+        (logger.warning if warn or self.dropped else logger.info)(self.summary())
+        if self.dropped:
+            shown = "\n".join(f"  {record}" for record in self.dropped[:_NUM_DROPPED_LOGGED])
+            more = len(self.dropped) - _NUM_DROPPED_LOGGED
+            more = f"\n  ... and {more} more (the load report's `dropped` lists all)" if more > 0 else ""
+            logger.warning(f"{self.annotation_file}: dropped\n{shown}{more}")
+
+
+@dataclass
+class GroundingLoadReport(LoadReport):
+    """
+    What a grounding loader kept, clipped and dropped.
+
+    Attributes:
+        dataset (`str`): The format's name, e.g. `"charades_sta"`.
+        annotation_file (`str`): The file read.
+        dropped (`list[DroppedRecord]`): Each query dropped, in file order, with its reason.
+        num_queries_read (`int`): Queries in the file, dropped ones included.
+        num_moments_read (`int`): Moments in the file (one per query, or several), those of dropped queries included.
         num_queries (`int`): Queries kept.
         num_moments (`int`): Moments kept.
         num_videos (`int`): Distinct videos among the queries kept.
         num_moments_clipped (`int`): Kept moments that reached outside `[0, duration]` and were clipped to it.
         num_moments_dropped (`int`): Moments dropped because `start >= end` (as given, or once clipped to the video).
-        num_queries_dropped (`int`): Queries dropped because none of their moments was left.
+        num_queries_dropped (`int`): Queries dropped, for any reason (`len(dropped)`).
         dropped_query_ids (`list[str]`): The `query_id` of each dropped query.
     """
 
-    dataset: str
-    annotation_file: str
     num_queries_read: int = 0
     num_moments_read: int = 0
     num_queries: int = 0
@@ -73,7 +169,7 @@ class GroundingLoadReport:
             f"{self.dataset} ({self.annotation_file}): kept {self.num_queries}/{self.num_queries_read} queries on "
             f"{self.num_videos} videos and {self.num_moments}/{self.num_moments_read} moments; "
             f"{self.num_moments_clipped} moments clipped to [0, duration], {self.num_moments_dropped} moments dropped "
-            f"(start >= end), {self.num_queries_dropped} queries dropped (no moment left)."
+            f"(start >= end), {self._dropped_summary('queries')}."
         )
 
 
@@ -98,6 +194,11 @@ def load_grounding_dataset(
     kept verbatim but for surrounding whitespace. Video ids are kept as the files give them (TACoS and DiDeMo ids
     carry a file extension).
 
+    A query is dropped, and listed in the report's `dropped` with its line or entry and the reason (see
+    [`DROP_REASONS`]), when its sentence is empty or blank (`"empty_sentence"`), its video id is empty
+    (`"empty_video_id"`), its line repeats an earlier line exactly (`"duplicate_line"`), its query id is an earlier
+    query's (`"duplicate_query_id"`, the first is kept), or none of its moments is left (`"no_moment"`).
+
     - Charades-STA durations come from the `length` column of Charades' `Charades_v1_{split}.csv`; by default the one
       next to the annotation file with the same split name (`charades_sta_test.txt` -> `Charades_v1_test.csv`).
     - TACoS moments are frame indices; seconds are `frame / fps` and the duration is `num_frames / fps` (2D-TAN).
@@ -121,7 +222,8 @@ def load_grounding_dataset(
 
     Raises:
         `FileNotFoundError`: the annotation or durations file does not exist.
-        `ValueError`: an unknown `name`, or a malformed file (the message names the file and the line or entry).
+        `ValueError`: an unknown `name`, or a malformed file (the message names the file and the line or entry),
+            among them a file that is not UTF-8 and a JSON line that is not an object.
     """
     if name not in _READERS:
         raise ValueError(f"Unknown grounding dataset {name!r}; choose one of {sorted(_READERS)}.")
@@ -138,17 +240,16 @@ def load_grounding_dataset(
     report = GroundingLoadReport(dataset=name, annotation_file=str(annotation_file))
     rows = []
     for record in _READERS[name](annotation_file, durations):
-        row = _clip_record(record, report)
+        row = _keep_record(record, report)
         if row is not None:
             rows.append(row)
     report.num_queries = len(rows)
     report.num_moments = sum(len(row["moments"]) for row in rows)
     report.num_videos = len({row["video_id"] for row in rows})
+    report.num_queries_dropped = len(report.dropped)
+    report.dropped_query_ids = [record.record_id for record in report.dropped]
     summary = report.summary()
-    if report.num_moments_clipped or report.num_moments_dropped:
-        logger.warning(summary)
-    else:
-        logger.info(summary)
+    report.log(warn=bool(report.num_moments_clipped or report.num_moments_dropped))
 
     info = datasets.DatasetInfo(description=summary, features=GROUNDING_FEATURES)
     columns = {column: [row[column] for row in rows] for column in GROUNDING_FEATURES}
@@ -157,13 +258,30 @@ def load_grounding_dataset(
     return (dataset, report) if return_report else dataset
 
 
-def _clip_record(record: dict[str, Any], report: GroundingLoadReport) -> dict[str, Any] | None:
-    """Clip a record's moments to `[0, duration]`, drop empty ones, and count both in `report`."""
+def _keep_record(record: dict[str, Any], report: GroundingLoadReport) -> dict[str, Any] | None:
+    """
+    The row of a record, its moments clipped to `[0, duration]` and the empty ones dropped; `None` when the whole
+    query is dropped. Counts both in `report`.
+    """
+    location, line = record.pop("location"), record.pop("line")
+    report.num_queries_read += 1
+    report.num_moments_read += len(record["moments"])
+    query_id = record["query_id"]
+    if not record["query"]:
+        report.drop("empty_sentence", location, query_id)
+        return None
+    if not record["video_id"]:
+        report.drop("empty_video_id", location, query_id)
+        return None
+    if report.drop_if_repeat("duplicate_query_id", query_id, location, query_id):
+        return None
+    # Charades-STA numbers its query ids, so only the whole line shows a repeat
+    if line is not None and report.drop_if_repeat("duplicate_line", line, location, query_id):
+        return None
+
     duration = record["duration"]
     kept = []
-    report.num_queries_read += 1
     for start, end in record["moments"]:
-        report.num_moments_read += 1
         clipped_start, clipped_end = max(start, 0.0), min(end, duration)
         if clipped_start >= clipped_end:
             report.num_moments_dropped += 1
@@ -172,47 +290,49 @@ def _clip_record(record: dict[str, Any], report: GroundingLoadReport) -> dict[st
             report.num_moments_clipped += 1
         kept.append([clipped_start, clipped_end])
     if not kept:
-        report.num_queries_dropped += 1
-        report.dropped_query_ids.append(record["query_id"])
+        report.drop("no_moment", location, query_id)
         return None
     return {**record, "moments": kept}
 
 
 def _charades_sta(path: Path, durations: Mapping[str, float]) -> Iterator[dict[str, Any]]:
     sentences_per_video: dict[str, int] = {}
-    with path.open(encoding="utf-8") as file:
-        for line_number, line in enumerate(file, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}, line {line_number}"
-            head, separator, sentence = line.partition("##")
-            fields = head.split()
-            if not separator or len(fields) != 3:
-                raise ValueError(f"{where}: expected 'VIDEO_ID START END##SENTENCE', got {line.rstrip()!r}.")
-            video_id = fields[0]
-            if video_id not in durations:
-                raise ValueError(f"{where}: video {video_id!r} has no duration in the durations given.")
-            index = sentences_per_video.get(video_id, 0)
-            sentences_per_video[video_id] = index + 1
-            yield _record(
-                f"{video_id}#{index}", video_id, durations[video_id], sentence, [fields[1:]], where
-            )
+    for line_number, line in _lines(path):
+        where = f"{path}, line {line_number}"
+        head, separator, sentence = line.partition("##")
+        fields = head.split()
+        if not separator or len(fields) != 3:
+            raise ValueError(f"{where}: expected 'VIDEO_ID START END##SENTENCE', got {line!r}.")
+        video_id = fields[0]
+        if video_id not in durations:
+            raise ValueError(f"{where}: video {video_id!r} has no duration in the durations given.")
+        index = sentences_per_video.get(video_id, 0)
+        sentences_per_video[video_id] = index + 1
+        yield _record(
+            f"{video_id}#{index}", video_id, durations[video_id], sentence, [fields[1:]], path, f"line {line_number}",
+            line=line,
+        )
 
 
 def _activitynet_captions(path: Path, durations: None) -> Iterator[dict[str, Any]]:
     annotations = _read_json(path, dict)
     for video_id, video in annotations.items():
-        where = f"{path}, video {video_id!r}"
+        location = f"video {video_id!r}"
+        where = f"{path}, {location}"
         timestamps, sentences = _get(video, "timestamps", where), _get(video, "sentences", where)
         _check_same_length(timestamps, sentences, where)
         for index, (moment, sentence) in enumerate(zip(timestamps, sentences)):
-            yield _record(f"{video_id}#{index}", video_id, _get(video, "duration", where), sentence, [moment], where)
+            yield _record(
+                f"{video_id}#{index}", video_id, _get(video, "duration", where), sentence, [moment], path,
+                f"{location}, sentence {index}",
+            )
 
 
 def _tacos(path: Path, durations: None) -> Iterator[dict[str, Any]]:
     annotations = _read_json(path, dict)
     for video_id, video in annotations.items():
-        where = f"{path}, video {video_id!r}"
+        location = f"video {video_id!r}"
+        where = f"{path}, {location}"
         fps = _number(_get(video, "fps", where), f"{where}: fps")
         if fps <= 0:
             raise ValueError(f"{where}: fps must be positive, got {fps}.")
@@ -221,32 +341,30 @@ def _tacos(path: Path, durations: None) -> Iterator[dict[str, Any]]:
         _check_same_length(timestamps, sentences, where)
         for index, (frames, sentence) in enumerate(zip(timestamps, sentences)):
             moment = [_number(frame, f"{where}: timestamp {index}") / fps for frame in _pair(frames, where)]
-            yield _record(f"{video_id}#{index}", video_id, duration, sentence, [moment], where)
+            yield _record(
+                f"{video_id}#{index}", video_id, duration, sentence, [moment], path, f"{location}, sentence {index}"
+            )
 
 
 def _qvhighlights(path: Path, durations: None) -> Iterator[dict[str, Any]]:
-    with path.open(encoding="utf-8") as file:
-        for line_number, line in enumerate(file, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}, line {line_number}"
-            try:
-                query = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{where}: not valid JSON ({error}).") from error
-            if "relevant_windows" not in query:
-                raise ValueError(
-                    f"{where}: no 'relevant_windows'. QVHighlights' test split hides its ground truth; only files "
-                    "with windows can be loaded for training or evaluation."
-                )
-            yield _record(
-                str(_get(query, "qid", where)),
-                str(_get(query, "vid", where)),
-                _get(query, "duration", where),
-                _get(query, "query", where),
-                query["relevant_windows"],
-                where,
+    for line_number, line in _lines(path):
+        where = f"{path}, line {line_number}"
+        query = _json_object_line(line, where)
+        if "relevant_windows" not in query:
+            raise ValueError(
+                f"{where}: no 'relevant_windows'. QVHighlights' test split hides its ground truth; only files "
+                "with windows can be loaded for training or evaluation."
             )
+        yield _record(
+            str(_get(query, "qid", where)),
+            str(_get(query, "vid", where)),
+            _get(query, "duration", where),
+            _get(query, "query", where),
+            query["relevant_windows"],
+            path,
+            f"line {line_number}",
+            line=line,
+        )
 
 
 def _didemo(path: Path, durations: Mapping[str, float] | None) -> Iterator[dict[str, Any]]:
@@ -266,7 +384,7 @@ def _didemo(path: Path, durations: Mapping[str, float] | None) -> Iterator[dict[
         moments = [[DIDEMO_SEGMENT_SECONDS * first, DIDEMO_SEGMENT_SECONDS * (last + 1)] for first, last in segments]
         yield _record(
             str(_get(query, "annotation_id", where)), video_id, duration, _get(query, "description", where), moments,
-            where,
+            path, f"entry {position}",
         )
 
 
@@ -280,7 +398,14 @@ _READERS = {
 GROUNDING_DATASETS = tuple(_READERS)
 
 
-def _record(query_id: str, video_id: str, duration, sentence, moments, where: str) -> dict[str, Any]:
+def _record(
+    query_id: str, video_id: str, duration, sentence, moments, path: Path, location: str, line: str | None = None
+) -> dict[str, Any]:
+    """
+    A query in the schema, checked, with its `location` in the file and, for one-query-a-line files, its `line`
+    (whose exact repeats are dropped).
+    """
+    where = f"{path}, {location}"
     duration = _number(duration, f"{where}: duration")
     if duration <= 0:
         raise ValueError(f"{where}: video {video_id!r} has a duration of {duration} s; it must be positive.")
@@ -295,6 +420,8 @@ def _record(query_id: str, video_id: str, duration, sentence, moments, where: st
         "duration": duration,
         "query": sentence.strip(),
         "moments": moments,
+        "location": location,
+        "line": line,
     }
 
 
@@ -327,9 +454,44 @@ def _check_same_length(timestamps, sentences, where: str) -> None:
         raise ValueError(f"{where}: 'timestamps' and 'sentences' must be lists of the same length.")
 
 
-def _read_json(path: Path, expected_type: type):
+def _read_utf8(path: Path) -> str:
+    """
+    The text of an annotation file, without a leading byte order mark. A file that is not UTF-8 is a `ValueError`
+    that names it, the byte offset and the line.
+    """
+    data = path.read_bytes()
     try:
-        content = json.loads(path.read_text(encoding="utf-8"))
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise ValueError(
+            f"{path} is not UTF-8: byte 0x{data[error.start]:02x} at offset {error.start} (line {line}): "
+            f"{error.reason}. Annotation files must be UTF-8; re-encode it, e.g. from Latin-1 with "
+            "`iconv -f latin1 -t utf-8`."
+        ) from error
+    return text.removeprefix("\ufeff")
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """`(line number, line)` for each line that is not blank, stripped; lines end as `open()` ends them."""
+    for line_number, line in enumerate(io.StringIO(_read_utf8(path), newline=None), start=1):
+        if line.strip():
+            yield line_number, line.strip()
+
+
+def _json_object_line(line: str, where: str) -> dict:
+    try:
+        content = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{where}: not valid JSON ({error}).") from error
+    if not isinstance(content, dict):
+        raise ValueError(f"{where}: expected a JSON object (one a line), got a {type(content).__name__}: {line:.60}")
+    return content
+
+
+def _read_json(path: Path, expected_type: type = object):
+    try:
+        content = json.loads(_read_utf8(path))
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: not valid JSON ({error}).") from error
     if not isinstance(content, expected_type):
@@ -353,7 +515,7 @@ def _charades_metadata_file(annotation_file: Path) -> Path:
 def _read_durations_csv(path: Path) -> dict[str, float]:
     if not path.is_file():
         raise FileNotFoundError(f"No durations file at {path}.")
-    with path.open(encoding="utf-8", newline="") as file:
+    with io.StringIO(_read_utf8(path), newline="") as file:
         reader = csv.DictReader(file)
         missing = {"id", "length"} - set(reader.fieldnames or ())
         if missing:

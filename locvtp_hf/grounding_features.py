@@ -7,7 +7,8 @@ Per-clip features of whole videos for temporal grounding: batched extraction in 
   (`[num_clips, D]` float32, the output of [`~LocVTPForTemporalGrounding.get_clip_features`]) and `clip_spans`
   (`[num_clips, 2]` float32, seconds), and string metadata: `video_id`, `duration`, `video_fps`, `clip_seconds`
   (the stride: duration / num_clips), `num_clips`, and the extraction settings of [`FEATURES_INFO_FIELDS`]
-  (checkpoint, feature dimension, clip layout). The folder's `features_info.json` holds those settings once.
+  (the model's content hash and checkpoint name, feature dimension, clip layout). The folder's `features_info.json`
+  holds those settings once.
 - **One HDF5 file**: a dataset `file[video_id]` of shape `[num_clips, D]` per video at the top level (the layout
   2D-TAN's Charades-STA and TACoS loaders read with `file[video_id][:]`), with the per-video metadata above as its
   attributes (`clip_spans` an array attribute); the file's attributes hold the extraction settings.
@@ -17,6 +18,7 @@ file under a final name.
 """
 
 import glob
+import hashlib
 import json
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -33,16 +35,22 @@ from .video_io import probe_video
 
 
 FEATURES_INFO_FILE = "features_info.json"
-# The extraction settings every features file records, with their types; two extractions that differ in any of them
-# are not mixed in one output.
+# The extraction settings every features file records, with their types. Two extractions that differ in any of them
+# but `checkpoint` (where the model was loaded from, by name: the files may be shared) are not mixed in one output;
+# `model_sha256` identifies the model itself (see `model_fingerprint`).
 FEATURES_INFO_FIELDS = {
     "checkpoint": str,
+    "model_sha256": str,
     "feature_dim": int,
     "grounding_clip_seconds": float,
     "grounding_max_clips": int,  # "" in files when there is no limit
     "frames_per_clip": int,
 }
 HDF5_SUFFIXES = (".h5", ".hdf5")
+# Config entries that do not change what a model computes: where it was loaded from, how it was saved, and the
+# fields of the task heads (`model_fingerprint` hashes the encoder only).
+_UNHASHED_CONFIG_KEYS = ("_name_or_path", "architectures", "auto_map", "dtype", "torch_dtype", "transformers_version")
+_TASK_HEAD_PREFIXES = ("grounding_", "retrieval_")
 
 
 @dataclass
@@ -83,6 +91,36 @@ class FailedVideo:
     video_id: str
     source: str
     error: str
+
+
+def model_fingerprint(model) -> str:
+    """
+    The SHA-256 of what a model's clip features depend on: the weights of its LocVTP encoder (the model itself, or
+    the `.locvtp` of a task model; the task head is left out) and its config, without where it was loaded from and
+    without the task heads' fields. A checkpoint has the same fingerprint under any path and as any LocVTP class; a
+    checkpoint re-trained into the same folder gets another one. Compute it before casting the model to another
+    dtype: the weights are hashed as they are.
+
+    Args:
+        model ([`LocVTPModel`] or a task model built on one, such as [`LocVTPForTemporalGrounding`]).
+
+    Returns:
+        `str`: 64 hexadecimal digits.
+    """
+    encoder = getattr(model, "locvtp", model)
+    config = {
+        name: value
+        for name, value in model.config.to_diff_dict().items()
+        if not name.startswith(_TASK_HEAD_PREFIXES) and name not in _UNHASHED_CONFIG_KEYS
+    }
+    for name, value in config.items():
+        if isinstance(value, dict):  # the towers' configs
+            config[name] = {key: item for key, item in value.items() if key not in _UNHASHED_CONFIG_KEYS}
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
+    for name, tensor in sorted(encoder.state_dict().items()):
+        digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
 
 
 def list_videos(source: str | os.PathLike) -> dict[str, str]:
@@ -148,8 +186,8 @@ class WholeVideoClipsDataset(torch.utils.data.Dataset):
         video_fps (`float`, *optional*): Frame rate of the videos `load_video` returns.
 
     Items are dicts with `video_id`, `source`, and either `pixel_values_videos` (`[num_clips, F, C, H, W]`),
-    `clip_spans` (`[num_clips, 2]`), `duration` and `video_fps`, or `error` (a video that cannot be read or is
-    shorter than one clip: `"<video>: <reason>"`).
+    `clip_spans` (`[num_clips, 2]`), `duration` and `video_fps`, or `error` (a video that is missing, cannot be
+    opened or decoded, e.g. a truncated file, or is shorter than one clip: `"<video>: <reason>"`).
     """
 
     def __init__(
@@ -176,7 +214,7 @@ class WholeVideoClipsDataset(torch.utils.data.Dataset):
             else:
                 decoded, video_fps = video, probe_video(video).fps
             inputs = self.processor(videos=[decoded], task="grounding", video_fps=video_fps, return_tensors="pt")
-        except (FileNotFoundError, ValueError) as error:  # VideoDecodingError is a ValueError
+        except (OSError, ValueError) as error:  # VideoDecodingError is a ValueError
             item["error"] = f"{video}: {error}"
             return item
         item.update(
@@ -344,8 +382,9 @@ class ClipFeatureStore(Mapping):
         path (`str` or `os.PathLike`): The folder or the `.h5` / `.hdf5` file.
 
     Attributes:
-        settings (`dict`): The extraction settings ([`FEATURES_INFO_FIELDS`]: checkpoint, feature dimension, clip
-            layout), from `features_info.json` or the HDF5 file's attributes; empty when neither records them.
+        settings (`dict`): The extraction settings ([`FEATURES_INFO_FIELDS`]: the model's fingerprint and checkpoint
+            name, feature dimension, clip layout), from `features_info.json` or the HDF5 file's attributes; empty
+            when neither records them.
     """
 
     def __init__(self, path: str | os.PathLike):

@@ -61,6 +61,7 @@ from .grounding_datasets import GROUNDING_FEATURES
 from .grounding_features import ClipFeatureStore, FailedVideo, WholeVideoClipsDataset, extract_clip_features
 from .grounding_metrics import MAP_IOU_THRESHOLDS, grounding_metrics
 from .optimization import adamw_optimizer
+from .training_utils import NonFiniteLossGuard
 
 
 logger = logging.getLogger(__name__)
@@ -326,12 +327,14 @@ def train_grounding_model(
     logging_steps: int = 50,
     accelerator: Accelerator | None = None,
     progress: bool = True,
+    max_consecutive_nonfinite_steps: int = 10,
 ) -> list[float]:
     """
     Train `model` on `dataset` for `max_steps` optimizer steps (AdamW with weight decay on linear and convolution
     weights, linear warm-up then cosine decay), reshuffling every epoch. Only the parameters that require gradients
     train: freeze the encoder before (`model.locvtp.requires_grad_(False)` and `config.grounding_freeze_encoder`) to
-    train the head alone. The model is trained in place.
+    train the head alone. The model is trained in place. A step whose loss is NaN or infinite (on any process) is
+    skipped: no weight update, a warning naming the step (see [`~training_utils.NonFiniteLossGuard`]).
 
     Args:
         model ([`LocVTPForTemporalGrounding`]): The model.
@@ -348,9 +351,10 @@ def train_grounding_model(
         accelerator (`Accelerator`, *optional*): Device placement and several processes; by default a new one on the
             available accelerator (or the CPU).
         progress (`bool`): Show a progress bar.
+        max_consecutive_nonfinite_steps (`int`): Raise a `RuntimeError` after this many skipped steps in a row.
 
     Returns:
-        `list[float]`: the loss of every step (of this process).
+        `list[float]`: the loss of every step (of this process), skipped steps included.
     """
     if max_steps < 1 or batch_size < 1:
         raise ValueError(f"max_steps and batch_size must be at least 1, got {max_steps} and {batch_size}.")
@@ -378,6 +382,7 @@ def train_grounding_model(
     prepared_model, optimizer, dataloader, scheduler = accelerator.prepare(model, optimizer, dataloader, scheduler)
 
     losses, epoch = [], 0
+    nonfinite_guard = NonFiniteLossGuard(accelerator, max_consecutive_nonfinite_steps)
     bar = tqdm(total=max_steps, desc="training", disable=not (progress and accelerator.is_local_main_process))
     prepared_model.train()
     while len(losses) < max_steps:
@@ -386,9 +391,11 @@ def train_grounding_model(
         for batch in dataloader:
             loss = prepared_model(**batch).loss
             accelerator.backward(loss)
-            if max_grad_norm > 0:
-                accelerator.clip_grad_norm_(prepared_model.parameters(), max_grad_norm)
-            optimizer.step()
+            nonfinite_guard.observe(loss)
+            if nonfinite_guard.should_step(len(losses) + 1):
+                if max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(prepared_model.parameters(), max_grad_norm)
+                optimizer.step()
             scheduler.step()
             optimizer.zero_grad()
             losses.append(loss.item())

@@ -11,7 +11,9 @@ Conventions shared by every function here:
   DiDeMo annotators). A prediction's IoU with a multi-moment reference is its best IoU over the reference moments.
 - `iou_comparison` decides ties at a threshold: `">="` (Moment-DETR, QVHighlights and most work since) counts
   IoU == threshold as a hit; `">"` (2D-TAN's evaluation code) does not. IoUs are compared as computed in float64,
-  without tolerance, like the reference implementations.
+  without tolerance, like the reference implementations, and with the same union formula as they use (see
+  [`temporal_iou`]): R@k and mIoU divide by the hull `max(ends) - min(starts)` (2D-TAN's evaluation, Moment-DETR's
+  R1), mAP by `length + other_length - intersection` (Moment-DETR's mAP).
 - Results are fractions in `[0, 1]` (papers print them multiplied by 100).
 """
 
@@ -21,6 +23,7 @@ import torch
 
 
 IOU_COMPARISONS = (">=", ">")
+IOU_UNIONS = ("hull", "sum")
 # R@{1,5} at IoU {0.3, 0.5, 0.7}: the Charades-STA / ActivityNet Captions / TACoS tables (2D-TAN and LocVTP).
 RECALL_AT = (1, 5)
 RECALL_IOU_THRESHOLDS = (0.3, 0.5, 0.7)
@@ -30,24 +33,40 @@ MAP_IOU_THRESHOLDS = tuple(round(0.5 + 0.05 * step, 2) for step in range(10))
 MAP_MAX_PREDICTIONS = 10
 
 
-def temporal_iou(moments: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
+def temporal_iou(moments: torch.Tensor, others: torch.Tensor, union: str = "hull") -> torch.Tensor:
     """
     Pairwise temporal IoU.
+
+    The intersection is `min(ends) - max(starts)`, clipped at 0. The union has two formulas, equal in exact arithmetic
+    whenever the moments overlap but rounded differently in floating point, which decides IoUs that sit exactly on a
+    threshold (an IoU of 7/10 can come out as 0.7, 0.7000000000000001 or 0.6999999999999998). Each caller uses the
+    one of the code it reproduces:
+
+    - `"hull"`: `max(ends) - min(starts)`, as 2D-TAN's `iou` (its R@k, mIoU and training targets) and Moment-DETR's
+      R1 (`compute_temporal_iou_batch_paired`).
+    - `"sum"`: `length + other_length - intersection`, as 2D-TAN's `nms` and Moment-DETR's mAP
+      (`compute_temporal_iou_batch_cross`).
 
     Args:
         moments (`[..., M, 2]`): `(start, end)` moments.
         others (`[..., K, 2]`): `(start, end)` moments, in the same unit.
+        union (`str`, *optional*, defaults to `"hull"`): `"hull"` or `"sum"`, see above.
 
     Returns:
-        `[..., M, K]` IoU of every moment with every other moment; 0 where the union is empty.
+        `[..., M, K]` IoU of every moment with every other moment, in the dtype of the inputs; 0 where the union is
+        empty.
     """
-    start = torch.maximum(moments[..., :, None, 0], others[..., None, :, 0])
-    end = torch.minimum(moments[..., :, None, 1], others[..., None, :, 1])
-    intersection = (end - start).clamp(min=0)
-    lengths = (moments[..., 1] - moments[..., 0]).clamp(min=0)
-    other_lengths = (others[..., 1] - others[..., 0]).clamp(min=0)
-    union = lengths[..., :, None] + other_lengths[..., None, :] - intersection
-    return torch.where(union > 0, intersection / union.clamp(min=torch.finfo(union.dtype).tiny), 0.0)
+    starts, ends = moments[..., :, None, 0], moments[..., :, None, 1]
+    other_starts, other_ends = others[..., None, :, 0], others[..., None, :, 1]
+    intersection = (torch.minimum(ends, other_ends) - torch.maximum(starts, other_starts)).clamp(min=0)
+    if union == "hull":
+        union_length = torch.maximum(ends, other_ends) - torch.minimum(starts, other_starts)
+    elif union == "sum":
+        union_length = (ends - starts).clamp(min=0) + (other_ends - other_starts).clamp(min=0) - intersection
+    else:
+        raise ValueError(f"`union` must be one of {IOU_UNIONS}, got {union!r}.")
+    safe_union = union_length.clamp(min=torch.finfo(union_length.dtype).tiny)
+    return torch.where(union_length > 0, intersection / safe_union, 0.0)
 
 
 def as_ranked_moments(prediction, where: str = "prediction") -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -129,9 +148,9 @@ def best_ious(predictions: Sequence, references: Sequence) -> list[torch.Tensor]
         references (`Sequence`): `N` references.
 
     Returns:
-        `list[torch.Tensor]`: `N` float64 tensors `[P_i]`, in ranked order.
+        `list[torch.Tensor]`: `N` float64 tensors `[P_i]`, in ranked order (hull IoUs, see [`temporal_iou`]).
     """
-    return [iou.amax(dim=1) for iou in _iou_matrices(predictions, references)]
+    return [iou.amax(dim=1) for iou in _iou_matrices(predictions, references, union="hull")]
 
 
 def recall_at_k(
@@ -166,8 +185,7 @@ def recall_at_k(
 def mean_iou(predictions: Sequence, references: Sequence) -> float:
     """
     mIoU: the mean over queries of the IoU of the top-1 predicted moment with its best-matching ground-truth moment
-    (0 for a query without predictions). Note that 2D-TAN's code prints, under the name mIoU, the mean of the 3 largest
-    IoUs among its 5 best moments; that number is not comparable with this one.
+    (0 for a query without predictions). This is the mIoU that 2D-TAN's `eval` returns.
     """
     query_best_ious = best_ious(predictions, references)
     return sum(float(ious[0]) if len(ious) else 0.0 for ious in query_best_ious) / len(query_best_ious)
@@ -179,10 +197,10 @@ def average_precision(iou: torch.Tensor, threshold: float, iou_comparison: str =
     detection style.
 
     Predictions are taken best first; each is a true positive when it reaches the threshold with a ground-truth
-    moment that no better prediction has claimed (it claims the unclaimed one of highest IoU; equal IoUs go to the
-    earlier ground-truth moment), else a false positive. AP is the area under the precision-recall curve after
-    making precision non-increasing (all-points interpolation): the mean over the `G` ground-truth moments of the
-    interpolated precision at the rank where each is found, 0 for those never found.
+    moment that no better prediction has claimed (it claims the unclaimed one of highest IoU; among equal IoUs the
+    later ground-truth moment, as Moment-DETR's `argsort()[::-1]` does), else a false positive. AP is the area under
+    the precision-recall curve after making precision non-increasing (all-points interpolation): the mean over the
+    `G` ground-truth moments of the interpolated precision at the rank where each is found, 0 for those never found.
 
     Args:
         iou (`[P, G]`): IoU of each ranked prediction with each ground-truth moment.
@@ -196,8 +214,8 @@ def average_precision(iou: torch.Tensor, threshold: float, iou_comparison: str =
     if num_predictions == 0:
         return 0.0
     passes = passes_iou_threshold(iou, threshold, iou_comparison)
-    # stable descending sort: among equal IoUs the earlier ground-truth moment is claimed first
-    candidate_order = torch.sort(iou, dim=1, descending=True, stable=True).indices.tolist()
+    # a stable ascending sort, reversed: among equal IoUs the later ground-truth moment is claimed first
+    candidate_order = iou.argsort(dim=1, stable=True).flip(1).tolist()
     claimed = [False] * num_ground_truth
     true_positive = []
     for prediction_index, order in enumerate(candidate_order):
@@ -222,7 +240,8 @@ def mean_average_precision(
     """
     QVHighlights-style moment retrieval mAP (Moment-DETR's evaluation): for each IoU threshold the mean over queries
     of the per-query [`average_precision`] of its `max_predictions` best moments against all of its ground-truth
-    windows, and `"mAP"`, the mean of those over the thresholds (0.5:0.05:0.95 by default).
+    windows, and `"mAP"`, the mean of those over the thresholds (0.5:0.05:0.95 by default). IoUs use the `"sum"`
+    union, as Moment-DETR's mAP does (see [`temporal_iou`]).
 
     Returns:
         `dict[str, float]`: `"mAP"` and `"mAP@{t}"` for every threshold, e.g. `"mAP@0.75"`.
@@ -230,7 +249,7 @@ def mean_average_precision(
     _check_thresholds(iou_thresholds)
     if max_predictions is not None and max_predictions < 1:
         raise ValueError(f"`max_predictions` must be a positive number of moments or None, got {max_predictions}.")
-    ious = _iou_matrices(predictions, references)
+    ious = _iou_matrices(predictions, references, union="sum")
     results = {}
     for threshold in iou_thresholds:
         per_query = [average_precision(iou[:max_predictions], threshold, iou_comparison) for iou in ious]
@@ -269,7 +288,7 @@ def grounding_metrics(
     return results
 
 
-def _iou_matrices(predictions: Sequence, references: Sequence) -> list[torch.Tensor]:
+def _iou_matrices(predictions: Sequence, references: Sequence, union: str) -> list[torch.Tensor]:
     """`N` float64 tensors `[P_i, G_i]`: IoU of each ranked predicted moment with each ground-truth moment."""
     if isinstance(predictions, (str, Mapping)) or isinstance(references, (str, Mapping)):
         raise ValueError("`predictions` and `references` must be sequences with one entry per query.")
@@ -282,7 +301,7 @@ def _iou_matrices(predictions: Sequence, references: Sequence) -> list[torch.Ten
     matrices = []
     for index, (prediction, reference) in enumerate(zip(predictions, references)):
         moments, _ = as_ranked_moments(prediction, f"predictions[{index}]")
-        matrices.append(temporal_iou(moments, as_reference_moments(reference, f"references[{index}]")))
+        matrices.append(temporal_iou(moments, as_reference_moments(reference, f"references[{index}]"), union))
     return matrices
 
 

@@ -13,6 +13,10 @@ def temporal_nms(
     Greedy 1-D non-maximum suppression: repeatedly keep the best remaining moment and drop the moments whose IoU with
     it is above `iou_threshold`.
 
+    The IoUs are computed as 2D-TAN's `nms` does: in float64 whatever the dtype of `moments` (float32 rounding would
+    put overlaps of exactly `iou_threshold`, common on a grid of candidate moments, on either side of it), with the
+    `"sum"` union of [`~grounding_metrics.temporal_iou`].
+
     Args:
         moments (`torch.Tensor` of shape `[M, 2]`): `(start, end)` of each moment.
         scores (`torch.Tensor` of shape `[M]`): higher is better.
@@ -36,11 +40,12 @@ def temporal_nms(
     order = scores.argsort(descending=True, stable=True)
     if iou_threshold is None:
         return order[:top_k]
+    moments = moments.to(torch.float64)
     kept, remaining = [], order
     while len(remaining) and (top_k is None or len(kept) < top_k):
         best, remaining = remaining[0], remaining[1:]
         kept.append(best)
-        overlaps = temporal_iou(moments[best][None], moments[remaining])[0]
+        overlaps = temporal_iou(moments[best][None], moments[remaining], union="sum")[0]
         remaining = remaining[overlaps <= iou_threshold]
     return torch.stack(kept) if kept else order[:0]
 

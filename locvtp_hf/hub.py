@@ -11,7 +11,7 @@ from pathlib import Path
 from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, ModelCard
 from transformers import PreTrainedModel, ProcessorMixin
 
-from .model_card import check_locvtp_model, create_model_card
+from .model_card import _shareable_name_or_path, check_locvtp_model, create_model_card
 
 
 @contextlib.contextmanager
@@ -42,6 +42,23 @@ def _auto_classes_registered(model: PreTrainedModel, processor: ProcessorMixin |
                 cls._auto_class = value
 
 
+@contextlib.contextmanager
+def _tower_paths_shared(config) -> Iterator[None]:
+    """
+    While saving, the towers' `_name_or_path` (which `config.json` keeps, and the model card reads to say where each
+    tower was initialised from) name a local folder by its last part only, as `./<name>`; restored afterwards.
+    """
+    sub_configs = [getattr(config, name) for name in config.sub_configs]
+    previous = [sub_config._name_or_path for sub_config in sub_configs]
+    try:
+        for sub_config in sub_configs:
+            sub_config._name_or_path = _shareable_name_or_path(sub_config._name_or_path)
+        yield
+    finally:
+        for sub_config, name_or_path in zip(sub_configs, previous, strict=True):
+            sub_config._name_or_path = name_or_path
+
+
 def save_for_hub(
     save_directory: str | Path,
     model: PreTrainedModel,
@@ -54,7 +71,9 @@ def save_for_hub(
     Writes into `save_directory` exactly what [`push_to_hub`] uploads: the model (`model.safetensors`,
     `config.json`), the processor's files, the model code (`*.py`, with `auto_map` entries in the configs) and the
     model card as `README.md`. The folder loads with `from_pretrained(save_directory)`, also with
-    `trust_remote_code=True` where `locvtp_hf` is not installed.
+    `trust_remote_code=True` where `locvtp_hf` is not installed. No file it writes holds a path of this machine:
+    towers initialised from local folders are recorded as `./<folder name>` in `config.json` (Hub ids as they are),
+    and the card names local folders by their last part. The `extra_files` are copied as they are.
 
     Args:
         save_directory (`str` or `Path`):
@@ -86,7 +105,7 @@ def save_for_hub(
             raise FileNotFoundError(f"Extra file to share {str(path)!r} does not exist or is not a file.")
     folder = Path(save_directory)
     folder.mkdir(parents=True, exist_ok=True)
-    with _auto_classes_registered(model, processor):
+    with _auto_classes_registered(model, processor), _tower_paths_shared(model.config):
         model.save_pretrained(folder, state_dict=state_dict)
         if processor is not None:
             processor.save_pretrained(folder)

@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from .configuration_locvtp import FINE_NEGATIVES
+
 
 def _world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
@@ -112,7 +114,8 @@ def discover_correspondence(
     Args:
         clip_embeds (`[B, T, D]`): L2-normalised clip embeddings.
         word_embeds (`[B, L, D]`): L2-normalised word embeddings.
-        word_mask (`[B, L]`, bool): True for words, False for special tokens and padding.
+        word_mask (`[B, L]`, bool): The words discovery may pick: True for words, False for special tokens and
+            padding (and for stop words, when they are excluded from discovery).
         topk_words (`int`): Positive words per clip.
         topk_clips (`int`): Positive clips per word.
 
@@ -141,10 +144,13 @@ def multi_positive_nce(
     offset: int,
     temperature: float,
     chunk_size: int | None = None,
+    own_negatives: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """
     Multi-positive InfoNCE of each query against the keys of its own sample (positives) and of every other sample in
-    the global batch (negatives). The non-positive keys of the query's own sample are left out of the denominator.
+    the global batch (negatives). The non-positive keys of the query's own sample are left out of the denominator,
+    unless `own_negatives` marks them: then those that are not positives of the query are negatives too (each key
+    once, sampled without replacement), which asks for "this key rather than the sample's other keys".
 
     The logits of `chunk_size` samples' queries against all keys (`[chunk_size, Q, G, K]`) are the largest tensor
     built. With more than `chunk_size` samples the chunks are recomputed in the backward pass instead of stored
@@ -156,6 +162,8 @@ def multi_positive_nce(
         key_mask (`[G, K]`, bool): valid keys.
         positives (`[B, Q, K]`, bool): the positives of each query among its own sample's keys.
         chunk_size (`int`, *optional*): samples whose queries are scored at once; all of them when `None`.
+        own_negatives (`[B, K]`, bool, *optional*): the keys of each query's own sample that are negatives when they
+            are not among its positives. `None`: negatives come from the other samples only.
 
     Returns:
         `(losses, valid)`, both `[B, Q]`: the loss of each query (0 where it has no positive) and whether it has one.
@@ -164,8 +172,10 @@ def multi_positive_nce(
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1 (or None for no chunking), got {chunk_size}.")
     own = torch.arange(batch_size, device=queries.device) + offset
+    if own_negatives is None:
+        own_negatives = positives.new_zeros(batch_size, keys.shape[1])
     if chunk_size is None or batch_size <= chunk_size:
-        losses = _multi_positive_nce_chunk(queries, keys, key_mask, positives, own, temperature)
+        losses = _multi_positive_nce_chunk(queries, keys, key_mask, positives, own, own_negatives, temperature)
     else:
         losses = torch.cat(
             [
@@ -176,6 +186,7 @@ def multi_positive_nce(
                     key_mask,
                     positives[start : start + chunk_size],
                     own[start : start + chunk_size],
+                    own_negatives[start : start + chunk_size],
                     temperature,
                     use_reentrant=False,
                 )
@@ -191,20 +202,24 @@ def _multi_positive_nce_chunk(
     key_mask: torch.Tensor,
     positives: torch.Tensor,
     own: torch.Tensor,
+    own_negatives: torch.Tensor,
     temperature: float,
 ) -> torch.Tensor:
     """`multi_positive_nce`'s `[B, Q]` losses for queries whose own samples are the key rows `own` (`[B]`)."""
     rows = torch.arange(queries.shape[0], device=queries.device)
     logits = torch.einsum("bqd,gkd->bqgk", queries, keys).float() / temperature
     fill = torch.finfo(logits.dtype).min  # finite, so that queries without positives get zero (not NaN) gradients
-    positive_logits = logits[rows, :, own].masked_fill(~positives, fill)  # [B, Q, K]
+    own_logits = logits[rows, :, own]  # [B, Q, K], a copy
+    positive_logits = own_logits.masked_fill(~positives, fill)
+    own_negative_logits = own_logits.masked_fill(positives | ~own_negatives[:, None, :], fill)
     is_other = torch.ones(queries.shape[0], keys.shape[0], dtype=torch.bool, device=queries.device)
     is_other[rows, own] = False
     negatives = key_mask[None, :, :] & is_other[:, :, None]  # [B, G, K]
     # in place: the logits are the largest tensor here, and nothing saved for backward holds them
     negative_logits = logits.masked_fill_(~negatives[:, None], fill).flatten(2)
     numerator = positive_logits.logsumexp(-1)
-    denominator = torch.logaddexp(numerator, negative_logits.logsumexp(-1))
+    negatives_sum = torch.logaddexp(negative_logits.logsumexp(-1), own_negative_logits.logsumexp(-1))
+    denominator = torch.logaddexp(numerator, negatives_sum)
     return (denominator - numerator).masked_fill(~positives.any(-1), 0.0)
 
 
@@ -283,10 +298,22 @@ class LocVTPLoss(nn.Module):
         temporal_sigma: float = 1.0,
         temporal_temperature: float = 0.07,
         chunk_size: int | None = 64,
+        fine_negatives: str = "other_samples",
+        temporal_cross_modal_weight: float = 1.0,
+        temporal_intra_video_weight: float = 1.0,
     ):
         super().__init__()
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"chunk_size must be at least 1 (or None for no chunking), got {chunk_size}.")
+        if fine_negatives not in FINE_NEGATIVES:
+            raise ValueError(f"fine_negatives must be one of {FINE_NEGATIVES}, got {fine_negatives!r}.")
+        if temporal_cross_modal_weight < 0 or temporal_intra_video_weight < 0 or (
+            temporal_cross_modal_weight == temporal_intra_video_weight == 0
+        ):
+            raise ValueError(
+                "The temporal term's two weights must be >= 0 and not both 0 (set temporal_weight to 0 to skip the "
+                f"term), got {temporal_cross_modal_weight} and {temporal_intra_video_weight}."
+            )
         self.coarse_weight = coarse_weight
         self.fine_weight = fine_weight
         self.temporal_weight = temporal_weight
@@ -297,6 +324,9 @@ class LocVTPLoss(nn.Module):
         self.temporal_sigma = temporal_sigma
         self.temporal_temperature = temporal_temperature
         self.chunk_size = chunk_size
+        self.fine_negatives = fine_negatives
+        self.temporal_cross_modal_weight = temporal_cross_modal_weight
+        self.temporal_intra_video_weight = temporal_intra_video_weight
 
     def forward(
         self,
@@ -309,6 +339,7 @@ class LocVTPLoss(nn.Module):
         context_head: nn.Module | None = None,
         context_offsets: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        discovery_mask: torch.Tensor | None = None,
     ) -> LocVTPLossOutput:
         """
         Args:
@@ -319,6 +350,9 @@ class LocVTPLoss(nn.Module):
             context_head: `g(x, delta)`, needed when the temporal weight is positive.
             context_offsets (`[B, T]`, *optional*): the offset `delta` drawn for each reference clip; drawn with
                 `generator` when not given.
+            discovery_mask (`[B, L]`, bool, *optional*): the words correspondence discovery may pick (a subset of
+                `word_mask`, e.g. without stop words); all of `word_mask` when not given. Words outside it are still
+                negatives of other samples' clips, but never positives, and never same-sample negatives.
         """
         if self.coarse_weight == self.fine_weight == self.temporal_weight == 0:
             raise ValueError("Every loss weight is 0: set coarse, fine or temporal loss weight above 0 to train.")
@@ -330,21 +364,35 @@ class LocVTPLoss(nn.Module):
 
         if self.fine_weight > 0 or self.temporal_weight > 0:
             word_mask = word_mask.bool()
+            discovery_mask = word_mask if discovery_mask is None else discovery_mask.bool() & word_mask
             all_clips, offset = gather_with_grad(clip_embeds)
             all_words, _ = gather_with_grad(word_embeds)
             all_word_mask, _ = gather_with_grad(word_mask)
             words_of_clip, clips_of_word = discover_correspondence(
-                clip_embeds, word_embeds, word_mask, self.fine_topk_words, self.fine_topk_clips
+                clip_embeds, word_embeds, discovery_mask, self.fine_topk_words, self.fine_topk_clips
             )
             # other processes may have padded their text further: align the positives with the gathered words
-            words_of_clip = F.pad(words_of_clip, (0, all_words.shape[1] - word_embeds.shape[1]))
+            padding = (0, all_words.shape[1] - word_embeds.shape[1])
+            words_of_clip = F.pad(words_of_clip, padding)
+            same_sample = self.fine_negatives == "same_and_other_samples"
+            own_words = F.pad(discovery_mask, padding) if same_sample else None
 
         if self.fine_weight > 0:
             clip_losses, clip_valid = multi_positive_nce(
-                clip_embeds, all_words, all_word_mask, words_of_clip, offset, self.fine_temperature, self.chunk_size
+                clip_embeds,
+                all_words,
+                all_word_mask,
+                words_of_clip,
+                offset,
+                self.fine_temperature,
+                self.chunk_size,
+                own_negatives=own_words,
             )
-            all_clip_mask, _ = gather_with_grad(clip_embeds.new_ones(clip_embeds.shape[:2], dtype=torch.bool))
-            clips_of_word = F.pad(clips_of_word, (0, 0, 0, all_clips.shape[1] - clip_embeds.shape[1]))
+            clip_mask = clip_embeds.new_ones(clip_embeds.shape[:2], dtype=torch.bool)
+            all_clip_mask, _ = gather_with_grad(clip_mask)
+            clip_padding = all_clips.shape[1] - clip_embeds.shape[1]
+            clips_of_word = F.pad(clips_of_word, (0, 0, 0, clip_padding))
+            own_clips = F.pad(clip_mask, (0, clip_padding)) if same_sample else None
             word_losses, word_valid = multi_positive_nce(
                 word_embeds,
                 all_clips,
@@ -353,6 +401,7 @@ class LocVTPLoss(nn.Module):
                 offset,
                 self.fine_temperature,
                 self.chunk_size,
+                own_negatives=own_clips,
             )
             clip_to_word = global_mean(clip_losses.sum(), clip_valid.sum())
             word_to_clip = global_mean(word_losses.sum(), word_valid.sum())
@@ -372,15 +421,26 @@ class LocVTPLoss(nn.Module):
                 raise ValueError("context_offsets point outside the video's clips.")
             context = clip_embeds.gather(1, context_index[..., None].expand(-1, -1, dim))
             warped = context_head(context, -context_offsets)
-            warp_losses, warp_valid = multi_positive_nce(
-                warped, all_words, all_word_mask, words_of_clip, offset, self.fine_temperature, self.chunk_size
-            )
-            intra_losses = temporal_aware_intra_video_loss(
-                warped, clip_embeds, self.temporal_sigma, self.temporal_temperature
-            )
-            cross_modal_warp = global_mean(warp_losses.sum(), warp_valid.sum())
-            intra_video = global_mean(intra_losses.sum(), intra_losses.numel())
-            terms["temporal"] = (cross_modal_warp + intra_video) / 2
+            temporal = 0.0
+            if self.temporal_cross_modal_weight > 0:
+                warp_losses, warp_valid = multi_positive_nce(
+                    warped,
+                    all_words,
+                    all_word_mask,
+                    words_of_clip,
+                    offset,
+                    self.fine_temperature,
+                    self.chunk_size,
+                    own_negatives=own_words,
+                )
+                temporal = self.temporal_cross_modal_weight * global_mean(warp_losses.sum(), warp_valid.sum())
+            if self.temporal_intra_video_weight > 0:
+                intra_losses = temporal_aware_intra_video_loss(
+                    warped, clip_embeds, self.temporal_sigma, self.temporal_temperature
+                )
+                intra_video = global_mean(intra_losses.sum(), intra_losses.numel())
+                temporal = temporal + self.temporal_intra_video_weight * intra_video
+            terms["temporal"] = temporal / 2
             total = total + self.temporal_weight * terms["temporal"]
 
         return LocVTPLossOutput(loss=total, **terms)

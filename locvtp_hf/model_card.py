@@ -2,12 +2,14 @@
 
 The card is the package's template (`locvtp_hf/MODEL_CARD.md`, a copy of the repository's top-level MODEL_CARD.md)
 filled in with the checkpoint's config, the class that is shared, the run's training data, hyperparameters and
-evaluation figures. The figures also go to the card's `model-index` metadata, which the Hub displays.
+evaluation figures. The figures also go to the card's `model-index` metadata, which the Hub displays. The card is
+public: it names local folders by their last part only, never by a path of this machine.
 """
 
 import dataclasses
 import math
 import numbers
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +20,19 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 from transformers import PreTrainedModel
+from transformers.utils import logging
 
+
+logger = logging.get_logger(__name__)
 
 MODEL_CARD_TEMPLATE = Path(__file__).with_name("MODEL_CARD.md")
 """The card template shipped with the package; the repository's top-level MODEL_CARD.md is a copy of it."""
 
 LOCVTP_TAGS = ("locvtp", "video-text", "video", "temporal-localization")
+
+# An absolute path in the card's text (`/data/runs/x`, `C:\data\x`): at the start, or after a space, a quote, a
+# backtick or an opening parenthesis, up to the next of them.
+_ABSOLUTE_PATH = re.compile(r"(?<![^\s`'\"(])(?:/|[A-Za-z]:[\\/])[^\s`'\"()]+")
 
 
 @dataclass(frozen=True)
@@ -256,7 +265,8 @@ def create_model_card(
             The Hub repository the card is for: the title and the usage example's checkpoint.
         training_data (`str`, *optional*):
             Markdown describing the training data: data set(s), number of videos and (span, text) pairs, kind of
-            text.
+            text. Here and in every other text of the card, an absolute path of this machine (one whose first folder
+            exists here) is replaced by its last part, e.g. `/home/me/features` by `features`, with a warning.
         datasets (`Sequence[str]`, *optional*):
             Hub dataset ids of the training data, for the `datasets` metadata.
         training_hyperparameters (`Mapping[str, Any]`, *optional*):
@@ -337,7 +347,7 @@ def create_model_card(
         ],
         evaluation_notes=evaluation_notes,
     )
-    return ModelCard(content)
+    return ModelCard(_without_local_paths(content))
 
 
 def check_locvtp_model(model) -> None:
@@ -358,6 +368,29 @@ def _hub_id(name: str) -> str | None:
     except HFValidationError:
         return None
     return name
+
+
+def _without_local_paths(text: str) -> str:
+    """`text` with every absolute path of this machine replaced by its last part."""
+
+    def shorten(match: re.Match) -> str:
+        path = match.group().rstrip(".,;:")  # the end of a sentence is not part of the path
+        if not Path(*Path(path).parts[:2]).exists():  # e.g. "/s" in "samples /s": not a folder of this machine
+            return match.group()
+        logger.warning(f"The model card named {path}, a path of this machine; it shows only {Path(path).name!r}.")
+        return Path(path).name + match.group()[len(path) :]
+
+    return _ABSOLUTE_PATH.sub(shorten, text)
+
+
+def _shareable_name_or_path(name: str) -> str:
+    """
+    `name` (a `_name_or_path`) as a shared file may record it: a Hub id as it is, a local folder as `./<its name>`,
+    which names it without this machine's folders and is not mistaken for a Hub id (see `_tower_source`).
+    """
+    if not name or _hub_id(name):
+        return name
+    return f"./{Path(name).name}"
 
 
 def _base_models(config, repo_id: str | None) -> list[str]:

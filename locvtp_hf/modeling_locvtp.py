@@ -233,6 +233,9 @@ class LocVTPModel(LocVTPPreTrainedModel):
             temporal_sigma=config.temporal_sigma,
             temporal_temperature=config.temporal_temperature,
             chunk_size=config.loss_chunk_size,
+            fine_negatives=config.fine_negatives,
+            temporal_cross_modal_weight=config.temporal_cross_modal_weight,
+            temporal_intra_video_weight=config.temporal_intra_video_weight,
         )
         self.post_init()
 
@@ -347,6 +350,12 @@ class LocVTPModel(LocVTPPreTrainedModel):
         """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
+        for name, mask in (("attention_mask", attention_mask), ("special_tokens_mask", special_tokens_mask)):
+            if mask is not None and mask.shape != input_ids.shape:
+                raise ValueError(
+                    f"{name} must have the shape of input_ids {tuple(input_ids.shape)} (texts, tokens), got "
+                    f"{tuple(mask.shape)}: pass the mask the tokenizer returned with these input_ids."
+                )
         optional_inputs = {"token_type_ids": token_type_ids, "position_ids": position_ids}
         outputs = self.text_model(
             input_ids=input_ids,
@@ -373,6 +382,52 @@ class LocVTPModel(LocVTPPreTrainedModel):
             attentions=outputs.attentions,
             word_embeds=word_embeds,
             word_mask=word_mask,
+        )
+
+    def get_clip_features(
+        self,
+        pixel_values_videos: torch.FloatTensor,
+        clip_mask: torch.Tensor | None = None,
+        chunk_size: int | None = None,
+    ) -> torch.FloatTensor:
+        r"""
+        The clip features of whole videos: the L2-normalised LocVTP clip embeddings `v` (the features the grounding
+        head consumes as `video_features`, and that zero-shot grounding compares with sentences). Only real clips are encoded, `chunk_size` at a time, so without gradients
+        (inference, a frozen encoder) the encoder's memory does not grow with the length of the video; with gradients
+        every chunk's activations are kept for the backward pass. Gradients flow unless the caller disables them (the
+        forward does when the encoder is frozen).
+
+        Args:
+            pixel_values_videos (`torch.FloatTensor` of shape `(batch, clips, frames_per_clip, channels, height, width)`):
+                Clips of whole videos from `LocVTPProcessor(..., task="grounding")`, padded to the longest video.
+            clip_mask (`torch.Tensor` of shape `(batch_size, num_clips)`, *optional*):
+                1 for real clips, 0 for padding. All clips are real when not given.
+            chunk_size (`int`, *optional*):
+                Clips encoded at once; defaults to `config.grounding_clip_chunk_size`.
+
+        Returns:
+            `torch.FloatTensor` of shape `(batch_size, num_clips, projection_dim)`, zero at padded clips.
+        """
+        if pixel_values_videos.dim() != 6:
+            raise ValueError(
+                "pixel_values_videos must be [batch, clips, frames, channels, height, width], got shape "
+                f"{tuple(pixel_values_videos.shape)}."
+            )
+        clip_mask = _check_mask("clip_mask", clip_mask, pixel_values_videos.shape[:2], pixel_values_videos.device)
+        if chunk_size is None:
+            chunk_size = self.config.grounding_clip_chunk_size
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ValueError(f"chunk_size is the number of clips encoded at once: a positive int, got {chunk_size!r}.")
+        video_index, clip_index = clip_mask.nonzero(as_tuple=True)
+        chunks = []
+        for start in range(0, len(video_index), chunk_size):
+            chunk = slice(start, start + chunk_size)
+            clips = pixel_values_videos[video_index[chunk], clip_index[chunk]]
+            chunks.append(self.get_video_features(clips[None]).clip_embeds[0])
+        features = torch.cat(chunks)
+        batch_size, num_clips = clip_mask.shape
+        return features.new_zeros(batch_size, num_clips, features.shape[-1]).index_put(
+            (video_index, clip_index), features
         )
 
     @can_return_tuple
@@ -438,6 +493,10 @@ class LocVTPModel(LocVTPPreTrainedModel):
 
         losses = None
         if return_loss:
+            discovery_mask = None
+            if self.config.discovery_excluded_token_ids:
+                excluded = torch.tensor(self.config.discovery_excluded_token_ids, device=input_ids.device)
+                discovery_mask = text_outputs.word_mask & ~torch.isin(input_ids, excluded)
             losses = self.locvtp_loss(
                 clip_embeds=video_outputs.clip_embeds,
                 video_embeds=video_embeds,
@@ -447,6 +506,7 @@ class LocVTPModel(LocVTPPreTrainedModel):
                 logit_scale=logit_scale,
                 context_head=self.context_head,
                 context_offsets=context_offsets,
+                discovery_mask=discovery_mask,
             )
         return LocVTPOutput(
             loss=losses.loss if losses is not None else None,
@@ -943,41 +1003,10 @@ class LocVTPForTemporalGrounding(LocVTPPreTrainedModel):
         chunk_size: int | None = None,
     ) -> torch.FloatTensor:
         r"""
-        The clip features of whole videos: the L2-normalised LocVTP clip embeddings `v`, the features the grounding
-        head consumes (`video_features`). Only real clips are encoded, `chunk_size` at a time, so without gradients
-        (inference, a frozen encoder) the encoder's memory does not grow with the length of the video; with gradients
-        every chunk's activations are kept for the backward pass. Gradients flow unless the caller disables them (the
-        forward does when the encoder is frozen).
-
-        Args:
-            pixel_values_videos (`torch.FloatTensor` of shape `(batch, clips, frames_per_clip, channels, height, width)`):
-                Clips of whole videos from `LocVTPProcessor(..., task="grounding")`, padded to the longest video.
-            clip_mask (`torch.Tensor` of shape `(batch_size, num_clips)`, *optional*):
-                1 for real clips, 0 for padding. All clips are real when not given.
-            chunk_size (`int`, *optional*):
-                Clips encoded at once; defaults to `config.grounding_clip_chunk_size`.
-
-        Returns:
-            `torch.FloatTensor` of shape `(batch_size, num_clips, projection_dim)`, zero at padded clips.
+        The clip features of whole videos (`[batch_size, num_clips, projection_dim]`, zero at padded clips), encoded
+        `chunk_size` clips at a time: [`LocVTPModel.get_clip_features`] of the encoder.
         """
-        if pixel_values_videos.dim() != 6:
-            raise ValueError(
-                "pixel_values_videos must be [batch, clips, frames, channels, height, width], got shape "
-                f"{tuple(pixel_values_videos.shape)}."
-            )
-        clip_mask = _check_mask("clip_mask", clip_mask, pixel_values_videos.shape[:2], pixel_values_videos.device)
-        chunk_size = chunk_size or self.config.grounding_clip_chunk_size
-        video_index, clip_index = clip_mask.nonzero(as_tuple=True)
-        chunks = []
-        for start in range(0, len(video_index), chunk_size):
-            chunk = slice(start, start + chunk_size)
-            clips = pixel_values_videos[video_index[chunk], clip_index[chunk]]
-            chunks.append(self.locvtp.get_video_features(clips[None]).clip_embeds[0])
-        features = torch.cat(chunks)
-        batch_size, num_clips = clip_mask.shape
-        return features.new_zeros(batch_size, num_clips, features.shape[-1]).index_put(
-            (video_index, clip_index), features
-        )
+        return self.locvtp.get_clip_features(pixel_values_videos, clip_mask, chunk_size)
 
     @can_return_tuple
     def forward(

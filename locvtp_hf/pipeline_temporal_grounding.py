@@ -1,15 +1,27 @@
 """The `video-temporal-grounding` pipeline: the moments of a video that sentences describe, in one call."""
 
 from collections import OrderedDict
+from typing import Any, NamedTuple
 
 from transformers import Pipeline
+from transformers.utils import logging
 from transformers.models.auto.auto_factory import _BaseAutoModelClass, _LazyAutoMapping
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 
-from .modeling_locvtp import LocVTPForTemporalGrounding
+from .modeling_locvtp import LocVTPForTemporalGrounding, LocVTPModel
+from .zero_shot_grounding import zero_shot_grounding
 
+
+logger = logging.get_logger(__name__)
 
 TASK = "video-temporal-grounding"
+
+
+class _BatchVideo(NamedTuple):
+    """A video of a list given to the pipeline, with its place in the list so that errors can name it."""
+
+    index: int
+    video: Any
 
 
 class AutoModelForVideoTemporalGrounding(_BaseAutoModelClass):
@@ -31,6 +43,11 @@ class VideoTemporalGroundingPipeline(Pipeline):
     time; every query is then scored against the same clip features by [`LocVTPForTemporalGrounding`], and the
     candidate moments go through 1-D NMS.
 
+    Without a trained grounding head (a plain [`LocVTPModel`], or a grounding model loaded from a checkpoint that was
+    saved without its head, e.g. a pre-training one) the pipeline grounds zero-shot: each moment is scored from the
+    clip-sentence similarities alone ([`~locvtp_hf.zero_shot_grounding.zero_shot_grounding`]); its score is then a
+    sum of centred similarities, not a predicted IoU.
+
     Example:
 
     ```python
@@ -49,12 +66,22 @@ class VideoTemporalGroundingPipeline(Pipeline):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        if not isinstance(self.model, LocVTPForTemporalGrounding):
+        if not isinstance(self.model, (LocVTPForTemporalGrounding, LocVTPModel)):
             raise TypeError(
-                f"The {TASK} pipeline needs a LocVTPForTemporalGrounding model, got {type(self.model).__name__}."
+                f"The {TASK} pipeline needs a LocVTPForTemporalGrounding or a LocVTPModel, got "
+                f"{type(self.model).__name__}."
             )
         if self.processor is None:
             raise ValueError(f"The {TASK} pipeline needs a LocVTPProcessor: pass processor=... .")
+        saved_as = self.model.config.architectures
+        untrained_head = saved_as is not None and LocVTPForTemporalGrounding.__name__ not in saved_as
+        self.zero_shot = isinstance(self.model, LocVTPModel) or untrained_head
+        if isinstance(self.model, LocVTPForTemporalGrounding) and untrained_head:
+            logger.warning(
+                f"The checkpoint was saved as {saved_as}, without a trained grounding head: grounding zero-shot from "
+                "the clip-sentence similarities instead. Fine-tune a head (examples/finetune_grounding.py) for "
+                "better moments."
+            )
 
     def _sanitize_parameters(
         self, queries=None, video_fps=None, clip_chunk_size=None, top_k=None, nms_threshold=None
@@ -62,7 +89,13 @@ class VideoTemporalGroundingPipeline(Pipeline):
         preprocess_params = {"queries": queries} if queries is not None else {}
         if video_fps is not None:
             preprocess_params["video_fps"] = video_fps
-        forward_params = {"clip_chunk_size": clip_chunk_size} if clip_chunk_size is not None else {}
+        forward_params = {}
+        if clip_chunk_size is not None:
+            if isinstance(clip_chunk_size, bool) or not isinstance(clip_chunk_size, int) or clip_chunk_size < 1:
+                raise ValueError(
+                    f"clip_chunk_size is the number of clips encoded at once: a positive int, got {clip_chunk_size!r}."
+                )
+            forward_params["clip_chunk_size"] = clip_chunk_size
         postprocess_params = {}
         if top_k is not None:
             postprocess_params["top_k"] = top_k
@@ -86,7 +119,7 @@ class VideoTemporalGroundingPipeline(Pipeline):
             video_fps (`float`, *optional*):
                 Frame rate of array inputs (files carry their own).
             clip_chunk_size (`int`, *optional*):
-                Clips encoded at once; defaults to the model's `config.grounding_clip_chunk_size`.
+                Clips encoded at once, a positive int; defaults to the model's `config.grounding_clip_chunk_size`.
 
         Returns:
             For one query (a `str`): a list of up to `top_k` `{"start", "end", "score"}` dicts (seconds), best first.
@@ -94,17 +127,28 @@ class VideoTemporalGroundingPipeline(Pipeline):
         """
         if "queries" not in kwargs:
             raise ValueError(f"The {TASK} pipeline needs the sentences to ground: queries=[...].")
+        if isinstance(videos, list):
+            videos = [_BatchVideo(index, video) for index, video in enumerate(videos)]
         return super().__call__(videos, **kwargs)
 
     def preprocess(self, video, queries, video_fps=None) -> dict:
         single_query = isinstance(queries, str)
+        if not single_query and not isinstance(queries, (list, tuple)):
+            raise TypeError(f"queries must be a sentence or a list of sentences, got {type(queries).__name__}.")
         query_list = [queries] if single_query else list(queries)
         if not query_list:
             raise ValueError("queries is empty: give at least one sentence to ground.")
         for index, query in enumerate(query_list):
             if not isinstance(query, str) or not query.strip():
                 raise ValueError(f"queries[{index}] is {query!r}: every query must be a non-empty sentence.")
-        video_inputs = self.processor(videos=[video], task="grounding", video_fps=video_fps, return_tensors="pt")
+        index, video = video if isinstance(video, _BatchVideo) else (0, video)
+        try:
+            video_inputs = self.processor(videos=[video], task="grounding", video_fps=video_fps, return_tensors="pt")
+        except (FileNotFoundError, ValueError, TypeError) as error:
+            if index and error.args and isinstance(error.args[0], str):
+                # The processor sees one video at a time and calls it videos[0]: name it by its place in the batch.
+                error.args = (error.args[0].replace("videos[0]", f"videos[{index}]", 1), *error.args[1:])
+            raise
         text_inputs = self.processor(text=query_list, return_tensors="pt")
         return {"video": dict(video_inputs), "text": dict(text_inputs), "single_query": single_query}
 
@@ -114,6 +158,17 @@ class VideoTemporalGroundingPipeline(Pipeline):
             video["pixel_values_videos"].to(self.dtype), video["clip_mask"], chunk_size=clip_chunk_size
         )
         num_queries = text["input_ids"].shape[0]
+        if self.zero_shot:
+            encoder = self.model if isinstance(self.model, LocVTPModel) else self.model.locvtp
+            text_embeds = encoder.get_text_features(**text).pooler_output
+            return {
+                "text_embeds": text_embeds,
+                "clip_embeds": clip_features.expand(num_queries, -1, -1),
+                "clip_spans": video["clip_spans"].expand(num_queries, -1, -1),
+                "clip_mask": video["clip_mask"].expand(num_queries, -1),
+                "video_durations": video["video_durations"].expand(num_queries),
+                "single_query": model_inputs["single_query"],
+            }
         outputs = self.model(
             video_features=clip_features.expand(num_queries, -1, -1),
             video_mask=video["clip_mask"].expand(num_queries, -1),
@@ -125,9 +180,20 @@ class VideoTemporalGroundingPipeline(Pipeline):
     def postprocess(self, model_outputs: dict, top_k=5, nms_threshold=None):
         if nms_threshold is None:
             nms_threshold = self.model.config.grounding_nms_threshold
-        moments = self.processor.post_process_grounding(
-            model_outputs["outputs"], top_k=top_k, nms_threshold=nms_threshold
-        )
+        if self.zero_shot:
+            moments = zero_shot_grounding(
+                model_outputs["text_embeds"],
+                model_outputs["clip_embeds"],
+                model_outputs["clip_spans"],
+                clip_mask=model_outputs["clip_mask"],
+                video_durations=model_outputs["video_durations"],
+                top_k=top_k,
+                nms_threshold=nms_threshold,
+            )
+        else:
+            moments = self.processor.post_process_grounding(
+                model_outputs["outputs"], top_k=top_k, nms_threshold=nms_threshold
+            )
         return moments[0] if model_outputs["single_query"] else moments
 
 

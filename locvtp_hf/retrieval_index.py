@@ -4,13 +4,14 @@ searched with FAISS (`Dataset.add_faiss_index`), by text (embedded with the mode
 FAISS is an optional dependency: `pip install "locvtp-hf[index]"` (or `pip install faiss-cpu`).
 """
 
+import copy
 import json
 import math
 import os
 import re
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ import torch
 from datasets.fingerprint import generate_random_fingerprint
 from transformers.utils import logging
 
-from .evaluation import encode_texts, encode_videos
+from .evaluation import encode_texts
 from .video_io import VideoDecodingError
 
 
@@ -96,14 +97,17 @@ def _feature_model(model):
     )
 
 
-@contextmanager
-def _eval_mode(model):
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
+def _inference_model(model):
+    """
+    `model` to run in eval mode without touching the caller's model: `model` itself when none of its modules is in
+    training mode, else an eval-mode copy that shares its parameters and buffers (no weights are copied). Switching
+    the caller's model to eval mode and back instead would race with other threads searching with it: one would run
+    with dropout on, and the model could be left in either mode.
+    """
+    if not any(module.training for module in model.modules()):
+        return model
+    shared = {id(tensor): tensor for tensor in (*model.parameters(), *model.buffers())}
+    return copy.deepcopy(model, memo=shared).eval()
 
 
 def _model_name_or_path(model) -> str | None:
@@ -130,7 +134,9 @@ class VideoIndex:
     - any other string is passed to `faiss.index_factory` as is (e.g. `"IVF1024,PQ32"`), with inner product.
 
     A query is embedded with the attached model (see [`attach_model`], [`load_index`]); text search uses the coarse
-    video-sentence similarity `<z, s>`.
+    video-sentence similarity `<z, s>`. Searches may run from several threads at once: the model runs in eval mode
+    without its mode being switched (a model in training mode is run through an eval-mode copy that shares its
+    weights), and a model the index loads itself is loaded once.
 
     Attributes:
         dataset (`datasets.Dataset`): the ids, embeddings and FAISS index.
@@ -159,6 +165,7 @@ class VideoIndex:
         self.model = None
         self.processor = None
         self._ids = dataset.data.column(ID_COLUMN)  # the Arrow column: `select_columns` would copy the table
+        self._loading = threading.Lock()
         self.set_search_params(**(search_params or {}))
 
     @classmethod
@@ -339,40 +346,47 @@ class VideoIndex:
         ]
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """`(Q, D)` float32 sentence embeddings of `texts` with the attached (or recorded) model."""
+        """`(Q, D)` float32 sentence embeddings of `texts` with the attached (or recorded) model, in eval mode."""
         model, processor = self._text_encoder()
-        encoder = _feature_model(model)
-        with _eval_mode(model):
-            return encode_texts(encoder, processor, list(texts)).numpy()
+        with torch.inference_mode():
+            return encode_texts(_inference_model(_feature_model(model)), processor, list(texts)).numpy()
 
     def _text_encoder(self):
-        if self.model is None or self.processor is None:
-            if self.model_name_or_path is None:
-                raise ValueError(
-                    "This index has no model to embed text queries with, and records no model to load: call "
-                    "`index.attach_model(model, processor)` (or pass them to `load_index`), or search by embedding."
-                )
-            from transformers import AutoModel, AutoProcessor, PreTrainedModel
-
-            # relative: this module also ships as remote code, where an `import locvtp_hf` would make transformers
-            # require the package
-            from . import modeling_locvtp
-
-            if self.model is None:
-                model_class = getattr(modeling_locvtp, self.model_class or "", None)
-                if not (isinstance(model_class, type) and issubclass(model_class, PreTrainedModel)):
-                    model_class = AutoModel
-                logger.info(f"Loading {model_class.__name__} from {self.model_name_or_path} to embed text queries")
-                self.model = model_class.from_pretrained(self.model_name_or_path)
-            if self.processor is None:
-                self.processor = AutoProcessor.from_pretrained(self.model_name_or_path)
+        if self.model is not None and self.processor is not None:
+            return self.model, self.processor
+        with self._loading:  # concurrent first searches load the model once
+            if self.model is None or self.processor is None:
+                self._load_text_encoder()
         return self.model, self.processor
+
+    def _load_text_encoder(self) -> None:
+        if self.model_name_or_path is None:
+            raise ValueError(
+                "This index has no model to embed text queries with, and records no model to load: call "
+                "`index.attach_model(model, processor)` (or pass them to `load_index`), or search by embedding."
+            )
+        from transformers import AutoModel, AutoProcessor, PreTrainedModel
+
+        # relative: this module also ships as remote code, where an `import locvtp_hf` would make transformers
+        # require the package
+        from . import modeling_locvtp
+
+        if self.model is None:
+            model_class = getattr(modeling_locvtp, self.model_class or "", None)
+            if not (isinstance(model_class, type) and issubclass(model_class, PreTrainedModel)):
+                model_class = AutoModel
+            logger.info(f"Loading {model_class.__name__} from {self.model_name_or_path} to embed text queries")
+            self.model = model_class.from_pretrained(self.model_name_or_path).eval()  # the index's own model
+        if self.processor is None:
+            self.processor = AutoProcessor.from_pretrained(self.model_name_or_path)
 
     def save_to_disk(self, path: str | os.PathLike) -> None:
         """
         Save to a folder: `dataset/` (the ids and embeddings, `Dataset.save_to_disk`), `index.faiss` (the FAISS
         index) and `index_config.json` (index type, search parameters, dimension, model name or path and class,
-        skipped videos). The model itself is not saved; [`load_index`] loads it from the recorded name or path.
+        skipped videos). The model itself is not saved; [`load_index`] loads it from the recorded Hub id, or from
+        the recorded local folder, which is written relative to `path` (the folder may be shared or moved with the
+        model beside it, and holds no absolute path of this machine).
         """
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
@@ -391,7 +405,7 @@ class VideoIndex:
             "search_params": self.search_params,
             "dim": self.dim,
             "num_videos": len(self),
-            "model_name_or_path": self.model_name_or_path,
+            "model_name_or_path": _relative_to(self.model_name_or_path, path),
             "model_class": self.model_class,
             "skipped": [asdict(video) for video in self.skipped],
         }
@@ -404,8 +418,8 @@ def load_index(path: str | os.PathLike, model=None, processor=None) -> VideoInde
 
     Text search needs the model and processor that embedded the videos: pass them here (or later with
     `index.attach_model`); otherwise they are loaded from the recorded `model_name_or_path` (a local folder saved
-    with `save_pretrained`, holding the processor too, or a Hub id) at the first text query. Searching by embedding
-    needs no model.
+    with `save_pretrained`, holding the processor too, recorded relative to `path`; or a Hub id) at the first text
+    query, once however many threads search. Searching by embedding needs no model.
     """
     path = Path(path)
     config_file = path / CONFIG_NAME
@@ -428,12 +442,15 @@ def load_index(path: str | os.PathLike, model=None, processor=None) -> VideoInde
             f"{path} is inconsistent: {len(dataset)} rows in {DATASET_FOLDER}/, {num_vectors} vectors in "
             f"{FAISS_INDEX_NAME}, {config['num_videos']} videos in {CONFIG_NAME}."
         )
+    model_name_or_path = config["model_name_or_path"]
+    if model_name_or_path is not None and (path / model_name_or_path).is_dir():
+        model_name_or_path = str((path / model_name_or_path).resolve())  # a local folder, saved relative to `path`
     index = VideoIndex(
         dataset,
         config["index_type"],
         config["search_params"],
         [SkippedVideo(**video) for video in config["skipped"]],
-        model_name_or_path=config["model_name_or_path"],
+        model_name_or_path=model_name_or_path,
         model_class=config["model_class"],
     )
     return index.attach_model(model, processor)
@@ -455,12 +472,15 @@ def build_video_index(
 ) -> VideoIndex:
     r"""
     Embed videos with a LocVTP model (the video embedding `z`, clips centred in the processor's `num_clips`
-    segments) and index them for search. A video that cannot be read is left out and reported in `index.skipped`
-    (its id and why) and in a warning; the build fails only when no video can be read.
+    segments) and index them for search. A video that cannot be read (missing, not a video, truncated, an invalid
+    array) is left out and reported in `index.skipped` (its id and why) and in a warning; the build fails only when
+    no video can be read. Errors of the model on readable videos (e.g. frames of another size than the model's
+    `image_size`) are raised as they are.
 
     Args:
         model: a [`LocVTPModel`], or any model with `get_video_features` / `get_text_features` like it (or holding
-            one as `.locvtp`). It is run in eval mode and attached to the index for text search.
+            one as `.locvtp`). It is run in eval mode, without switching the mode of `model` itself (see
+            [`VideoIndex`]), and attached to the index for text search.
         processor ([`LocVTPProcessor`]): samples and normalises the clips; attached for text search.
         videos: a list of videos (file paths, uint8 arrays `[N, H, W, 3]`, frame lists, or anything `load_video`
             turns into one), or a `datasets.Dataset` whose `video_column` holds paths, `datasets.Video` entries or
@@ -480,27 +500,20 @@ def build_video_index(
     """
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
-    encoder = _feature_model(model)
+    encoder = _inference_model(_feature_model(model))
     with tempfile.TemporaryDirectory(prefix="locvtp-index-") as scratch:
         entries, ids = _video_entries(videos, video_ids, video_column, id_column, scratch)
         embeddings, kept_ids, skipped = [], [], []
-        with _eval_mode(model):
-            for start in range(0, len(entries), batch_size):
-                batch, batch_ids = entries[start : start + batch_size], ids[start : start + batch_size]
-                try:
-                    embeds = encode_videos(encoder, processor, batch, load_video, video_fps, batch_size=batch_size)[0]
-                    embeddings.append(embeds)
-                    kept_ids.extend(batch_ids)
-                except UNREADABLE_VIDEO_ERRORS:
-                    # Some video of the batch is unreadable: encode them one by one to find which.
-                    for entry, video_id in zip(batch, batch_ids, strict=True):
-                        try:
-                            embeddings.append(encode_videos(encoder, processor, [entry], load_video, video_fps)[0])
-                            kept_ids.append(video_id)
-                        except UNREADABLE_VIDEO_ERRORS as error:
-                            # the processor names the video by its place in this one-video call: drop that
-                            reason = re.sub(r"^videos\[0\]: ", "", str(error))
-                            skipped.append(SkippedVideo(video_id, f"{type(error).__name__}: {reason}"))
+        for start in range(0, len(entries), batch_size):
+            batch, batch_ids = entries[start : start + batch_size], ids[start : start + batch_size]
+            pixels, readable_ids = _read_videos(processor, batch, batch_ids, load_video, video_fps, skipped)
+            if not readable_ids:
+                continue
+            # outside `_read_videos`: an error of the model (frame size, frames per clip) is no unreadable video
+            with torch.inference_mode():
+                outputs = encoder.get_video_features(pixels.to(encoder.device, encoder.dtype))
+            embeddings.append(outputs.pooler_output.float().cpu())
+            kept_ids.extend(readable_ids)
     if skipped:
         listing = "; ".join(f"{video.video_id} ({video.reason})" for video in skipped[:10])
         more = f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""
@@ -512,6 +525,33 @@ def build_video_index(
     return VideoIndex.from_embeddings(
         torch.cat(embeddings), kept_ids, index_type, search_params, skipped, model=model, processor=processor
     )
+
+
+def _read_videos(
+    processor, entries: list, ids: list[str], load_video, video_fps, skipped: list[SkippedVideo]
+) -> tuple[torch.Tensor | None, list[str]]:
+    """The clips (`pixel_values_videos`) of the videos of `entries` that can be read, and their ids; the others are
+    appended to `skipped`."""
+
+    def clips(videos):
+        videos = [load_video(video) for video in videos] if load_video is not None else videos
+        return processor.video_processor(videos, video_fps=video_fps, return_tensors="pt")["pixel_values_videos"]
+
+    try:
+        return clips(entries), list(ids)
+    except UNREADABLE_VIDEO_ERRORS:
+        pass
+    # Some video of the batch is unreadable: read them one by one to find which.
+    readable, readable_ids = [], []
+    for entry, video_id in zip(entries, ids, strict=True):
+        try:
+            readable.append(clips([entry]))
+            readable_ids.append(video_id)
+        except UNREADABLE_VIDEO_ERRORS as error:
+            # the processor names the video by its place in this one-video call: drop that
+            reason = re.sub(r"^videos\[0\]: ", "", str(error))
+            skipped.append(SkippedVideo(video_id, f"{type(error).__name__}: {reason}"))
+    return (torch.cat(readable) if readable else None), readable_ids
 
 
 def _video_entries(videos, video_ids, video_column: str, id_column: str, scratch: str) -> tuple[list, list[str]]:
@@ -575,6 +615,13 @@ def _check_unique(video_ids: Sequence[str]) -> None:
         seen.add(video_id)
     if repeated:
         raise ValueError(f"Video ids must be distinct; repeated: {sorted(set(repeated))[:10]}.")
+
+
+def _relative_to(model_name_or_path: str | None, folder: str | os.PathLike) -> str | None:
+    """A local model folder (recorded absolute) relative to `folder`; a Hub id as it is."""
+    if model_name_or_path is None or not os.path.isabs(model_name_or_path):
+        return model_name_or_path
+    return os.path.relpath(model_name_or_path, os.path.abspath(folder))
 
 
 def _as_float32(array: np.ndarray | torch.Tensor) -> np.ndarray:

@@ -8,7 +8,9 @@ Conventions (see docs/retrieval.md):
   candidate. So a query with several correct candidates (a video with several captions) counts as found at `k` when
   any of them is in the top `k`, and a wrong candidate *tied* with the best correct one ranks before it. This tie
   rule is deterministic (it does not depend on the order of the candidates) and pessimistic: a model that gives
-  every candidate the same score gets the worst rank, never the best.
+  every candidate the same score gets the worst rank, never the best. CLIP4Clip's `compute_metrics` (and code
+  derived from it) counts a tied query once per tied position instead, so it has more ranks than queries and R@k,
+  median and mean rank differ from these whenever scores tie, which is frequent with fp16 or quantised similarities.
 - **R@k**: the fraction of queries with rank <= k (0 to 1, not percent). **Median rank**: `numpy.median` of the ranks
   (the mean of the two middle ranks for an even number of queries). **Mean rank**: their mean.
 """

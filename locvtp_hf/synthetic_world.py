@@ -58,6 +58,14 @@ BACKGROUND_STYLES = ("plain", "gradient", "stripes", "checker")
 
 # Circles and rings look the same at every angle, so a rotation would not be visible.
 ROTATABLE_SHAPES = ("square", "triangle", "diamond", "cross")
+# The (shape, colour) looks a world with `persistent_object_looks=n` draws its objects from: the first n, rotatable
+# shapes first so that a world of few looks still shows every action.
+OBJECT_LOOKS = tuple(
+    (shape, colour)
+    for shapes in (ROTATABLE_SHAPES, tuple(shape for shape in SHAPES if shape not in ROTATABLE_SHAPES))
+    for colour in COLOURS
+    for shape in shapes
+)
 # Each event gets a slot of the timeline at least this long, and covers 60-90% of it.
 MIN_SLOT_SECONDS = 3.0
 # Probability that an event starts before the previous one ends; the overlap is 10-30% of the shorter event.
@@ -128,7 +136,7 @@ class Event:
     Attributes:
         shape (`str`): One of `SHAPES`.
         colour (`str`): One of `COLOURS` (the colour at `start`).
-        action (`str`): One of `ACTIONS`.
+        action (`str`): One of `ACTIONS` (or `"still"` for a persistent object at rest between its events).
         start (`float`), end (`float`): The span in seconds, `0 <= start < end <= duration`.
         sentence (`str`): `f"{subject} {predicate}"`, e.g. `"the red square slides to the left"`.
         subject (`str`): The noun phrase naming the object, e.g. `"a red box"`.
@@ -216,6 +224,8 @@ class SyntheticVideo:
         size (`int`): Frame height and width in pixels.
         background ([`Background`]): The background.
         events (`tuple[Event, ...]`): The events, sorted by start time.
+        rests (`tuple[Event, ...]`): Where an object that stays on screen between its events is drawn still (action
+            `"still"`, no sentence); empty unless the world has a persistent object.
     """
 
     video_id: str
@@ -225,6 +235,7 @@ class SyntheticVideo:
     size: int
     background: Background
     events: tuple[Event, ...]
+    rests: tuple[Event, ...] = ()
 
     @property
     def num_frames(self) -> int:
@@ -263,7 +274,7 @@ class SyntheticVideo:
             indices = np.clip(np.floor(times * self.fps + TIME_TOLERANCE), 0, self.num_frames - 1)
             frame_times = indices / self.fps
         frames = np.repeat(self.background.render(self.size)[None], len(frame_times), axis=0)
-        for event in self.events:
+        for event in (*self.rests, *self.events):
             _draw_event(frames, frame_times, event)
         return frames
 
@@ -386,10 +397,12 @@ def _sample_background(rng: np.random.Generator) -> Background:
     )
 
 
-def _sample_spans(rng: np.random.Generator, duration: float, num_events: int) -> list[tuple[float, float]]:
+def _sample_spans(
+    rng: np.random.Generator, duration: float, num_events: int, overlap_probability: float = OVERLAP_PROBABILITY
+) -> list[tuple[float, float]]:
     """
     Event spans in increasing start order: the timeline is cut into one slot per event (each at least
-    `MIN_SLOT_SECONDS`), each event covers 60-90% of its slot, and with probability `OVERLAP_PROBABILITY` an event
+    `MIN_SLOT_SECONDS`), each event covers 60-90% of its slot, and with probability `overlap_probability` an event
     starts early enough to overlap the previous one by 10-30% of the shorter of the two.
     """
     slots = MIN_SLOT_SECONDS + (duration - num_events * MIN_SLOT_SECONDS) * rng.dirichlet(np.ones(num_events))
@@ -400,11 +413,55 @@ def _sample_spans(rng: np.random.Generator, duration: float, num_events: int) ->
         start = slot_start + rng.uniform(0.0, slot - length)
         spans.append([start, start + length])
     for previous, span in itertools.pairwise(spans):
-        if rng.random() < OVERLAP_PROBABILITY:
+        if rng.random() < overlap_probability:
             overlap = rng.uniform(0.1, 0.3) * min(previous[1] - previous[0], span[1] - span[0])
             span[0] = min(span[0], previous[1] - overlap)
     last_centisecond = math.floor(duration * 100) / 100
     return [(round(start, 2), min(round(end, 2), last_centisecond)) for start, end in spans]
+
+
+def _rests_between(events: Sequence[Event], duration: float) -> tuple[Event, ...]:
+    """A persistent object drawn still before its first event (at that event's start pose), between two events and
+    after the last (at the pose the previous event ended in)."""
+    rests = []
+    gaps = [(0.0, events[0].start, events[0], "start")]
+    gaps += [(first.end, second.start, first, "end") for first, second in itertools.pairwise(events)]
+    gaps.append((events[-1].end, duration, events[-1], "end"))
+    for start, end, event, pose in gaps:
+        if end - start <= 0:
+            continue
+        position, scale, angle = (getattr(event, f"{pose}_{name}") for name in ("position", "scale", "angle"))
+        rests.append(
+            Event(
+                shape=event.shape,
+                colour=event.colour,
+                action="still",
+                start=start,
+                end=end,
+                sentence="",
+                subject=event.subject,
+                predicate="",
+                start_position=position,
+                end_position=position,
+                start_scale=scale,
+                end_scale=scale,
+                start_angle=angle,
+                end_angle=angle,
+            )
+        )
+    return tuple(rests)
+
+
+def _widen_span(
+    rng: np.random.Generator, start: float, end: float, duration: float, coverage: float
+) -> tuple[float, float]:
+    """`[start, end]` widened to `(end - start) / coverage` seconds at a random shift that keeps it inside it, clipped
+    to the video, in centiseconds."""
+    length = min((end - start) / coverage, duration)
+    new_start = start - rng.uniform(0.0, length - (end - start))
+    new_start = min(max(new_start, 0.0), duration - length)
+    last_centisecond = math.floor(duration * 100) / 100
+    return round(new_start, 2), min(round(new_start + length, 2), last_centisecond)
 
 
 def _sample_geometry(rng: np.random.Generator, action: str, direction: str | None) -> dict:
@@ -519,6 +576,21 @@ class SyntheticWorld:
         max_events (`int`, *optional*, defaults to 5): Most events per video. `max_events * 3` seconds must fit in
             `min_duration`.
         num_hard_negatives (`int`, *optional*, defaults to 4): Hard negative captions per video in [`captions`].
+        persistent_object (`bool`, *optional*, defaults to `False`): One object per video, on screen all the time,
+            that performs every event of the video one after the other (distinct actions, no overlap; colour changes
+            are left out so that every sentence names the object the same way) and rests, drawn still, between
+            them. Then the object names no moment: only the action does, so grounding needs features that see
+            actions. The default (`False`) gives each event its own object, drawn only during its event.
+        persistent_object_looks (`int`, *optional*): With `persistent_object`, draw each video's object from only
+            this many looks (shape and colour), the same for every video of the world, so that the object tells
+            videos apart no better than that: with 1, every video shows the same object and only the actions (and the
+            background, which no sentence names) differ, so matching sentences to videos needs features that see
+            actions. `None`: any of the 48 looks.
+        pretraining_span_coverage (`float`, *optional*, defaults to 1.0): The share of a pre-training span that
+            its sentence's event(s) cover, in (0, 1]. Below 1, each span of [`pretraining_pairs`] is widened to
+            `length / coverage` and shifted at random (it still contains the events, within the video), like
+            narrated video whose speech is not aligned with what is shown: about `1 - coverage` of its clips show
+            something else. The grounding queries keep the exact spans.
     """
 
     SPLITS = ("train", "validation", "test")
@@ -536,6 +608,9 @@ class SyntheticWorld:
         min_events: int = 2,
         max_events: int = 5,
         num_hard_negatives: int = 4,
+        persistent_object: bool = False,
+        persistent_object_looks: int | None = None,
+        pretraining_span_coverage: float = 1.0,
     ):
         counts = {"num_train": num_train, "num_validation": num_validation, "num_test": num_test}
         for name, value in {"seed": seed, **counts, "num_hard_negatives": num_hard_negatives}.items():
@@ -563,13 +638,27 @@ class SyntheticWorld:
         self.fps = float(fps)
         self.min_duration, self.max_duration = float(min_duration), float(max_duration)
         self.min_events, self.max_events = min_events, max_events
+        if persistent_object_looks is not None and (
+            not persistent_object or not 1 <= persistent_object_looks <= len(OBJECT_LOOKS)
+        ):
+            raise ValueError(
+                f"`persistent_object_looks` needs persistent_object=True and a value in [1, {len(OBJECT_LOOKS)}], got "
+                f"{persistent_object_looks!r}."
+            )
+        if not 0 < pretraining_span_coverage <= 1:
+            raise ValueError(f"`pretraining_span_coverage` must be in (0, 1], got {pretraining_span_coverage!r}.")
         self.num_hard_negatives = num_hard_negatives
+        self.persistent_object = bool(persistent_object)
+        self.persistent_object_looks = persistent_object_looks
+        self.pretraining_span_coverage = float(pretraining_span_coverage)
         self._videos: dict[str, SyntheticVideo] = {}
 
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(seed={self.seed}, num_videos={self.num_videos}, size={self.size}, fps={self.fps}, "
-            f"duration=[{self.min_duration}, {self.max_duration}], events=[{self.min_events}, {self.max_events}])"
+            f"duration=[{self.min_duration}, {self.max_duration}], events=[{self.min_events}, {self.max_events}], "
+            f"persistent_object={self.persistent_object}, persistent_object_looks={self.persistent_object_looks}, "
+            f"pretraining_span_coverage={self.pretraining_span_coverage})"
         )
 
     # -----------------------------------------------------------------------------------------------------------------
@@ -619,6 +708,19 @@ class SyntheticWorld:
         duration = num_frames / self.fps
         background = _sample_background(rng)
         num_events = int(rng.integers(self.min_events, self.max_events + 1))
+        if self.persistent_object:
+            spans = _sample_spans(rng, duration, num_events, overlap_probability=0.0)
+            events = self._persistent_object_events(rng, spans)
+            return SyntheticVideo(
+                video_id=video_id,
+                split=split,
+                duration=duration,
+                fps=self.fps,
+                size=self.size,
+                background=background,
+                events=events,
+                rests=_rests_between(events, duration),
+            )
         spans = _sample_spans(rng, duration, num_events)
 
         events: list[Event] = []
@@ -685,25 +787,67 @@ class SyntheticWorld:
             events=tuple(events),
         )
 
+    def _persistent_object_events(self, rng: np.random.Generator, spans: list[tuple[float, float]]) -> tuple:
+        """The events of one object doing a different action in each span."""
+        if self.persistent_object_looks is None:
+            shape = _pick(rng, SHAPES)
+            colour = _pick(rng, list(COLOURS))
+        else:
+            shape, colour = _pick(rng, OBJECT_LOOKS[: self.persistent_object_looks])
+        actions = [a for a in ACTIONS if a != "change_colour" and (a != "rotate" or shape in ROTATABLE_SHAPES)]
+        events = []
+        for start, end in spans:
+            action = _pick(rng, actions)
+            actions.remove(action)
+            direction = _sample_direction(rng, action)
+            subject = _describe_subject(shape, colour, rng)
+            predicate = _describe_predicate(action, direction, colour, None, end - start, rng)
+            blink_half_period = max(rng.uniform(0.5, 1.0), 1.0 / self.fps) if action == "blink" else None
+            events.append(
+                Event(
+                    shape=shape,
+                    colour=colour,
+                    action=action,
+                    start=start,
+                    end=end,
+                    sentence=f"{subject} {predicate}",
+                    subject=subject,
+                    predicate=predicate,
+                    direction=direction,
+                    blink_half_period=blink_half_period,
+                    **_sample_geometry(rng, action, direction),
+                )
+            )
+        return tuple(events)
+
     # -----------------------------------------------------------------------------------------------------------------
     # Datasets
 
-    @staticmethod
-    def _pretraining_rows(videos: Sequence[SyntheticVideo]) -> list[dict]:
+    def _pretraining_rows(self, videos: Sequence[SyntheticVideo]) -> list[dict]:
         rows = []
         for video in videos:
-            for event in video.events:
-                rows.append(dict(video_id=video.video_id, start=event.start, end=event.end, text=event.sentence))
+            video_rows = [
+                dict(video_id=video.video_id, start=event.start, end=event.end, text=event.sentence)
+                for event in video.events
+            ]
             for first, second in itertools.pairwise(video.events):
                 text = f"{first.sentence}{CAPTION_SEPARATOR}{second.sentence}"
-                rows.append(dict(video_id=video.video_id, start=first.start, end=second.end, text=text))
+                video_rows.append(dict(video_id=video.video_id, start=first.start, end=second.end, text=text))
+            if self.pretraining_span_coverage < 1:
+                split, _, index = video.video_id.rpartition("-")
+                rng = self._rng(split, int(index), stream=2)
+                for row in video_rows:
+                    row["start"], row["end"] = _widen_span(
+                        rng, row["start"], row["end"], video.duration, self.pretraining_span_coverage
+                    )
+            rows += video_rows
         return rows
 
     def pretraining_pairs(self, split: str) -> datasets.Dataset:
         """
         Text-span pairs for pre-training, like HowTo100M's ASR segments: per video, each event's sentence with its
         span, then each two consecutive events' sentences joined with `", then "` (as in captions), spanning from the first start to the
-        second end.
+        second end. With `pretraining_span_coverage < 1` the spans are widened and shifted (see the class doc).
 
         Returns:
             `datasets.Dataset` with columns `video_id` (string), `start` and `end` (float64 seconds), `text` (string).

@@ -15,8 +15,10 @@
 
 Times are in seconds from the start of the video stream: `0.0` is the first frame. The frame returned for a time
 `t` is the frame being shown at `t`, i.e. the last frame whose presentation time is `<= t` (as torchcodec's
-`get_frames_played_at`). Times before the first frame get the first frame, times after the last decodable frame get
-the last frame.
+`get_frames_played_at`). Times before the first frame get the first frame, times after the last frame get the last
+frame, but only near the end of the video: a file whose frames stop more than `TRUNCATION_TOLERANCE_FRAMES` frame
+durations before a requested time, and before the duration its header gives (e.g. a download cut short), raises
+[`VideoDecodingError`] instead of repeating its last decodable frame.
 """
 
 import io
@@ -37,9 +39,17 @@ SUPPORTED_BACKENDS = ("pyav", "torchcodec")
 # the container's integer timestamps or from float arithmetic on the nominal frame grid.
 TIME_TOLERANCE = 1e-6
 
+# Requested times may lie this many frame durations after the end of the last decodable frame before the video counts
+# as truncated: the header's duration can exceed the video stream's frames a little (in Matroska it is the longest
+# stream's, often the audio's).
+TRUNCATION_TOLERANCE_FRAMES = 2
+
 
 class VideoDecodingError(ValueError):
-    """Raised when a video file exists but cannot be opened or decoded, or holds no decodable video frames."""
+    """
+    Raised when a video file exists but cannot be opened or decoded, holds no decodable video frames, or is truncated
+    (its frames stop before the times asked for, inside the duration its header gives).
+    """
 
 
 @dataclass(frozen=True)
@@ -126,7 +136,8 @@ def read_frames_at(
 
     Raises:
         `FileNotFoundError`: the file does not exist.
-        [`VideoDecodingError`]: the file cannot be opened or decoded, or has no decodable video frame.
+        [`VideoDecodingError`]: the file cannot be opened or decoded, has no decodable video frame, or its frames
+            stop short of a requested time that lies inside the duration its header gives (a truncated file).
         `ValueError`: `timestamps` is empty or holds non-finite values.
     """
     path = _check_path(path, backend)
@@ -138,6 +149,20 @@ def read_frames_at(
     if backend == "torchcodec":
         return _read_frames_torchcodec(path, times)
     return _read_frames_pyav(path, times)
+
+
+def _check_decoded_until(
+    path: str | EncodedVideo, decoded_until: float, requested: float, header_duration: float, fps: float
+) -> None:
+    """
+    Raise if the video's decodable frames end (at `decoded_until` seconds) more than `TRUNCATION_TOLERANCE_FRAMES`
+    frame durations before `requested`, or before `header_duration` when `requested` lies after it.
+    """
+    if min(requested, header_duration) > decoded_until + TRUNCATION_TOLERANCE_FRAMES / fps:
+        raise VideoDecodingError(
+            f"video '{path}' is truncated or corrupt: decoding stopped at {decoded_until:.2f} s, but a frame at "
+            f"{requested:.2f} s was requested (its header gives a duration of {header_duration:.2f} s)"
+        )
 
 
 def _check_path(path: VideoSource, backend: str) -> str | EncodedVideo:
@@ -221,8 +246,9 @@ def _read_frames_pyav(path: str | EncodedVideo, times: np.ndarray) -> tuple[np.n
         try:
             frames = _decode_from(container, stream, seek_pts)
             first = next(frames, None)
-            if seek_pts is not None and first is not None and first.time > targets[0] + TIME_TOLERANCE:
-                # The seek landed after the earliest target (a broken keyframe index): decode from the start instead.
+            if seek_pts is not None and (first is None or first.time > targets[0] + TIME_TOLERANCE):
+                # The seek landed after the earliest target (a broken keyframe index) or past the end of a truncated
+                # file: decode from the start instead.
                 frames = _decode_from(container, stream, stream.start_time or 0)
                 first = next(frames, None)
             if first is None:
@@ -250,7 +276,9 @@ def _read_frames_pyav(path: str | EncodedVideo, times: np.ndarray) -> tuple[np.n
             ) from err
 
         if next_target < len(targets):
-            # The remaining targets lie after the last decodable frame.
+            # The remaining targets lie after the last decodable frame, which is shown for one frame duration.
+            decoded_until = last_time - stream_start + 1.0 / info.fps
+            _check_decoded_until(path, decoded_until, times[order[-1]], info.duration, info.fps)
             last_rgb = shown_rgb if shown_rgb is not None else shown.to_ndarray(format="rgb24")
             for index in order[next_target:]:
                 picked[index] = last_rgb
@@ -292,6 +320,10 @@ def _read_frames_torchcodec(path: str | EncodedVideo, times: np.ndarray) -> tupl
     decoder = _open_torchcodec(path)
     info = _torchcodec_info(decoder, path)
     begin, end = decoder.metadata.begin_stream_seconds, decoder.metadata.end_stream_seconds
+    header_duration = decoder.metadata.duration_seconds_from_header
+    if header_duration is not None:
+        # torchcodec scans the file's packets when it opens it: `end` is where they end, whatever the header says.
+        _check_decoded_until(path, end - begin, times.max(), header_duration, info.fps)
     # torchcodec only accepts times in [begin, end); outside that range the first / last frame is the one shown.
     seconds = np.clip(times + begin, begin, np.nextafter(end, begin))
     try:

@@ -26,7 +26,7 @@ from PIL import Image
 from transformers.image_processing_utils import BatchFeature
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, ChannelDimension, PILImageResampling
 from transformers.processing_utils import Unpack, VideosKwargs
-from transformers.utils import TensorType
+from transformers.utils import TensorType, logging
 from transformers.video_processing_utils import BaseVideoProcessor
 
 from .video_io import (
@@ -39,7 +39,13 @@ from .video_io import (
 )
 
 
+logger = logging.get_logger(__name__)
+
 FRAME_SAMPLING_MODES = ("uniform", "consecutive")
+
+# `num_clips` has no upper bound, but above this many bytes of pixel values per video (float32 `[T, F, C, H, W]`) the
+# processor warns with the size: 2000 clips of 4 frames at 224 px take 4.5 GiB.
+LARGE_VIDEO_OUTPUT_BYTES = 2**30
 
 # Arguments of the generic video processors that select frames; LocVTP selects frames from `spans` instead.
 _UNSUPPORTED_FRAME_SELECTION_KWARGS = ("do_sample_frames", "num_frames", "fps", "video_metadata", "return_metadata")
@@ -51,6 +57,7 @@ class LocVTPVideoProcessorKwargs(VideosKwargs, total=False):
     r"""
     num_clips (`int`, *optional*, defaults to 8):
         Number of clips `T` taken from each video span; the span is split into `T` equal segments, one clip each.
+        There is no upper bound, but a warning gives the size when one video's pixel values would exceed 1 GiB.
     frames_per_clip (`int`, *optional*, defaults to 4):
         Number of frames `F` per clip.
     frame_sampling (`str`, *optional*, defaults to `"uniform"`):
@@ -169,6 +176,24 @@ def _count_whole_video_clips(name: str, duration: float, clip_seconds: float, ma
             "lower grounding_clip_seconds to ground queries in it."
         )
     return num_clips if max_clips is None else min(num_clips, max_clips)
+
+
+def _warn_if_large_output(num_clips: int, frames_per_clip: int, image_kwargs: dict) -> None:
+    """Warn when one video's float32 pixel values would exceed `LARGE_VIDEO_OUTPUT_BYTES`, giving their size."""
+    crop_size, size = image_kwargs["crop_size"], image_kwargs["size"]
+    if image_kwargs["do_center_crop"]:
+        height, width = crop_size.height, crop_size.width
+    elif image_kwargs["do_resize"] and size.height and size.width:
+        height, width = size.height, size.width
+    else:
+        return  # the output size depends on the video's own size, unknown before decoding
+    num_bytes = num_clips * frames_per_clip * 3 * height * width * 4
+    if num_bytes > LARGE_VIDEO_OUTPUT_BYTES:
+        logger.warning_once(
+            f"num_clips={num_clips} clips of frames_per_clip={frames_per_clip} frames at {height}x{width} px take "
+            f"{num_bytes / 2**30:.1f} GiB of float32 pixel values per video, plus the decoded frames at the video's "
+            "own size: lower num_clips, or cut a long video into several spans."
+        )
 
 
 class LocVTPVideoProcessor(BaseVideoProcessor):
@@ -357,6 +382,8 @@ class LocVTPVideoProcessor(BaseVideoProcessor):
             kwargs.pop(name)
         kwargs = self._standardize_kwargs(**kwargs)
         self._validate_preprocess_kwargs(**kwargs)
+        if not whole_video_clips:  # grounding bounds its clips with grounding_max_clips
+            _warn_if_large_output(sampling["num_clips"], sampling["frames_per_clip"], kwargs)
 
         videos = make_video_list(videos)
         spans = self._per_video("spans", spans, len(videos), broadcast=False)
@@ -394,8 +421,8 @@ class LocVTPVideoProcessor(BaseVideoProcessor):
                 raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
         if frame_sampling not in FRAME_SAMPLING_MODES:
             raise ValueError(f"`frame_sampling` must be one of {FRAME_SAMPLING_MODES}, got {frame_sampling!r}.")
-        if not isinstance(default_fps, (int, float)) or not default_fps > 0:
-            raise ValueError(f"`default_fps` must be a positive number, got {default_fps!r}.")
+        if not isinstance(default_fps, (int, float)) or not 0 < default_fps < math.inf:
+            raise ValueError(f"`default_fps` must be a positive, finite number, got {default_fps!r}.")
         if video_backend not in SUPPORTED_BACKENDS:
             raise ValueError(f"`video_backend` must be one of {SUPPORTED_BACKENDS}, got {video_backend!r}.")
 
@@ -446,8 +473,10 @@ class LocVTPVideoProcessor(BaseVideoProcessor):
         `clip_seconds` (at most `max_clips`) that the span is cut into.
         """
         name = f"videos[{index}]"
-        if fps is not None and (not isinstance(fps, numbers.Real) or not fps > 0):
-            raise ValueError(f"video_fps for {name} must be a positive number of frames per second, got {fps!r}.")
+        if fps is not None and (not isinstance(fps, numbers.Real) or not 0 < fps < math.inf):
+            raise ValueError(
+                f"video_fps for {name} must be a positive, finite number of frames per second, got {fps!r}."
+            )
 
         if isinstance(video, (str, os.PathLike, EncodedVideo)):
             path = video if isinstance(video, EncodedVideo) else os.fspath(video)

@@ -10,9 +10,16 @@ import pytest
 # Offline and with a private cache before anything imports huggingface_hub.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="locvtp-hf-home-")
+# One intra-op thread, here and in every subprocess a test starts (they inherit the environment): torch's thread pool
+# busy-waits, so two threads per process on a 2-core machine that anything else also uses (another test process, the
+# two ranks of a distributed test, a DataLoader worker) slow a test down 10-30x. `LOCVTP_TEST_NUM_THREADS` overrides.
+os.environ["OMP_NUM_THREADS"] = os.environ.get("LOCVTP_TEST_NUM_THREADS", "1")
+os.environ["MKL_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"]
 
 import torch  # noqa: E402
 from transformers import BertTokenizer  # noqa: E402
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 from locvtp_hf import LocVTPConfig, LocVTPProcessor, LocVTPVideoProcessor  # noqa: E402
 

@@ -1,5 +1,6 @@
-"""`examples/ablation.py` end to end at a tiny size: every variant and seed is run and summarised, and a second
-invocation reuses the finished runs instead of running them again."""
+"""`examples/ablation.py --quick` end to end: every world, variant and seed is run, measured and summarised (intervals
+over seeds, paired differences with the baseline, per-query bootstrap), and a second invocation reuses the finished
+runs instead of running them again."""
 
 import json
 import os
@@ -8,44 +9,66 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "ablation.py"
+sys.path.insert(0, str(SCRIPT.parent))
+from ablation import bootstrap_difference, interval  # noqa: E402
 
 
-def test_the_ablation_summarises_every_variant_and_resumes(tmp_path):
+def test_the_ablation_measures_summarises_and_resumes(tmp_path):
     command = [
-        sys.executable, str(SCRIPT), "--output_dir", str(tmp_path), "--variants", "no_pretraining", "full",
-        "--seeds", "0", "1", "--max_steps", "2", "--world_train_videos", "6", "--world_test_videos", "3",
-        "--grounding_batch_size", "4", "--grounding_steps", "2", "--num_workers", "0",
+        sys.executable, str(SCRIPT), "--quick", "--output_dir", str(tmp_path), "--worlds", "hard",
+        "--variants", "coarse", "full_same_sample", "--seeds", "0", "1",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    first = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    first = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
     assert first.returncode == 0, first.stderr[-4000:]
 
     results = json.loads((tmp_path / "ablation_results.json").read_text())
-    assert sorted(results["runs"]) == ["full", "no_pretraining"]
-    for variant, by_seed in results["runs"].items():
+    runs = results["runs"]["hard"]
+    assert sorted(runs) == ["coarse", "full_same_sample"]
+    for variant, by_seed in runs.items():
         assert sorted(by_seed) == ["0", "1"]
-        for key in ("grounding_R@1,IoU=0.5", "grounding_mIoU", "probe_hit_rate", "text_to_video_R@1"):
+        for key in ("in_video_auc", "zero_shot_R@1,IoU=0.5", "probe_hit_rate", "action_probe_accuracy",
+                    "discovery_accuracy", "text_to_video_R@1", "grounding_10%_R@1,IoU=0.5",
+                    "validation_in_video_auc"):  # fmt: skip
             values = [run[key] for run in by_seed.values()]
-            assert all(0.0 <= value <= 1.0 for value in values)
-            assert results["summary"][variant][key] == [statistics.mean(values), statistics.stdev(values)]
-    assert json.loads((tmp_path / "no_pretraining" / "seed_0" / "eval_results.json").read_text())["steps"] == 0
-    assert json.loads((tmp_path / "full" / "seed_1" / "eval_results.json").read_text())["steps"] == 2
+            assert all(0.0 <= value <= 1.0 for value in values), (variant, key, values)
+        summary = results["summary"]["hard"][variant]["in_video_auc"]
+        assert summary["mean_ci95"] == list(interval([run["in_video_auc"] for run in by_seed.values()]))
+    paired = results["summary"]["hard"]["full_same_sample"]["in_video_auc"]
+    differences = [runs["full_same_sample"][seed]["in_video_auc"] - runs["coarse"][seed]["in_video_auc"]
+                   for seed in ("0", "1")]  # fmt: skip
+    assert paired["paired_difference_ci95"][0] == pytest.approx(statistics.mean(differences))
+    low, high = paired["bootstrap_difference_ci95"]
+    assert low <= high
+    assert json.loads((tmp_path / "hard" / "full_same_sample" / "seed_1" / "eval_results.json").read_text())["steps"] == 2
+    per_query = json.loads((tmp_path / "hard" / "coarse" / "seed_0" / "measures.json").read_text())["per_query"]
+    assert len(per_query["zero_shot_iou"]) == len(per_query["in_video_auc"]) > 0
     table = (tmp_path / "ABLATION.md").read_text()
-    assert "| no_pretraining |" in table and "| full |" in table and "±" in table
+    assert "| coarse |" in table and "| full_same_sample |" in table and "Paired difference" in table
 
     # a second invocation finds every run finished and only summarises them again
     logs = sorted(tmp_path.rglob("pretrain.log"))
     modified = [log.stat().st_mtime_ns for log in logs]
-    second = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    second = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
     assert second.returncode == 0, second.stderr[-4000:]
     assert [log.stat().st_mtime_ns for log in logs] == modified
     assert json.loads((tmp_path / "ablation_results.json").read_text())["runs"] == results["runs"]
-    assert all((run / "timing.json").exists() for run in tmp_path.glob("*/seed_*"))
 
     # a run folder written with other settings is refused, not mixed into the table
-    changed = [*command[:-4], "--grounding_steps", "3", "--num_workers", "0"]
-    refused = subprocess.run(changed, capture_output=True, text=True, timeout=600, env=env)
+    refused = subprocess.run([*command, "--num_clips", "8"], capture_output=True, text=True, timeout=900, env=env)
     assert refused.returncode != 0
-    assert "holds a run with other settings (grounding_steps 2 -> 3)" in refused.stderr
+    assert "holds a run with other settings (num_clips 16 -> 8)" in refused.stderr
+
+
+def test_intervals_and_the_bootstrap():
+    mean, half = interval([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert mean == 3.0 and half == pytest.approx(2.776 * statistics.stdev([1, 2, 3, 4, 5]) / 5**0.5)
+    assert interval([0.4]) == (0.4, 0.0)
+    # a constant per-query gain of 0.1 is recovered exactly; NaN queries are left out
+    a = [[0.6, 0.7, float("nan"), 0.2]] * 2
+    b = [[0.5, 0.6, 0.1, 0.1]] * 2
+    assert bootstrap_difference(a, b, samples=200) == pytest.approx([0.1, 0.1])

@@ -5,7 +5,12 @@ import logging
 
 import pytest
 
-from locvtp_hf.grounding_datasets import GROUNDING_DATASETS, GROUNDING_FEATURES, load_grounding_dataset
+from locvtp_hf.grounding_datasets import (
+    GROUNDING_DATASETS,
+    GROUNDING_FEATURES,
+    DroppedRecord,
+    load_grounding_dataset,
+)
 
 
 # Counted by hand from the raw files (see docs/grounding_data_and_metrics.md): queries, videos, moments kept,
@@ -43,6 +48,7 @@ def test_real_annotation_files_exact_counts(load_real, name):
     assert report.num_videos == len(set(dataset["video_id"])) == num_videos
     assert report.num_moments_clipped == num_clipped
     assert (report.num_moments_dropped, report.num_queries_dropped, report.dropped_query_ids) == (0, 0, [])
+    assert report.dropped == []  # no real file has an empty sentence or video id, or a repeated query id or line
     assert len(set(dataset["query_id"])) == num_queries
     assert dataset.info.description == report.summary()
     for row in dataset.select(range(0, len(dataset), 97)):
@@ -103,7 +109,11 @@ def test_charades_sta_clips_drops_and_counts(tmp_path, caplog):
     assert (report.num_queries_read, report.num_moments_read, report.num_queries, report.num_videos) == (5, 5, 3, 2)
     assert (report.num_moments_clipped, report.num_moments_dropped, report.num_queries_dropped) == (1, 2, 2)
     assert report.dropped_query_ids == ["BBBBB#0", "BBBBB#1"]
+    assert report.dropped == [
+        DroppedRecord("no_moment", "line 3", "BBBBB#0"), DroppedRecord("no_moment", "line 5", "BBBBB#1")
+    ]
     assert report.summary() in caplog.text
+    assert "2 queries dropped (2 no_moment)" in report.summary()
     # durations given as a mapping instead of the metadata file
     from_mapping = load_grounding_dataset("charades_sta", annotation_file, durations={"AAAAA": 30.0, "BBBBB": 13.0})
     assert from_mapping["moments"] == [[[1.0, 5.5]], [[15.0, 24.0]], [[12.0, 13.0]], [[0.0, 3.2]]]
@@ -172,6 +182,100 @@ def test_qvhighlights_windows(tmp_path):
     annotation_file.write_text(json.dumps({"qid": 9, "query": "Hidden.", "duration": 150, "vid": "v3"}) + "\n")
     with pytest.raises(ValueError, match="line 1: no 'relevant_windows'. QVHighlights' test split hides"):
         load_grounding_dataset("qvhighlights", annotation_file)
+
+
+def test_charades_sta_drops_empty_sentences_and_repeated_lines(tmp_path, caplog):
+    annotation_file = tmp_path / "charades_sta_test.txt"
+    annotation_file.write_text(
+        "AAAAA 1.0 5.5##a person opens a door.\n"
+        "AAAAA 2.0 3.0##   \n"
+        "AAAAA 1.0 5.5##a person opens a door.  \n"  # the first line again, but for trailing whitespace
+        "AAAAA 1.0 5.5##a person opens a door again.\n"
+    )
+    with caplog.at_level(logging.INFO, logger="locvtp_hf.grounding_datasets"):
+        dataset, report = load_grounding_dataset(
+            "charades_sta", annotation_file, durations={"AAAAA": 30.0}, return_report=True
+        )
+    assert dataset["query_id"] == ["AAAAA#0", "AAAAA#3"]
+    assert report.dropped == [
+        DroppedRecord("empty_sentence", "line 2", "AAAAA#1"),
+        DroppedRecord("duplicate_line", "line 3", "AAAAA#2", "the first, kept, is at line 1"),
+    ]
+    assert (report.num_queries_read, report.num_queries, report.num_queries_dropped) == (4, 2, 2)
+    assert report.dropped_query_ids == ["AAAAA#1", "AAAAA#2"]
+    assert "2 queries dropped (1 empty_sentence, 1 duplicate_line)" in dataset.info.description
+    assert "line 3 ('AAAAA#2'): an exact repeat of an earlier line; the first, kept, is at line 1" in caplog.text
+
+
+def test_qvhighlights_drops_repeated_qids_and_empty_fields(tmp_path):
+    annotation_file = tmp_path / "highlight_val_release.jsonl"
+    query = {"qid": 7, "query": "A dog runs.", "duration": 150, "vid": "v1", "relevant_windows": [[0, 10]]}
+    queries = [
+        query,
+        {**query, "query": "Another query with the same qid.", "relevant_windows": [[20, 30]]},
+        {**query, "qid": 8, "query": " "},
+        {**query, "qid": 9, "vid": ""},
+        {**query, "qid": 10},
+    ]
+    annotation_file.write_text("\n".join(json.dumps(query) for query in queries) + "\n")
+    dataset, report = load_grounding_dataset("qvhighlights", annotation_file, return_report=True)
+    assert dataset["query_id"] == ["7", "10"] and dataset["moments"] == [[[0.0, 10.0]], [[0.0, 10.0]]]
+    assert report.dropped == [
+        DroppedRecord("duplicate_query_id", "line 2", "7", "the first, kept, is at line 1"),
+        DroppedRecord("empty_sentence", "line 3", "8"),
+        DroppedRecord("empty_video_id", "line 4", "9"),
+    ]
+    assert (report.num_queries_read, report.num_moments_read, report.num_moments) == (5, 5, 2)
+
+
+def test_a_json_line_that_is_not_an_object_is_an_error(tmp_path):
+    annotation_file = tmp_path / "highlight_val_release.jsonl"
+    query = {"qid": 7, "query": "A dog runs.", "duration": 150, "vid": "v1", "relevant_windows": [[0, 10]]}
+    annotation_file.write_text(json.dumps(query) + "\n\n" + json.dumps([query]) + "\n")
+    with pytest.raises(ValueError, match=r"highlight_val_release.jsonl, line 3: expected a JSON object \(one a line\), "
+                       "got a list"):
+        load_grounding_dataset("qvhighlights", annotation_file)
+
+
+def test_didemo_drops_repeated_annotation_ids_and_empty_descriptions(tmp_path):
+    annotation_file = tmp_path / "val_data.json"
+    entry = {"annotation_id": 1, "video": "a.mov", "description": "a kid jumps", "num_segments": 6, "times": [[0, 0]]}
+    repeated_id = {**entry, "description": "a kid lands", "times": [[1, 1]]}
+    annotation_file.write_text(json.dumps([entry, repeated_id, {**entry, "annotation_id": 2, "description": ""}]))
+    dataset, report = load_grounding_dataset("didemo", annotation_file, return_report=True)
+    assert dataset["query"] == ["a kid jumps"]
+    assert report.dropped == [
+        DroppedRecord("duplicate_query_id", "entry 1", "1", "the first, kept, is at entry 0"),
+        DroppedRecord("empty_sentence", "entry 2", "2"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "name, file_name, content",
+    [
+        ("charades_sta", "charades_sta_test.txt", "AAAAA 1.0 5.5##a person opens a door.\nAAAAA 1.0 5.5##caf\xe9.\n"),
+        ("qvhighlights", "highlight_val_release.jsonl", '{"qid": 7}\n{"qid": 8, "query": "caf\xe9"}\n'),
+        ("activitynet_captions", "val_1.json", '{"v_a": {\n"sentences": ["caf\xe9"]}}'),
+    ],
+)
+def test_a_file_that_is_not_utf8_is_an_error_naming_it(tmp_path, name, file_name, content):
+    annotation_file = tmp_path / file_name
+    annotation_file.write_bytes(content.encode("latin-1"))
+    offset = content.index("\xe9")
+    durations = {"AAAAA": 30.0} if name == "charades_sta" else None
+    with pytest.raises(ValueError, match=rf"{file_name} is not UTF-8: byte 0xe9 at offset {offset} \(line 2\).*"
+                       "must be UTF-8"):
+        load_grounding_dataset(name, annotation_file, durations=durations)
+
+
+def test_durations_csv_must_be_utf8_and_a_byte_order_mark_is_accepted(tmp_path):
+    (tmp_path / "Charades_v1_test.csv").write_bytes("id,length\nAAAAA,20.0\nCAF\xc9,3.0\n".encode("latin-1"))
+    annotation_file = tmp_path / "charades_sta_test.txt"
+    annotation_file.write_text("AAAAA 1.0 5.5##a person opens a door.\n", encoding="utf-8-sig")
+    with pytest.raises(ValueError, match=r"Charades_v1_test.csv is not UTF-8: byte 0xc9 at offset 24 \(line 3\)"):
+        load_grounding_dataset("charades_sta", annotation_file)
+    (tmp_path / "Charades_v1_test.csv").write_text("id,length\nAAAAA,20.0\n", encoding="utf-8-sig")
+    assert load_grounding_dataset("charades_sta", annotation_file)["video_id"] == ["AAAAA"]
 
 
 def test_didemo_segments_and_durations(tmp_path):

@@ -1,4 +1,4 @@
-"""Grounding metrics on hand-computed cases (ties exactly at a threshold included) and the `evaluate` module."""
+"""Grounding metrics and NMS on hand-computed cases (IoUs exactly at a threshold included); the `evaluate` module."""
 
 import os
 
@@ -16,6 +16,8 @@ from locvtp_hf.grounding_metrics import (
     recall_at_k,
     temporal_iou,
 )
+from locvtp_hf.grounding_postprocessing import temporal_nms
+from locvtp_hf.modeling_locvtp import candidate_moment_times
 
 
 # IoUs of each query's ranked predictions with its ground truth, by hand:
@@ -57,6 +59,54 @@ def test_iou_exactly_at_threshold(prediction, reference, threshold):
     key = f"R@1,IoU={threshold}"
     assert recall_at_k([[prediction]], [reference], iou_comparison=">=")[key] == 1.0
     assert recall_at_k([[prediction]], [reference], iou_comparison=">")[key] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("prediction", "reference", "threshold", "sum_union_iou"),
+    [
+        ([0.8, 3.9], [1.1, 4.8], 0.7, 0.7000000000000001),  # 2.8 / 4.0
+        ([0.0, 0.3], [0.0, 0.6], 0.5, 0.5000000000000001),  # 0.3 / 0.6
+        ([0.0, 0.9], [0.2, 1.0], 0.7, 0.6999999999999998),  # 0.7 / 1.0
+    ],
+)
+def test_recall_and_miou_divide_by_the_hull_like_2d_tan_and_moment_detr_r1(
+    prediction, reference, threshold, sum_union_iou
+):
+    # IoUs of exactly `threshold` in decimal seconds: the hull max(ends) - min(starts) of 2D-TAN's `iou` and
+    # Moment-DETR's R1 gives `threshold` itself, the length sum rounds off it
+    pair = torch.tensor([prediction], dtype=torch.float64), torch.tensor([reference], dtype=torch.float64)
+    assert temporal_iou(*pair).item() == threshold
+    assert temporal_iou(*pair, union="sum").item() == sum_union_iou
+    key = f"R@1,IoU={threshold}"
+    assert recall_at_k([[prediction]], [reference], iou_comparison=">=")[key] == 1.0
+    assert recall_at_k([[prediction]], [reference], iou_comparison=">")[key] == 0.0
+    assert mean_iou([[prediction]], [reference]) == threshold
+
+
+def test_map_divides_by_the_length_sum_like_moment_detr():
+    # Moment-DETR's mAP (compute_temporal_iou_batch_cross) sees 0.6999999999999998 where its R1 sees 0.7
+    results = grounding_metrics([[[0.0, 0.9]]], [[0.2, 1.0]], map_iou_thresholds=(0.65, 0.7))
+    assert results["R@1,IoU=0.7"] == 1.0
+    assert results["mAP@0.65"] == 1.0 and results["mAP@0.7"] == 0.0
+
+
+def test_invalid_union_is_named():
+    with pytest.raises(ValueError, match="`union` must be one of"):
+        temporal_iou(torch.zeros(1, 2), torch.zeros(1, 2), union="span")
+
+
+def test_nms_judges_float32_overlaps_in_float64():
+    # cells [0, 1/16] and [0, 2/16] of a 5.6 s video: float32(0.7) is exactly 2 * float32(0.35), so their IoU is
+    # exactly 0.5 and 2D-TAN (float64) keeps both at threshold 0.5; float32 arithmetic made it 0.50000006
+    moments = candidate_moment_times(16, torch.tensor([5.6]))[0, 0, :2]
+    assert moments.dtype == torch.float32 and moments.tolist() == [[0.0, 0.3499999940395355], [0.0, 0.699999988079071]]
+    assert temporal_nms(moments, torch.tensor([0.8, 0.9]), iou_threshold=0.5).tolist() == [1, 0]
+    # a whole 2D map: the kept moments do not depend on the dtype the moments come in
+    grid = candidate_moment_times(16, torch.tensor([5.6]))[0].reshape(-1, 2)
+    grid = grid[grid[:, 1] > grid[:, 0]]
+    scores = torch.rand(len(grid), generator=torch.Generator().manual_seed(0))
+    kept = temporal_nms(grid, scores, iou_threshold=0.5)
+    assert kept.tolist() == temporal_nms(grid.double(), scores, iou_threshold=0.5).tolist()
 
 
 def test_multi_moment_ground_truth_counts_the_best_matching_moment():
@@ -102,6 +152,17 @@ def test_average_precision_interpolates_precision():
     ranked = torch.tensor([[100.0, 110.0], [0.0, 10.0], [60.0, 70.0], [0.0, 10.0], [20.0, 30.0], [40.0, 50.0]])
     assert average_precision(temporal_iou(ranked, reference), 0.5) == pytest.approx(0.5)
     assert average_precision(torch.zeros(0, 3, dtype=torch.float64), 0.5) == 0.0
+
+
+def test_average_precision_breaks_iou_ties_towards_the_later_ground_truth_like_moment_detr():
+    # [1, 11] has IoU 9/11 with both windows; [2, 12] has IoU 1 with the second and 8/12 with the first. At 0.7,
+    # Moment-DETR's argsort()[::-1] lets [1, 11] claim the second window, so [2, 12] is a false positive
+    references = torch.tensor([[0.0, 10.0], [2.0, 12.0]])
+    iou = temporal_iou(torch.tensor([[1.0, 11.0], [2.0, 12.0]]), references, union="sum")
+    assert iou[0, 0] == iou[0, 1]
+    assert average_precision(iou, 0.7) == 0.5
+    # the same windows listed the other way round: [1, 11] claims [0, 10] and both predictions are hits
+    assert average_precision(iou.flip(1), 0.7) == 1.0
 
 
 def test_map_keeps_only_the_best_predictions():

@@ -21,6 +21,7 @@ from locvtp_hf.grounding_metrics import temporal_iou
 from locvtp_hf.grounding_postprocessing import temporal_nms
 from locvtp_hf.modeling_locvtp import LocVTPTemporalGroundingHead, pool_clips_to_positions
 from locvtp_hf.synthetic_world import SyntheticWorld
+from locvtp_hf.zero_shot_grounding import zero_shot_grounding
 
 
 HEAD = dict(grounding_hidden_size=16, grounding_num_conv_layers=2, grounding_conv_kernel_size=3)
@@ -141,6 +142,13 @@ def test_output_masks_non_candidates_and_gives_moments_in_seconds(model, tokeniz
     torch.testing.assert_close(out.candidate_moments[1, 2, 5], torch.tensor([2 / n * 32.0, 6 / n * 32.0]))
     assert out.video_features.shape == (2, 4, model.config.projection_dim)
     assert out.text_embeds.shape == (2, model.config.projection_dim)
+
+
+@pytest.mark.parametrize("chunk_size", [0, -1, 2.5])
+def test_a_chunk_size_that_is_not_a_positive_int_is_rejected(model, tokenizer, chunk_size):
+    pixels = random_batch(tokenizer, batch_size=1)["pixel_values_videos"]
+    with pytest.raises(ValueError, match=rf"chunk_size .* a positive int, got {chunk_size}"):
+        model.get_clip_features(pixels, chunk_size=chunk_size)
 
 
 def test_raw_and_feature_routes_agree_and_padding_is_ignored(model, tokenizer):
@@ -394,6 +402,36 @@ def test_pipeline_with_a_model_object_and_a_folder(world_videos, processor, mode
         grounder(paths[0])
     with pytest.raises(ValueError, match=r"queries\[1\] is ''"):
         grounder(paths[0], queries=["a dog runs", ""])
+
+
+def test_pipeline_grounds_zero_shot_without_a_trained_head(world_videos, processor, tmp_path, caplog):
+    """A plain LocVTPModel, or a pre-training checkpoint loaded as a grounding model (its head untrained), grounds from
+    the clip-sentence similarities: the moments of `zero_shot_grounding` on the model's own features."""
+    paths, _ = world_videos
+    queries = ["a red square", "the blue ball jumps"]
+    torch.manual_seed(0)
+    encoder = LocVTPModel(grounding_config()).eval()
+    results = pipeline("video-temporal-grounding", model=encoder, processor=processor, device="cpu")(
+        paths[0], queries=queries, top_k=3
+    )
+    inputs = processor(videos=[paths[0]], task="grounding", return_tensors="pt")
+    with torch.no_grad():
+        clips = encoder.get_clip_features(inputs["pixel_values_videos"], inputs["clip_mask"])
+        text = encoder.get_text_features(**processor(text=queries, return_tensors="pt")).pooler_output
+    expected = zero_shot_grounding(text, clips.expand(2, -1, -1), inputs["clip_spans"].expand(2, -1, -1),
+                                   video_durations=inputs["video_durations"].expand(2), top_k=3)
+    assert results == expected and all(1 <= len(moments) <= 3 for moments in results)
+
+    encoder.save_pretrained(tmp_path / "pretraining")
+    processor.save_pretrained(tmp_path / "pretraining")
+    with caplog.at_level("WARNING"):
+        from_checkpoint = pipeline("video-temporal-grounding", model=str(tmp_path / "pretraining"), device="cpu")
+    assert type(from_checkpoint.model) is LocVTPForTemporalGrounding and from_checkpoint.zero_shot
+    assert "without a trained grounding head" in caplog.text
+    reloaded = from_checkpoint(paths[0], queries=queries, top_k=3)
+    assert [[(m["start"], m["end"]) for m in found] for found in reloaded] == [
+        [(m["start"], m["end"]) for m in found] for found in results
+    ]
 
 
 # ----------------------------------------------------------------------------------------------------- bad input

@@ -1,11 +1,14 @@
 """`examples/extract_features.py` and `examples/finetune_grounding.py` on short synthetic-world videos, run in this
-process: the features written equal `get_clip_features` on the same clips, a second run skips the done videos, an
-interrupted HDF5 run completes, fine-tuning after a short `pretrain.py` run learns on the synthetic world, and
+process: the features written equal `get_clip_features` on the same clips, a second run skips the done videos (also
+with the checkpoint under another path), an output of a re-trained checkpoint is refused, an interrupted HDF5 run
+completes, fine-tuning after a short `pretrain.py` run learns on the synthetic world, and
 fine-tuning runs on a features folder with a benchmark annotation file (and pushes to a fake Hub)."""
 
 import importlib.util
 import json
 import logging
+import math
+import shutil
 import sys
 from pathlib import Path
 
@@ -18,8 +21,8 @@ from safetensors import safe_open
 from test_hub import FakeHub
 
 from locvtp_hf import LocVTPConfig, LocVTPForTemporalGrounding, LocVTPModel, LocVTPProcessor, LocVTPVideoProcessor
-from locvtp_hf.grounding_features import ClipFeatureStore
-from locvtp_hf.grounding_finetuning import synthetic_grounding_queries
+from locvtp_hf.grounding_features import ClipFeatureStore, model_fingerprint
+from locvtp_hf.grounding_finetuning import GroundingFeatureDataset, synthetic_grounding_queries, train_grounding_model
 from locvtp_hf.synthetic_world import SyntheticWorld
 
 
@@ -45,15 +48,16 @@ def run_script(monkeypatch, module, *arguments: str) -> None:
         AcceleratorState._reset_state(reset_partial_state=True)  # the run's process state stays with the run
 
 
-def save_checkpoint(folder: Path, sentences: list[str]) -> Path:
-    """A tiny pre-training checkpoint (LocVTPModel + processor) whose word-level tokenizer covers `sentences`."""
+def save_checkpoint(folder: Path, sentences: list[str], seed: int = 0) -> Path:
+    """A tiny pre-training checkpoint (LocVTPModel + processor) whose word-level tokenizer covers `sentences`, with
+    the weights that `seed` draws."""
     pretrain = load_script("pretrain")
     tokenizer = pretrain.word_tokenizer(sentences)
     text_config = {**TEXT_CONFIGS["bert"], "vocab_size": len(tokenizer)}
     config = LocVTPConfig(
         vision_config=dict(VISION_CONFIGS["vit"]), text_config=text_config, projection_dim=16, frames_per_clip=2
     )
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     LocVTPModel(config).save_pretrained(folder)
     video_processor = LocVTPVideoProcessor(
         frames_per_clip=2, size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
@@ -76,10 +80,12 @@ def checkpoint(tmp_path_factory, world) -> Path:
 
 @pytest.fixture(scope="module")
 def video_folder(tmp_path_factory, world) -> Path:
-    """Three short synthetic mp4s and one broken file."""
+    """Three short synthetic mp4s, one file that is not a video and one mp4 cut in half (an interrupted copy)."""
     folder = world.export(tmp_path_factory.mktemp("videos"), "train")
     (folder / "metadata.jsonl").unlink()
     (folder / "broken.mp4").write_bytes(b"this is not a video" * 100)
+    whole = (folder / "train-00000.mp4").read_bytes()
+    (folder / "truncated.mp4").write_bytes(whole[: len(whole) // 2])
     return folder
 
 
@@ -103,11 +109,12 @@ def test_extraction_writes_the_grounding_features_and_a_rerun_skips_the_done_vid
     output = tmp_path / "features"
     run_script(monkeypatch, extract, "--videos", video_folder, "--model_name_or_path", checkpoint, "--output", output,
                "--batch_size", 2, "--num_workers", 0)
-    assert "3 extracted, 0 already done, 1 failed (of 4 videos)" in capsys.readouterr().out
+    assert "3 extracted, 0 already done, 2 failed (of 5 videos)" in capsys.readouterr().out
     files = sorted(output.glob("*.safetensors"))
     assert [path.stem for path in files] == ["train-00000", "train-00001", "train-00002"]
-    (failure,) = json.loads((output / "failed_videos.json").read_text())
-    assert failure["video_id"] == "broken" and "broken.mp4" in failure["error"]
+    broken, truncated = json.loads((output / "failed_videos.json").read_text())
+    assert broken["video_id"] == "broken" and "broken.mp4" in broken["error"]
+    assert truncated["video_id"] == "truncated" and "truncated.mp4" in truncated["error"]
 
     for path in files:
         features, clip_spans, duration = expected_features(checkpoint, video_folder / f"{path.stem}.mp4")
@@ -116,20 +123,61 @@ def test_extraction_writes_the_grounding_features_and_a_rerun_skips_the_done_vid
             torch.testing.assert_close(file.get_tensor("clip_spans"), clip_spans)
             metadata = file.metadata()
         assert float(metadata["duration"]) == pytest.approx(duration)
-        assert float(metadata["video_fps"]) == 4.0 and metadata["checkpoint"] == str(checkpoint)
+        # the checkpoint by its folder's name only: the files may be shared, this machine's paths are not
+        assert float(metadata["video_fps"]) == 4.0 and metadata["checkpoint"] == checkpoint.name
+        assert len(metadata["model_sha256"]) == 64 and str(checkpoint.parent) not in json.dumps(metadata)
         assert float(metadata["clip_seconds"]) == pytest.approx(duration / len(features))
         assert float(metadata["grounding_clip_seconds"]) == 2.0 and int(metadata["feature_dim"]) == 16
 
+    assert str(checkpoint.parent) not in (output / "features_info.json").read_text()
+
+    # the same checkpoint spelled another way (relative, trailing slash) is the same model: the run resumes
     written = {path.name: path.stat().st_mtime_ns for path in files}
-    run_script(monkeypatch, extract, "--videos", video_folder, "--model_name_or_path", checkpoint, "--output", output,
-               "--num_workers", 0)
-    assert "0 extracted, 3 already done, 1 failed (of 4 videos)" in capsys.readouterr().out
+    monkeypatch.chdir(checkpoint.parent)
+    run_script(monkeypatch, extract, "--videos", video_folder, "--model_name_or_path", f"{checkpoint.name}/",
+               "--output", output, "--num_workers", 0)
+    assert "0 extracted, 3 already done, 2 failed (of 5 videos)" in capsys.readouterr().out
     assert {path.name: path.stat().st_mtime_ns for path in output.glob("*.safetensors")} == written
     assert not list(output.glob(".*partial"))
 
     with pytest.raises(ValueError, match="grounding_clip_seconds 2.0 -> 1.0"):
         run_script(monkeypatch, extract, "--videos", video_folder, "--model_name_or_path", checkpoint, "--output",
                    output, "--grounding_clip_seconds", 1.0)
+
+
+def test_model_fingerprint_names_the_encoder_not_its_path_class_or_task_head(tmp_path, checkpoint):
+    pretrained = LocVTPModel.from_pretrained(checkpoint)
+    grounding = LocVTPForTemporalGrounding.from_pretrained(checkpoint, grounding_hidden_size=8)  # a new head
+    grounding.save_pretrained(tmp_path / "grounding")
+    reloaded = LocVTPForTemporalGrounding.from_pretrained(tmp_path / "grounding")
+
+    fingerprint = model_fingerprint(pretrained)
+    assert model_fingerprint(grounding) == model_fingerprint(reloaded) == fingerprint
+    with torch.no_grad():
+        pretrained.visual_projection.weight[0, 0] += 1e-3
+    assert model_fingerprint(pretrained) != fingerprint
+    assert model_fingerprint(LocVTPModel.from_pretrained(checkpoint, vision_pooling="mean")) != fingerprint
+
+
+@pytest.mark.parametrize("layout", ["features", "features.h5"])
+def test_extraction_refuses_a_store_written_by_a_checkpoint_retrained_in_the_same_folder(
+    tmp_path, monkeypatch, capsys, extract, checkpoint, video_folder, world, layout
+):
+    if layout.endswith(".h5"):
+        pytest.importorskip("h5py")
+    retrained, output = tmp_path / "run", tmp_path / layout
+    shutil.copytree(checkpoint, retrained)
+    arguments = ["--videos", video_folder / "train-00001.mp4", "--model_name_or_path", retrained, "--output", output,
+                 "--num_workers", 0]
+    run_script(monkeypatch, extract, *arguments)
+    assert "1 extracted, 0 already done, 0 failed (of 1 videos)" in capsys.readouterr().out
+
+    save_checkpoint(retrained, synthetic_grounding_queries(world, "train")["query"], seed=1)
+    with pytest.raises(ValueError, match=r"was written by a different model \(checkpoint 'run', model_sha256 "):
+        run_script(monkeypatch, extract, *arguments)
+    store = ClipFeatureStore(output)  # untouched
+    assert list(store) == ["train-00001"] and store.settings["checkpoint"] == "run"
+    store.close()
 
 
 def test_an_interrupted_hdf5_extraction_completes_on_the_next_run(
@@ -154,11 +202,11 @@ def test_an_interrupted_hdf5_extraction_completes_on_the_next_run(
 
     monkeypatch.setattr(extract, "save_clip_features", save)
     run_script(monkeypatch, extract, *arguments)
-    assert "2 extracted, 1 already done, 1 failed (of 4 videos)" in capsys.readouterr().out
+    assert "2 extracted, 1 already done, 2 failed (of 5 videos)" in capsys.readouterr().out
     assert not output.with_name("features.h5.parts").exists()
     with h5py.File(output, "r") as file:
         assert sorted(file) == ["train-00000", "train-00001", "train-00002"]
-        assert file.attrs["checkpoint"] == str(checkpoint)
+        assert file.attrs["checkpoint"] == checkpoint.name and len(file.attrs["model_sha256"]) == 64
         features, clip_spans, duration = expected_features(checkpoint, video_folder / "train-00001.mp4")
         torch.testing.assert_close(torch.from_numpy(file["train-00001"][:]), features, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(torch.from_numpy(file["train-00001"].attrs["clip_spans"]), clip_spans)
@@ -238,6 +286,9 @@ def test_finetuning_on_a_features_folder_with_charades_sta_annotations(
     assert {"model.safetensors", "processor_config.json", "README.md", "grounding_results.json"} <= uploaded
     card = ModelCard(commit["files"]["README.md"].decode())
     assert {result.metric_type: result.metric_value for result in card.data.eval_results} == results["after"]
+    assert "features `features`" in card.text  # the folder by its name: the card is public, this machine's paths not
+    for name in ("README.md", "config.json"):
+        assert str(tmp_path.parent).encode() not in commit["files"][name], name
 
 
 def test_finetuning_a_pretraining_checkpoint_learns_on_the_synthetic_world(tmp_path, monkeypatch):
@@ -258,3 +309,34 @@ def test_finetuning_a_pretraining_checkpoint_learns_on_the_synthetic_world(tmp_p
     assert results["eval_queries"] > 100 and results["unreadable_videos"] == []
     assert results["last_loss"] < 0.5 * results["first_loss"]
     assert results["after"]["R@1,IoU=0.5"] > results["before"]["R@1,IoU=0.5"] + 0.15, results
+
+
+def test_grounding_steps_with_a_nan_loss_are_skipped_and_consecutive_ones_stop(checkpoint, world, caplog):
+    model = LocVTPForTemporalGrounding.from_pretrained(
+        checkpoint, grounding_num_positions=8, grounding_hidden_size=16, grounding_num_conv_layers=1
+    )
+    model.locvtp.requires_grad_(False)
+    model.config.grounding_freeze_encoder = True
+    queries = synthetic_grounding_queries(world, "train")
+    generator = torch.Generator().manual_seed(0)
+    features = {video_id: torch.randn(8, 16, generator=generator) for video_id in set(queries["video_id"])}
+    poisoned = sorted(features)[0]  # the queries of one video give a NaN loss
+    features[poisoned][3, 5] = float("nan")
+    processor = LocVTPProcessor.from_pretrained(checkpoint)
+    dataset = GroundingFeatureDataset(queries, features, processor, training=True)
+    head = {name: value.clone() for name, value in model.grounding_head.state_dict().items()}
+
+    with caplog.at_level(logging.WARNING):
+        losses = train_grounding_model(model, dataset, max_steps=8, batch_size=1, progress=False)
+    nonfinite = [step for step, loss in enumerate(losses, start=1) if not math.isfinite(loss)]
+    assert 0 < len(nonfinite) < len(losses)
+    assert [f"Step {step}: the loss is not finite" in caplog.text for step in nonfinite] == [True] * len(nonfinite)
+    trained = model.grounding_head.state_dict()
+    assert all(torch.isfinite(value).all() for value in trained.values())
+    assert any(not torch.equal(trained[name], head[name]) for name in head)  # the finite steps trained
+
+    all_nan = {video_id: torch.full((8, 16), float("nan")) for video_id in features}
+    dataset = GroundingFeatureDataset(queries, all_nan, processor, training=True)
+    with pytest.raises(RuntimeError, match=r"not finite for 2 optimizer steps in a row \(steps 1 to 2\)"):
+        train_grounding_model(model, dataset, max_steps=5, batch_size=1, progress=False,
+                              max_consecutive_nonfinite_steps=2)

@@ -20,6 +20,7 @@ from conftest import make_config, random_batch
 from huggingface_hub import CommitInfo, CommitOperationAdd, EvalResult, HfApi, ModelCard, RepoUrl, constants
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import load_file
+from testing_utils import CROSS_PROCESS_TOLERANCE
 from transformers import AutoModel, AutoProcessor, BertConfig, BertModel
 
 from locvtp_hf import (
@@ -225,7 +226,7 @@ import sys
 sys.modules["locvtp_hf"] = None  # the package cannot be imported in this process
 import torch
 from transformers import AutoModel, AutoProcessor
-data = torch.load({str(tmp_path / "expected.pt")!r}, weights_only=False)
+data = torch.load({str(tmp_path / "expected.pt")!r}, weights_only=True)
 for repo_id, expected in data["expected"].items():
     for source in (repo_id, expected.get("folder")):
         if source is None:
@@ -241,8 +242,7 @@ for repo_id, expected in data["expected"].items():
         if "clip_embeds" in expected:
             with torch.no_grad():
                 clip_embeds = model(**data["batch"]).clip_embeds
-            # another process: the same weights, float rounding may differ
-            torch.testing.assert_close(clip_embeds, expected["clip_embeds"], rtol=0, atol=1e-6)
+            torch.testing.assert_close(clip_embeds, expected["clip_embeds"], **{CROSS_PROCESS_TOLERANCE!r})
         print("loaded", source)
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
@@ -321,6 +321,31 @@ def test_local_towers_are_named_but_not_listed_as_base_models(tmp_path):
     card = create_model_card(LocVTPModel(config))
     assert card.data.base_model is None
     assert "a local checkpoint, `my-bert`" in card.text
+
+
+def test_shared_files_name_no_path_of_this_machine(processor, tmp_path, caplog):
+    model = tiny_model()
+    (tmp_path / "my-vit").mkdir()
+    model.config.vision_config._name_or_path = str(tmp_path / "my-vit")  # as from_vision_text_pretrained records it
+    card = create_model_card(
+        model,
+        "someone/no-local-paths",
+        training_data=f"Charades-STA, features `{tmp_path / 'features'}`.",
+        eval_results=pretraining_eval_results(),
+        evaluation_notes=f"Annotations: {tmp_path}/charades_sta_test.txt. Speed: 107 samples /s.",
+    )
+
+    files = save_for_hub(tmp_path / "shared", model, processor, card)
+
+    for name in files:
+        assert str(tmp_path).encode() not in (tmp_path / "shared" / name).read_bytes(), name
+    assert "Charades-STA, features `features`." in card.text and "features" in caplog.text
+    assert "Annotations: charades_sta_test.txt. Speed: 107 samples /s." in card.text
+    assert "a local checkpoint, `my-vit`" in card.text
+    assert model.config.vision_config._name_or_path == str(tmp_path / "my-vit")  # saving left the model as it was
+    # a card made from the shared checkpoint still names the local tower, and lists no base model
+    reloaded_card = create_model_card(LocVTPModel.from_pretrained(tmp_path / "shared"))
+    assert "a local checkpoint, `my-vit`" in reloaded_card.text and reloaded_card.data.base_model is None
 
 
 @pytest.mark.parametrize("model_class", MODEL_CLASSES, ids=lambda cls: cls.__name__)

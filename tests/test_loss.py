@@ -43,29 +43,34 @@ def _reference_infonce(query, positives, negatives, tau):
     return -math.log(numerator / denominator)
 
 
-def _reference_clip_to_word(queries, clips, words, mask, topk, tau):
-    """queries[b][t] against the words discovered for clip (b, t): the method doc's L_c2w, one term at a time."""
+def _reference_clip_to_word(queries, clips, words, mask, topk, tau, same_sample=False, discoverable=None):
+    """queries[b][t] against the words discovered for clip (b, t): the method doc's L_c2w, one term at a time.
+    `discoverable`: the words discovery may pick; `same_sample`: its other discoverable words are negatives too."""
+    discoverable = mask if discoverable is None else discoverable & mask
     batch_size, num_clips = clips.shape[:2]
     losses = []
     for b in range(batch_size):
-        valid = [n for n in range(words.shape[1]) if mask[b, n]]
+        valid = [n for n in range(words.shape[1]) if discoverable[b, n]]
         others = [words[c, n] for c in range(batch_size) if c != b for n in range(words.shape[1]) if mask[c, n]]
         for t in range(num_clips):
             ranked = sorted(valid, key=lambda n: -float(clips[b, t] @ words[b, n]))[:topk]
-            losses.append(_reference_infonce(queries[b][t], [words[b, n] for n in ranked], others, tau))
+            own = [words[b, n] for n in valid if n not in ranked] if same_sample else []
+            losses.append(_reference_infonce(queries[b][t], [words[b, n] for n in ranked], others + own, tau))
     return sum(losses) / len(losses)
 
 
-def _reference_word_to_clip(clips, words, mask, topk, tau):
+def _reference_word_to_clip(clips, words, mask, topk, tau, same_sample=False, discoverable=None):
+    discoverable = mask if discoverable is None else discoverable & mask
     batch_size, num_clips = clips.shape[:2]
     losses = []
     for b in range(batch_size):
         others = [clips[c, t] for c in range(batch_size) if c != b for t in range(num_clips)]
         for n in range(words.shape[1]):
-            if not mask[b, n]:
+            if not discoverable[b, n]:
                 continue
             ranked = sorted(range(num_clips), key=lambda t: -float(clips[b, t] @ words[b, n]))[:topk]
-            losses.append(_reference_infonce(words[b, n], [clips[b, t] for t in ranked], others, tau))
+            own = [clips[b, t] for t in range(num_clips) if t not in ranked] if same_sample else []
+            losses.append(_reference_infonce(words[b, n], [clips[b, t] for t in ranked], others + own, tau))
     return sum(losses) / len(losses)
 
 
@@ -109,6 +114,85 @@ def test_losses_match_the_method_formulas(topk):
     intra = _reference_intra(warped, clips, sigma=1.5, tau=TAU)
     assert out.temporal.item() == pytest.approx((warp + intra) / 2, rel=1e-4)
     assert out.loss.item() == pytest.approx((out.coarse + out.fine + out.temporal).item())
+
+
+@pytest.mark.parametrize("chunk_size", [None, 1])
+def test_same_sample_negatives_and_a_discovery_mask_match_the_formulas(chunk_size):
+    clips, videos, texts, words, mask = _embeddings()
+    discoverable = mask.clone()
+    discoverable[:, 0] = False  # e.g. a stop word at the start of every sentence
+    discoverable[1, 2] = False
+    torch.manual_seed(0)
+    head = LocVTPContextProjectionHead(make_config(projection_dim=8, context_window=2))
+    offsets = sample_context_offsets(4, 5, 2, generator=torch.Generator().manual_seed(1))
+    loss_fn = LocVTPLoss(fine_topk_words=2, fine_topk_clips=2, fine_negatives="same_and_other_samples",
+                         chunk_size=chunk_size)
+    out = loss_fn(clips, videos, texts, words, mask, torch.tensor(1 / TAU), context_head=head,
+                  context_offsets=offsets, discovery_mask=discoverable)
+
+    options = dict(same_sample=True, discoverable=discoverable)
+    fine = (_reference_clip_to_word(clips, clips, words, mask, 2, TAU, **options)
+            + _reference_word_to_clip(clips, words, mask, 2, TAU, **options)) / 2
+    assert out.fine.item() == pytest.approx(fine, rel=1e-4)
+    with torch.no_grad():
+        warped = [[head(clips[b, t + offsets[b, t]], -offsets[b, t]) for t in range(5)] for b in range(4)]
+    warp = _reference_clip_to_word(warped, clips, words, mask, 2, TAU, **options)
+    intra = _reference_intra(warped, clips, sigma=1.0, tau=TAU)
+    assert out.temporal.item() == pytest.approx((warp + intra) / 2, rel=1e-4)
+    # the other-samples-only default gives another (lower: fewer negatives) fine loss on the same inputs
+    default = LocVTPLoss(fine_topk_words=2, fine_topk_clips=2)(clips, videos, texts, words, mask,
+                                                                torch.tensor(1 / TAU), context_head=head,
+                                                                context_offsets=offsets, discovery_mask=discoverable)
+    assert default.fine < out.fine
+
+
+@pytest.mark.parametrize("weights", [(1.0, 0.0), (0.0, 1.0), (0.5, 2.0)])
+def test_the_two_temporal_terms_can_be_weighted_or_switched_off(weights):
+    clips, videos, texts, words, mask = _embeddings()
+    head = LocVTPContextProjectionHead(make_config(projection_dim=8, context_window=2))
+    offsets = sample_context_offsets(4, 5, 2, generator=torch.Generator().manual_seed(1))
+    out = LocVTPLoss(temporal_cross_modal_weight=weights[0], temporal_intra_video_weight=weights[1])(
+        clips, videos, texts, words, mask, torch.tensor(1 / TAU), context_head=head, context_offsets=offsets
+    )
+    with torch.no_grad():
+        warped = [[head(clips[b, t + offsets[b, t]], -offsets[b, t]) for t in range(5)] for b in range(4)]
+    warp = _reference_clip_to_word(warped, clips, words, mask, 1, TAU)
+    intra = _reference_intra(warped, clips, sigma=1.0, tau=TAU)
+    assert out.temporal.item() == pytest.approx((weights[0] * warp + weights[1] * intra) / 2, rel=1e-4)
+    with pytest.raises(ValueError, match="not both 0"):
+        LocVTPLoss(temporal_cross_modal_weight=0.0, temporal_intra_video_weight=0.0)
+    with pytest.raises(ValueError, match="fine_negatives must be one of"):
+        LocVTPLoss(fine_negatives="same_sample")
+
+
+def test_stop_words_excluded_from_discovery_are_never_positives(tokenizer):
+    from locvtp_hf.stop_words import stop_word_token_ids
+
+    excluded = stop_word_token_ids(tokenizer)
+    vocab = tokenizer.get_vocab()
+    assert {vocab[word] for word in ("a", "the", "to", "and", "then", "in", "up", "down")} <= set(excluded)
+    assert not {vocab[word] for word in ("man", "door", "opens", "red", "square", "[CLS]", "[PAD]")} & set(excluded)
+    torch.manual_seed(0)
+    batch = random_batch(tokenizer)
+    model = LocVTPModel(make_config(discovery_excluded_token_ids=excluded))
+    captured = {}
+    original = model.locvtp_loss.forward
+
+    def capture(*args, **kwargs):
+        captured.update(kwargs)
+        return original(*args, **kwargs)
+
+    model.locvtp_loss.forward = capture
+    out = model(**batch, return_loss=True)
+    stop = torch.isin(batch["input_ids"], torch.tensor(excluded))
+    assert stop.any() and not captured["discovery_mask"][stop].any()
+    words_of_clip, clips_of_word = discover_correspondence(
+        out.clip_embeds, out.word_embeds, captured["discovery_mask"], topk_words=2, topk_clips=2
+    )
+    assert not words_of_clip[stop[:, None, :].expand_as(words_of_clip)].any()
+    assert not clips_of_word[stop[:, None, :].expand_as(clips_of_word)].any()
+    # the real words of each sentence are still discoverable
+    assert torch.equal(captured["discovery_mask"], out.word_mask & ~stop)
 
 
 def test_padding_and_special_tokens_never_become_positives():

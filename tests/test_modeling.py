@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import TEXT_CONFIGS, VISION_CONFIGS, make_config, random_batch
+from testing_utils import CROSS_PROCESS_TOLERANCE
 from transformers import AutoConfig, AutoModel, BertModel, ViTModel
 
 from locvtp_hf import LocVTPConfig, LocVTPModel, LocVTPProcessor, LocVTPVideoProcessor
@@ -116,6 +118,7 @@ def test_remote_code_loads_where_the_package_is_not_importable(tmp_path, process
 import sys
 sys.modules["locvtp_hf"] = None  # the package cannot be imported in this process
 import torch
+import torch.nn.functional as F
 from transformers import AutoModel, AutoProcessor
 model = AutoModel.from_pretrained({str(tmp_path / "ckpt")!r}, trust_remote_code=True).eval()
 processor = AutoProcessor.from_pretrained({str(tmp_path / "ckpt")!r}, trust_remote_code=True)
@@ -127,7 +130,7 @@ with torch.no_grad():
     out = model(**batch)
 for a, b in zip(data["expected"], (out.clip_embeds, out.video_embeds, out.text_embeds, out.word_embeds,
                                    out.logits_per_video)):
-    torch.testing.assert_close(a, b, rtol=0, atol=1e-6)  # another process: same weights, float rounding may differ
+    torch.testing.assert_close(a, b, **{CROSS_PROCESS_TOLERANCE!r})
 print("remote code ok")
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
@@ -140,6 +143,15 @@ def test_mismatched_batch_is_rejected(tokenizer):
     batch = random_batch(tokenizer, batch_size=3)
     batch["pixel_values_videos"] = batch["pixel_values_videos"][:2]
     with pytest.raises(ValueError, match="2 videos and 3 texts"):
+        model(**batch)
+
+
+@pytest.mark.parametrize("name", ["attention_mask", "special_tokens_mask"])
+def test_a_text_mask_of_the_wrong_shape_is_rejected(tokenizer, name):
+    model = LocVTPModel(make_config())
+    batch = random_batch(tokenizer)
+    batch[name] = batch[name][:, :-1]
+    with pytest.raises(ValueError, match=rf"{name} must have the shape of input_ids \(3, \d+\)"):
         model(**batch)
 
 
@@ -271,3 +283,21 @@ def test_from_vision_text_pretrained_with_real_minilm(tmp_path):
         expected = reference(input_ids=text["input_ids"], attention_mask=text["attention_mask"]).last_hidden_state
     torch.testing.assert_close(words.last_hidden_state, expected)
     assert words.pooler_output.shape == (2, 32)
+
+
+def test_a_video_clip_encoder_sees_the_order_of_frames_and_an_image_one_does_not(tokenizer):
+    """The small default model of examples/pretrain.py encodes clips with a video transformer (VideoMAE, tubelets of
+    two frames), so a time-reversed video gets other clip embeddings; an image tower averaged over frames cannot."""
+    torch.manual_seed(0)
+    pixels = random_batch(tokenizer, batch_size=2)["pixel_values_videos"]
+    reversed_video = pixels.flip(1).flip(2)  # clips in reverse order, frames of each clip reversed
+    for vision, order_sensitive in (("videomae", True), ("vit", False)):
+        model = LocVTPModel(make_config(vision)).eval()
+        with torch.no_grad():
+            forward = model.get_video_features(pixels).clip_embeds
+            backward = model.get_video_features(reversed_video).clip_embeds.flip(1)  # clip t against clip t
+        cosine = F.cosine_similarity(forward, backward, dim=-1)
+        if order_sensitive:
+            assert cosine.max() < 0.999, vision
+        else:
+            torch.testing.assert_close(cosine, torch.ones_like(cosine))

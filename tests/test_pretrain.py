@@ -1,8 +1,11 @@
 """`examples/pretrain.py` end to end on a tiny synthetic world: the saved model loads through the Auto classes, the
-evaluation is written, and a run resumed from a checkpoint ends with the same weights as an uninterrupted one."""
+evaluation is written, a run resumed from a checkpoint ends with the same weights as an uninterrupted one (also past
+the folder of an interrupted checkpoint write), and steps with a NaN loss are skipped."""
 
+import importlib.util
 import json
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -10,10 +13,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
+from testing_utils import CROSS_PROCESS_TOLERANCE
 from transformers import AutoModel, AutoProcessor
 
 import locvtp_hf  # noqa: F401
+from locvtp_hf import LocVTPProcessor
+from locvtp_hf.training_utils import checkpoint_step, latest_checkpoint
 
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "pretrain.py"
@@ -24,10 +30,27 @@ TINY_RUN = [
 ]
 
 
-def run_pretrain(output_dir: Path, *arguments: str) -> subprocess.CompletedProcess:
+# one thread per subprocess: the suite's run time stays stable on a machine with few cores
+SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def run_pretrain(output_dir: Path, *arguments: str, check: bool = True) -> subprocess.CompletedProcess:
     result = subprocess.run(
         [sys.executable, str(SCRIPT), "--output_dir", str(output_dir), *TINY_RUN, *arguments],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True, text=True, timeout=600, env=SUBPROCESS_ENV,
+    )
+    if check:
+        assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+def launch_two_processes(output_dir: Path, *arguments: str) -> subprocess.CompletedProcess:
+    """`examples/pretrain.py` in two CPU processes (gloo) under `accelerate launch`."""
+    config = Path(__file__).resolve().parents[1] / "examples" / "accelerate_configs" / "multi_cpu.yaml"
+    result = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), "--main_process_port", "0",
+         str(SCRIPT), "--output_dir", str(output_dir), *TINY_RUN, *arguments],
+        capture_output=True, text=True, timeout=600, env=SUBPROCESS_ENV,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     return result
@@ -54,16 +77,100 @@ def test_the_run_saves_a_loadable_model_and_its_evaluation(uninterrupted_run):
 
 
 def test_a_resumed_run_ends_with_the_same_weights(uninterrupted_run, tmp_path):
-    # a run stopped right after its step-3 checkpoint, then resumed
+    # a run killed while it wrote its step-6 checkpoint (after the complete step-3 one), then resumed
     shutil.copytree(uninterrupted_run / "checkpoints" / "step_3", tmp_path / "checkpoints" / "step_3")
+    partial = tmp_path / "checkpoints" / "step_6.partial"
+    shutil.copytree(uninterrupted_run / "checkpoints" / "step_6", partial,
+                    ignore=shutil.ignore_patterns("*.safetensors", "run_arguments.json"))
     result = run_pretrain(tmp_path, "--max_steps", "6", "--checkpointing_steps", "3",
                           "--resume_from_checkpoint", "latest")
-    assert "Resumed from" in result.stderr
+    assert f"Resumed from {tmp_path / 'checkpoints' / 'step_3'} at step 3" in result.stderr
+    assert f"Ignoring 1 incomplete checkpoint(s) whose write was interrupted: {partial}" in result.stderr
+    # the new step-6 checkpoint replaced the partial folder
+    assert sorted(path.name for path in (tmp_path / "checkpoints").iterdir()) == ["step_3", "step_6"]
     expected = load_file(uninterrupted_run / "model.safetensors")
     resumed = load_file(tmp_path / "model.safetensors")
     assert expected.keys() == resumed.keys()
     for name in expected:
-        torch.testing.assert_close(resumed[name], expected[name], rtol=0, atol=1e-6, msg=name)
+        torch.testing.assert_close(resumed[name], expected[name], **CROSS_PROCESS_TOLERANCE, msg=name)
+
+
+def test_latest_checkpoint_is_the_newest_complete_one(tmp_path, caplog):
+    assert latest_checkpoint(tmp_path / "none") is None
+    for name in ("step_2", "step_10", "step_12.partial", "step_9.partial", "logs"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "step_11").write_text("a file, not a checkpoint folder")
+    assert latest_checkpoint(tmp_path) == tmp_path / "step_10"
+    assert "Ignoring 2 incomplete checkpoint(s) whose write was interrupted" in caplog.text
+    assert str(tmp_path / "step_12.partial") in caplog.text and str(tmp_path / "step_9.partial") in caplog.text
+    assert checkpoint_step(tmp_path / "step_10") == 10
+    with pytest.raises(ValueError, match="step_12.partial is an incomplete checkpoint: its write was interrupted"):
+        checkpoint_step(tmp_path / "step_12.partial")
+    with pytest.raises(ValueError, match="its name must be step_<N>"):
+        checkpoint_step(tmp_path / "logs")
+
+
+class TouchOnLoad:
+    """Unpickling it creates the file `path`: what a malicious pickle could do."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return Path.touch, (self.path,)
+
+
+def test_the_stream_position_loads_without_running_pickled_code(tmp_path):
+    spec = importlib.util.spec_from_file_location("pretrain_under_test", SCRIPT)
+    pretrain = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pretrain)
+    # the shape of a StatefulDataLoader state with two workers: numbers in plain containers
+    workers = {f"worker_{i}": {"dataset_state": {"epoch": 1, "shard": 2, "sample": 3}} for i in range(2)}
+    state = {"_snapshot": {"_worker_snapshots": workers, "_main_snapshot": {"_base_seed": 8565450966900595977}},
+             "_iterator_finished": False}
+    torch.save(state, tmp_path / "data_position_0.pt")
+    assert pretrain.load_data_position(tmp_path, 0) == state
+    torch.save({"epoch": TouchOnLoad(tmp_path / "pwned")}, tmp_path / "data_position_1.pt")
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        pretrain.load_data_position(tmp_path, 1)
+    assert not (tmp_path / "pwned").exists()
+
+
+def checkpoint_with_nan(source: Path, folder: Path, parameter: str, token: str | None = None) -> Path:
+    """A copy of the model and processor in `source` whose `parameter` is NaN: all of it, or the row of `token`."""
+    shutil.copytree(source, folder, ignore=shutil.ignore_patterns("checkpoints", "logs"))
+    weights = load_file(folder / "model.safetensors")
+    if token is None:
+        weights[parameter].fill_(float("nan"))
+    else:
+        row = LocVTPProcessor.from_pretrained(folder).tokenizer.convert_tokens_to_ids(token)
+        weights[parameter][row] = float("nan")
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    return folder
+
+
+def test_steps_with_a_nan_loss_are_skipped_by_both_processes(uninterrupted_run, tmp_path):
+    # the captions with the word "hoop" (a few of the pairs) give a NaN loss, the others a finite one
+    word = "text_model.embeddings.word_embeddings.weight"
+    checkpoint = checkpoint_with_nan(uninterrupted_run, tmp_path / "checkpoint", word, token="hoop")
+    result = launch_two_processes(tmp_path / "run", "--model_name_or_path", str(checkpoint), "--max_steps", "6",
+                                  "--checkpointing_steps", "0")
+    skipped = [line for line in result.stderr.splitlines() if "the loss is not finite" in line]
+    results = json.loads((tmp_path / "run" / "eval_results.json").read_text())
+    assert 0 < len(skipped) < 6 and results["skipped_nonfinite_steps"] == len(skipped) and results["steps"] == 6
+    assert all("of 2 process(es); the step is skipped, without a weight update" in line for line in skipped)
+    trained = load_file(tmp_path / "run" / "model.safetensors")
+    assert all(torch.isfinite(value).all() for name, value in trained.items() if name != word)
+    assert torch.isfinite(trained[word]).all(dim=1).sum() == len(trained[word]) - 1  # only the injected row
+
+
+def test_consecutive_nan_losses_stop_the_run(uninterrupted_run, tmp_path):
+    checkpoint = checkpoint_with_nan(uninterrupted_run, tmp_path / "checkpoint", "visual_projection.weight")
+    result = run_pretrain(tmp_path / "run", "--model_name_or_path", str(checkpoint), "--max_steps", "6",
+                          "--max_consecutive_nonfinite_steps", "3", check=False)
+    assert result.returncode != 0
+    assert "The loss was not finite for 3 optimizer steps in a row (steps 1 to 3): stopping." in result.stderr
+    assert not (tmp_path / "run" / "model.safetensors").exists()
 
 
 def test_a_few_hundred_steps_lift_the_localization_probe(tmp_path):
@@ -84,27 +191,27 @@ def test_training_reads_a_videofolder_and_skips_unreadable_videos(tmp_path):
     (folder / "broken.mp4").write_bytes(b"this is not a video" * 100)
     rows = [json.loads(line) for line in (folder / "metadata.jsonl").read_text().splitlines()]
     broken = [{"file_name": "broken.mp4", "text": "a red square moves left", "start": 0.0, "end": 2.0}] * len(rows)
-    (folder / "metadata.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows + broken))
+    # rows without a caption are dropped when the metadata is read, and reported with their row
+    no_caption = [{**rows[0], "text": ""}, {**rows[1], "text": "  "}, {**rows[2], "text": None}]
+    (folder / "metadata.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows + broken + no_caption))
 
-    run_pretrain(tmp_path / "run", "--train_data", str(folder), "--max_steps", "4", "--checkpointing_steps", "0",
-                 "--report_to", "tensorboard")
+    result = run_pretrain(tmp_path / "run", "--train_data", str(folder), "--max_steps", "4", "--checkpointing_steps",
+                          "0", "--report_to", "tensorboard")
     results = json.loads((tmp_path / "run" / "eval_results.json").read_text())
     assert results["steps"] == 4
     assert results["skipped_training_samples"] > 0
+    assert results["rows_without_caption"] == 3
+    first_dropped = 2 * len(rows)
+    assert f"3 row(s) of {folder / 'metadata.jsonl'} have an empty or missing caption" in result.stderr
+    assert f"{folder / 'metadata.jsonl'} row {first_dropped}" in result.stderr
     assert list((tmp_path / "run" / "logs").rglob("events.out.tfevents.*"))  # the tensorboard tracker wrote
 
 
 def test_two_cpu_processes_follow_the_schedule_with_a_loss_switched_off(tmp_path):
     """Two processes under DDP: the learning-rate schedule counts optimizer steps (not steps x processes), and a
     loss weight of 0 (which leaves the context head without gradient) does not stop DDP."""
-    config = Path(__file__).resolve().parents[1] / "examples" / "accelerate_configs" / "multi_cpu.yaml"
-    result = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), "--main_process_port", "0",
-         str(SCRIPT), "--output_dir", str(tmp_path), *TINY_RUN, "--max_steps", "4", "--warmup_steps", "2",
-         "--temporal_loss_weight", "0", "--checkpointing_steps", "0"],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
+    result = launch_two_processes(tmp_path, "--max_steps", "4", "--warmup_steps", "2", "--temporal_loss_weight", "0",
+                                  "--checkpointing_steps", "0")
     assert "2 process(es)" in result.stderr
     learning_rates = [float(line.rsplit("lr ", 1)[1]) for line in result.stderr.splitlines() if " INFO step " in line]
     # linear warmup over 2 steps to 1e-3, then cosine to 0 at step 4
@@ -113,11 +220,8 @@ def test_two_cpu_processes_follow_the_schedule_with_a_loss_switched_off(tmp_path
 
 def test_resuming_with_arguments_that_shape_the_run_changed_is_refused(uninterrupted_run, tmp_path):
     shutil.copytree(uninterrupted_run / "checkpoints" / "step_3", tmp_path / "checkpoints" / "step_3")
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--output_dir", str(tmp_path), *TINY_RUN, "--max_steps", "6",
-         "--learning_rate", "0.5", "--resume_from_checkpoint", "latest"],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
+    result = run_pretrain(tmp_path, "--max_steps", "6", "--learning_rate", "0.5", "--resume_from_checkpoint", "latest",
+                          check=False)
     assert result.returncode != 0
     assert "learning_rate 0.001 -> 0.5" in result.stderr
 
@@ -129,13 +233,16 @@ def test_streamed_shards_resume_at_the_same_position(uninterrupted_run, tmp_path
     folder = SyntheticWorld(seed=1, num_train=4, size=32).export(tmp_path / "data", "train")
     shards = write_webdataset_shards(videofolder_rows(folder), tmp_path / "shards", samples_per_shard=4)
     assert len(shards) >= 4
+    (tmp_path / "shards" / "empty.tar").write_bytes(b"")  # a shard that cannot be read is skipped and counted
     streamed = ["--model_name_or_path", str(uninterrupted_run), "--train_data", str(tmp_path / "shards" / "*.tar"),
-                "--max_steps", "4", "--checkpointing_steps", "2", "--num_workers", "2"]
+                "--max_steps", "6", "--checkpointing_steps", "2", "--num_workers", "2"]
     run_pretrain(tmp_path / "uninterrupted", *streamed)
+    # 6 steps of 4 samples take each of the 2 workers through all of its shards
+    assert json.loads((tmp_path / "uninterrupted" / "eval_results.json").read_text())["skipped_shards"] >= 1
     shutil.copytree(tmp_path / "uninterrupted" / "checkpoints" / "step_2", tmp_path / "resumed" / "checkpoints" / "step_2")
     result = run_pretrain(tmp_path / "resumed", *streamed, "--resume_from_checkpoint", "latest")
     assert "Resumed from" in result.stderr and "Streaming" in result.stderr
     expected = load_file(tmp_path / "uninterrupted" / "model.safetensors")
     resumed = load_file(tmp_path / "resumed" / "model.safetensors")
     for name in expected:
-        torch.testing.assert_close(resumed[name], expected[name], rtol=0, atol=1e-6, msg=name)
+        torch.testing.assert_close(resumed[name], expected[name], **CROSS_PROCESS_TOLERANCE, msg=name)

@@ -4,9 +4,15 @@ import numpy as np
 import pytest
 import torch
 from conftest import FRAMES_PER_CLIP, IMAGE_SIZE, NUM_CLIPS, make_config
-from transformers import AutoProcessor, AutoVideoProcessor
+from transformers import AutoProcessor, AutoVideoProcessor, pipeline
 
-from locvtp_hf import LocVTPModel, LocVTPProcessor, LocVTPVideoProcessor, VideoDecodingError
+from locvtp_hf import (
+    LocVTPForTemporalGrounding,
+    LocVTPModel,
+    LocVTPProcessor,
+    LocVTPVideoProcessor,
+    VideoDecodingError,
+)
 
 
 def _frames(num_frames=40, seed=0):
@@ -65,6 +71,11 @@ def test_overlong_text_is_truncated_with_a_warning(processor, caplog):
     assert "text[1]" in caplog.text and "truncated" in caplog.text
 
 
+def test_non_finite_video_fps_is_refused(processor):
+    with pytest.raises(ValueError, match=r"video_fps for videos\[0\] must be a positive, finite number .* got inf"):
+        processor(videos=[_frames()], text=["a dog runs"], video_fps=float("inf"))
+
+
 def test_text_only_and_single_video_calls(processor):
     assert processor(text="a dog runs", return_tensors="pt")["input_ids"].shape[0] == 1
     assert processor(videos=_frames(), return_tensors="pt")["pixel_values_videos"].shape[0] == 1
@@ -101,3 +112,32 @@ def test_a_span_outside_the_video_is_named(processor, real_data):
         processor(videos=[str(video)], text=["bikes"], spans=[(4.0, 60.0)])
     with pytest.raises(ValueError, match=r"videos\[0\]"):
         processor(videos=[str(video)], text=["bikes"], spans=[(5.0, 5.0)])
+
+
+@pytest.fixture
+def grounder(processor):
+    torch.manual_seed(0)
+    config = make_config(grounding_hidden_size=16, grounding_num_conv_layers=2, grounding_conv_kernel_size=3)
+    model = LocVTPForTemporalGrounding(config).eval()
+    return pipeline("video-temporal-grounding", model=model, processor=processor, device="cpu")
+
+
+def test_pipeline_argument_errors_name_the_argument(grounder):
+    video = _frames()  # 4 s at 10 fps: 4 clips
+    assert len(grounder(video, queries="a dog runs", video_fps=10.0, clip_chunk_size=3, top_k=2)) == 2
+    with pytest.raises(TypeError, match="queries must be a sentence or a list of sentences, got int"):
+        grounder(video, queries=123, video_fps=10.0)
+    for size in (-1, 0, 2.5):
+        with pytest.raises(ValueError, match=rf"clip_chunk_size .* a positive int, got {size}"):
+            grounder(video, queries="a dog runs", video_fps=10.0, clip_chunk_size=size)
+
+
+def test_pipeline_names_the_unreadable_video_of_a_batch(grounder, tmp_path):
+    corrupt = tmp_path / "broken.mp4"
+    corrupt.write_bytes(b"\x00" * 64)
+    with pytest.raises(FileNotFoundError, match=r"^videos\[1\]: video file '.*missing\.mp4' does not exist"):
+        grounder([_frames(), tmp_path / "missing.mp4"], queries="a dog runs", video_fps=10.0)
+    with pytest.raises(VideoDecodingError, match=r"^videos\[2\]: could not open video '.*broken\.mp4'"):
+        grounder([_frames(), _frames(seed=1), corrupt], queries="a dog runs", video_fps=10.0)
+    with pytest.raises(ValueError, match=r"^videos\[1\] lasts 0\.400 s, shorter than one grounding clip"):
+        grounder([_frames(), _frames(num_frames=4)], queries="a dog runs", video_fps=10.0)

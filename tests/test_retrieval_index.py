@@ -1,18 +1,25 @@
 """The searchable video index: exact search equals brute force, approximate recall, save/load, unreadable videos,
-text search with a tiny model."""
+text search with a tiny model, concurrent searches."""
 
+import copy
+import json
+import shutil
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import datasets
 import numpy as np
 import pytest
 import torch
-from conftest import make_config
+from conftest import WORDS, make_config
 
 from locvtp_hf import LocVTPForRetrieval, LocVTPModel, LocVTPProcessor, VideoIndex, build_video_index, load_index
 from locvtp_hf.evaluation import encode_texts, encode_videos
 from locvtp_hf.retrieval_index import SkippedVideo, nearest_neighbour_recall
 from locvtp_hf.synthetic_world import SyntheticWorld
+from locvtp_hf.video_io import VideoDecodingError
 
 
 pytest.importorskip("faiss")
@@ -100,13 +107,17 @@ def test_unreadable_videos_are_skipped_and_reported(world, model, processor, tmp
     garbage = tmp_path / "garbage.mp4"
     garbage.write_bytes(b"this is not a video" * 50)
     missing = str(tmp_path / "missing.mp4")
-    videos = [good[0], str(garbage), good[1], missing, good[2]]
+    truncated = tmp_path / "truncated.mp4"  # an interrupted copy: the first half of a good video
+    whole = Path(good[0]).read_bytes()
+    truncated.write_bytes(whole[: len(whole) // 2])
+    videos = [good[0], str(garbage), good[1], missing, str(truncated), good[2]]
 
     index = build_video_index(model, processor, videos, batch_size=2)
 
-    assert [video.video_id for video in index.skipped] == [str(garbage), missing]
+    assert [video.video_id for video in index.skipped] == [str(garbage), missing, str(truncated)]
     assert "VideoDecodingError" in index.skipped[0].reason and "garbage.mp4" in index.skipped[0].reason
     assert "FileNotFoundError" in index.skipped[1].reason
+    assert "VideoDecodingError" in index.skipped[2].reason and "truncated.mp4" in index.skipped[2].reason
     assert index.dataset["video_id"] == good
     expected, _, _ = encode_videos(model, processor, good)
     torch.testing.assert_close(torch.tensor(index.dataset["embedding"]), expected, atol=1e-5, rtol=0)
@@ -115,6 +126,21 @@ def test_unreadable_videos_are_skipped_and_reported(world, model, processor, tmp
 def test_no_readable_video_is_an_error(model, processor, tmp_path):
     with pytest.raises(ValueError, match="None of the 1 videos could be read"):
         build_video_index(model, processor, [str(tmp_path / "missing.mp4")])
+
+
+def test_a_frame_size_the_model_does_not_take_is_reported_as_such(world, processor):
+    """A processor that makes 32x32 frames for a model of 64x64 is a configuration error, not 6 unreadable videos."""
+    config = make_config()
+    config.vision_config.image_size = 64
+    model = LocVTPModel(config).eval()
+    video_ids = [video.video_id for video in world.videos("test")]
+
+    with pytest.raises(ValueError) as error:
+        build_video_index(model, processor, video_ids, load_video=world.render, video_fps=world.fps)
+
+    assert not isinstance(error.value, VideoDecodingError)
+    assert str(error.value).startswith("The video frames are 32x32 but the clip encoder (timesformer) expects 64x64")
+    assert "set the video processor's size and crop_size" in str(error.value)
 
 
 def test_real_corrupted_video_is_skipped(real_data, model, processor):
@@ -158,11 +184,18 @@ def test_loaded_index_embeds_text_with_the_recorded_model(model_class, world, pr
     index.save_to_disk(tmp_path / "index")
     query = world.videos("test")[2].caption
 
-    loaded = load_index(tmp_path / "index")
+    # the model's folder is recorded relative to the index: no path of this machine in a file that may be shared
+    saved_config = (tmp_path / "index" / "index_config.json").read_text()
+    assert json.loads(saved_config)["model_name_or_path"] == "../ckpt" and str(tmp_path) not in saved_config
+    (tmp_path / "moved").mkdir()
+    for folder in ("index", "ckpt"):  # moved together, they still find each other
+        shutil.move(tmp_path / folder, tmp_path / "moved" / folder)
+    loaded = load_index(tmp_path / "moved" / "index")
 
     assert loaded.model is None  # loaded at the first text query, not before
     assert loaded.search(query, k=4) == index.search(query, k=4)
     assert type(loaded.model) is model_class
+    assert loaded.model_name_or_path == str((tmp_path / "moved" / "ckpt").resolve())
 
 
 def test_text_search_without_a_model_says_how_to_attach_one():
@@ -221,3 +254,60 @@ def test_missing_faiss_gives_an_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "faiss", None)
     with pytest.raises(ImportError, match=r"locvtp-hf\[index\]"):
         VideoIndex.from_embeddings(unit_vectors(4, 8, seed=0), list("abcd"))
+
+
+def dropout_model(seed: int = 0) -> LocVTPModel:
+    """A tiny model whose text tower drops half its activations in training mode."""
+    config = make_config()
+    config.text_config.hidden_dropout_prob = config.text_config.attention_probs_dropout_prob = 0.5
+    torch.manual_seed(seed)
+    return LocVTPModel(config)
+
+
+QUERIES = [" ".join(WORDS[start : start + 4]) for start in range(40)]
+
+
+def test_concurrent_text_searches_equal_sequential_ones_and_leave_the_model_in_its_mode(processor):
+    model = dropout_model().train()  # e.g. an index built in the middle of training
+    embeddings = unit_vectors(50, 16, seed=0)
+    index = VideoIndex.from_embeddings(embeddings, [f"v{row}" for row in range(50)], model=model, processor=processor)
+    sequential = [index.search(query, k=5) for query in QUERIES]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        concurrent = list(pool.map(lambda query: index.search(query, k=5), QUERIES * 3))
+
+    assert concurrent == sequential * 3
+    assert all(module.training for module in model.modules())  # the caller's model is still training
+    # and the searches ran in eval mode, without dropout
+    scores = encode_texts(copy.deepcopy(model).eval(), processor, QUERIES) @ torch.from_numpy(embeddings).T
+    assert ids_of(sequential) == [[f"v{row}" for row in rows] for rows in scores.topk(5).indices.tolist()]
+
+
+def test_concurrent_first_searches_load_the_recorded_model_once(processor, tmp_path, monkeypatch):
+    dropout_model().save_pretrained(tmp_path / "ckpt")
+    processor.save_pretrained(tmp_path / "ckpt")
+    model = LocVTPModel.from_pretrained(tmp_path / "ckpt")
+    index = VideoIndex.from_embeddings(unit_vectors(50, 16, seed=0), [f"v{row}" for row in range(50)], model=model,
+                                       processor=processor)
+    index.save_to_disk(tmp_path / "index")
+    expected = [index.search(query, k=5) for query in QUERIES[:8]]
+    loaded = load_index(tmp_path / "index")
+    loads = []
+    from_pretrained = LocVTPModel.from_pretrained.__func__
+
+    def counting_from_pretrained(cls, *args, **kwargs):
+        loads.append(args[0])
+        return from_pretrained(cls, *args, **kwargs)
+
+    monkeypatch.setattr(LocVTPModel, "from_pretrained", classmethod(counting_from_pretrained))
+    start = threading.Barrier(8)
+
+    def first_search(query):
+        start.wait()
+        return loaded.search(query, k=5)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(first_search, QUERIES[:8]))
+
+    assert len(loads) == 1 and results == expected
+    assert not any(module.training for module in loaded.model.modules())

@@ -233,3 +233,63 @@ def test_preview_picture(world, tmp_path):
     assert image.mode == "RGB" and image.width == 2 * 16 + 5 * 64 + 4 * 6
     main(["--preview", str(tmp_path / "preview.png"), "--num-videos", "1"])
     assert (tmp_path / "preview.png").stat().st_size > 0
+
+
+def test_a_persistent_object_performs_every_event_and_stays_on_screen():
+    world = tiny_world(persistent_object=True)
+    for split in world.SPLITS:
+        for video in world.videos(split):
+            # one object, a different action per event, no overlap, named the same way (no colour change)
+            assert len({(event.shape, event.colour) for event in video.events}) == 1
+            actions = [event.action for event in video.events]
+            assert len(set(actions)) == len(actions) and "change_colour" not in actions
+            assert all(first.end <= second.start for first, second in zip(video.events, video.events[1:]))
+            # the object is on screen in every frame: during its events, and still between them
+            background = video.background.render(video.size).astype(int)
+            frames = video.render().astype(int)
+            showing = np.abs(frames - background).max(axis=-1) > OBJECT_THRESHOLD
+            times = video.frame_times
+            blinking = np.zeros_like(times, dtype=bool)
+            for event in video.events:
+                if event.action == "blink":
+                    blinking |= (times >= event.start) & (times < event.end)
+            assert showing[~blinking].any(axis=(1, 2)).all(), video.video_id
+            covered = np.zeros_like(times, dtype=bool)
+            for part in (*video.events, *video.rests):
+                covered |= (times >= part.start) & (times < part.end)
+            assert covered.all()
+            # at rest it does not move
+            for rest in video.rests:
+                still = (times >= rest.start) & (times < rest.end)
+                if still.sum() > 1:
+                    assert (frames[still] == frames[still][:1]).all(), video.video_id
+    # the easy world is unchanged by the option's existence
+    assert tiny_world().videos("train")[0].rests == ()
+    # with one look, every video shows the same object
+    one_look = tiny_world(persistent_object=True, persistent_object_looks=1)
+    looks = {(event.shape, event.colour) for split in world.SPLITS for video in one_look.videos(split)
+             for event in video.events}  # fmt: skip
+    assert looks == {("square", "red")}
+    with pytest.raises(ValueError, match="persistent_object_looks"):
+        tiny_world(persistent_object_looks=1)
+
+
+def test_pretraining_spans_widened_to_the_coverage_still_contain_their_events():
+    exact = tiny_world(persistent_object=True)
+    widened = tiny_world(persistent_object=True, pretraining_span_coverage=0.5)
+    assert exact.videos("train") == widened.videos("train")  # the videos are the same, only the spans differ
+    assert widened.grounding_queries("train").to_list() == exact.grounding_queries("train").to_list()
+    durations = {video.video_id: video.duration for video in exact.videos("train")}
+    coverages = []
+    for original, row in zip(exact.pretraining_pairs("train"), widened.pretraining_pairs("train")):
+        assert row["text"] == original["text"] and row["video_id"] == original["video_id"]
+        assert 0 <= row["start"] <= original["start"] + 0.005 and original["end"] - 0.005 <= row["end"]
+        assert row["end"] <= durations[row["video_id"]]
+        coverages.append((original["end"] - original["start"]) / (row["end"] - row["start"]))
+    # half of each span, unless the video is too short to widen it that much
+    assert np.median(coverages) == pytest.approx(0.5, abs=0.05) and min(coverages) >= 0.49
+    assert widened.pretraining_pairs("train").to_list() == tiny_world(
+        persistent_object=True, pretraining_span_coverage=0.5
+    ).pretraining_pairs("train").to_list()
+    with pytest.raises(ValueError, match="pretraining_span_coverage"):
+        tiny_world(pretraining_span_coverage=0.0)

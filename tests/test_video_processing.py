@@ -7,7 +7,10 @@ the conftest, which skips when the variable is unset).
 
 import builtins
 import json
+import logging
+import re
 from fractions import Fraction
+from pathlib import Path
 
 import av
 import numpy as np
@@ -16,7 +19,7 @@ import torch
 from PIL import Image
 
 from locvtp_hf import video_io
-from locvtp_hf.video_io import VideoDecodingError, VideoInfo, probe_video, read_frames_at
+from locvtp_hf.video_io import EncodedVideo, VideoDecodingError, VideoInfo, probe_video, read_frames_at
 from locvtp_hf.video_processing_locvtp import LocVTPVideoProcessor, sample_clip_times
 
 
@@ -30,14 +33,29 @@ def index_frames(num_frames: int, height: int = 24, width: int = 40) -> np.ndarr
     return np.broadcast_to(values, (num_frames, height, width, 3)).copy()
 
 
-def write_index_video(path, num_frames: int, fps: int = 10, height: int = 24, width: int = 40, gop: int = 4) -> str:
-    """Write an H.264 file (keyframe every `gop` frames, B-frames) whose frame `k` has brightness `k * STEP`."""
-    with av.open(str(path), "w") as container:
+def write_index_video(
+    path,
+    num_frames: int,
+    fps: int = 10,
+    height: int = 24,
+    width: int = 40,
+    gop: int = 4,
+    textured: bool = False,
+    faststart: bool = False,
+) -> str:
+    """
+    Write an H.264 file (keyframe every `gop` frames, B-frames) whose frame `k` has brightness `k * STEP`.
+
+    `textured` adds a fixed pattern of values 0-2 (which leaves the frame indices read back unchanged) so that the
+    frames, not the index, make up most of the file. `faststart` puts the index at the front, as web videos are served.
+    """
+    texture = np.random.default_rng(0).integers(0, 3, (height, width, 1), dtype=np.uint8) if textured else 0
+    with av.open(str(path), "w", options={"movflags": "faststart"} if faststart else {}) as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.options = {"crf": "1", "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes=2"}
         for index, pixels in enumerate(index_frames(num_frames, height, width)):
-            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            frame = av.VideoFrame.from_ndarray(pixels + texture, format="rgb24")
             frame.pts, frame.time_base = index, Fraction(1, fps)
             container.mux(stream.encode(frame))
         container.mux(stream.encode())
@@ -68,6 +86,19 @@ def small_processor(**kwargs) -> LocVTPVideoProcessor:
 def index_video(tmp_path_factory) -> str:
     """40 frames at 10 fps (4 s), keyframe every 4 frames."""
     return write_index_video(tmp_path_factory.mktemp("videos") / "index.mp4", num_frames=40)
+
+
+@pytest.fixture(scope="module")
+def truncated_web_video(tmp_path_factory) -> tuple[str, str]:
+    """
+    A 4 s web video (40 frames at 10 fps, index first) and the first half of its bytes, as a download cut short: the
+    index, and so the duration `probe_video` reports, is whole, the frames after the cut are missing.
+    """
+    folder = tmp_path_factory.mktemp("web")
+    intact = write_index_video(folder / "intact.mp4", num_frames=40, textured=True, faststart=True)
+    data = Path(intact).read_bytes()
+    (folder / "truncated.mp4").write_bytes(data[: len(data) // 2])
+    return intact, str(folder / "truncated.mp4")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -194,6 +225,45 @@ def test_torchcodec_backend_matches_pyav(index_video):
     assert frames.shape == (len(times), 24, 40, 3)
     assert frame_indices(frames).tolist() == [20, 0, 5, 39, 0, 39]
     assert info.fps == pytest.approx(10.0)
+
+
+@pytest.mark.parametrize("backend", ["pyav", "torchcodec"])
+def test_truncated_video_raises_instead_of_repeating_its_last_frame(truncated_web_video, backend):
+    if backend == "torchcodec":
+        pytest.importorskip("torchcodec", reason="torchcodec is not installed")
+    intact, truncated = truncated_web_video
+    times = np.arange(40) / 10 + 0.05  # the middle of every frame
+    assert frame_indices(read_frames_at(intact, times, backend=backend)[0]).tolist() == list(range(40))
+
+    stopped = r"is truncated or corrupt: decoding stopped at (\d+\.\d\d) s, but a frame at 3\.95 s was requested"
+    with pytest.raises(VideoDecodingError, match=rf"video '.*truncated\.mp4' {stopped}") as error:
+        read_frames_at(truncated, times, backend=backend)
+    reached = float(re.search(stopped, str(error.value)).group(1))
+    assert 0.5 < reached < 3.0
+    # The same bytes held in memory, as a sample of a shard; and a time after the cut alone (seeking past the end).
+    shard_sample = EncodedVideo(Path(truncated).read_bytes(), name="shard-00012.tar/clip.mp4")
+    with pytest.raises(VideoDecodingError, match=rf"video 'shard-00012\.tar/clip\.mp4' {stopped}"):
+        read_frames_at(shard_sample, times, backend=backend)
+    with pytest.raises(VideoDecodingError, match=rf"decoding stopped at {reached:.2f} s, but a frame at 3\.50 s"):
+        read_frames_at(truncated, [3.5], backend=backend)
+
+    # Frames before the cut still decode (leaving out the last few, which may refer to data after it).
+    before_cut = times[times < reached - 0.3]
+    frames, _ = read_frames_at(truncated, before_cut, backend=backend)
+    assert frame_indices(frames).tolist() == list(range(len(before_cut)))
+
+
+def test_truncated_video_is_caught_by_the_processor(truncated_web_video):
+    intact, truncated = truncated_web_video
+    # The header still gives the full duration: only decoding finds the cut.
+    assert probe_video(truncated).duration == pytest.approx(4.0)
+    processor = small_processor()
+    assert frame_indices(processor(intact, return_tensors="np")["pixel_values_videos"]).max() > 30
+    with pytest.raises(VideoDecodingError, match=r"videos\[1\]: video '.*truncated\.mp4' is truncated or corrupt"):
+        processor([intact, truncated])
+    shard_sample = EncodedVideo(Path(truncated).read_bytes(), name="shard-00012.tar/clip.mp4")
+    with pytest.raises(VideoDecodingError, match=r"videos\[0\]: video 'shard-00012\.tar/clip\.mp4' is truncated"):
+        processor(shard_sample)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -410,12 +480,29 @@ def test_input_errors(tmp_path, index_video):
         processor(frames, video_fps=0.0)
     with pytest.raises(ValueError, match=r"video_fps for videos\[1\] must be a positive"):
         processor([frames, frames], video_fps=[10.0, -5.0])
+    for fps in (float("inf"), float("nan")):
+        with pytest.raises(ValueError, match=r"video_fps for videos\[0\] must be a positive, finite number"):
+            processor(frames, video_fps=fps)
+    with pytest.raises(ValueError, match="`default_fps` must be a positive, finite number, got inf"):
+        LocVTPVideoProcessor(default_fps=float("inf"))
     with pytest.raises(ValueError, match="does not take"):
         processor(frames, num_frames=16)
     with pytest.raises(ValueError, match="`num_clips` must be a positive integer"):
         LocVTPVideoProcessor(num_clips=0)
     with pytest.raises(ValueError, match="`frame_sampling` must be one of"):
         LocVTPVideoProcessor(frame_sampling="random")
+
+
+def test_many_clips_warn_with_the_memory_they_take(tmp_path, caplog):
+    processor = LocVTPVideoProcessor()  # 4 frames per clip, 224 px
+    missing = tmp_path / "missing.mp4"
+    with caplog.at_level(logging.WARNING), pytest.raises(FileNotFoundError):
+        processor(missing, num_clips=256)  # 0.6 GiB per video: no warning
+    assert "GiB" not in caplog.text
+    # The warning comes before anything is decoded (here the file does not even exist).
+    with caplog.at_level(logging.WARNING), pytest.raises(FileNotFoundError):
+        processor(missing, num_clips=2000)
+    assert "num_clips=2000 clips of frames_per_clip=4 frames at 224x224 px take 4.5 GiB" in caplog.text
 
 
 def test_save_and_load_round_trip(tmp_path, index_video):
@@ -472,6 +559,8 @@ def test_real_video(real_data, name):
     )
     batch = processor(str(path), return_tensors="pt")
     pixels, spans = batch["pixel_values_videos"], batch["clip_spans"]
+    # The end of the duration is not mistaken for a cut (the mkv's duration is its audio's, 1.4 frames longer).
+    assert read_frames_at(path, [info.duration - 1e-3])[0].shape[0] == 1
     assert pixels.shape == (1, 4, 2, 3, SIZE, SIZE) and pixels.dtype == torch.float32
     assert torch.isfinite(pixels).all() and pixels.std() > 0
     assert spans.shape == (1, 4, 2)

@@ -12,7 +12,8 @@ Text-video retrieval metrics in both directions from a text-by-video similarity 
 whose correct answer is among the k best, in [0, 1]), median and mean rank. Text-to-video: each text retrieves among
 all videos. Video-to-text: each video that has a text retrieves among all texts; any of its texts counts (the rank
 of its best-placed one). Ties: a wrong candidate that scores exactly as high as the best correct one ranks before
-it, so equal scores never help. Optionally the same metrics after DSL or inverted-softmax re-normalisation, under
+it, so equal scores never help (CLIP4Clip-style code counts a tied query once per tied position instead, so its
+numbers differ when scores tie). Optionally the same metrics after DSL or inverted-softmax re-normalisation, under
 prefixed keys, beside the plain ones.
 """
 

@@ -48,7 +48,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from locvtp_hf import LocVTPConfig, LocVTPForTemporalGrounding, LocVTPProcessor
 from locvtp_hf.configuration_locvtp import default_pooling_counts
 from locvtp_hf.grounding_datasets import GROUNDING_DATASETS, load_grounding_dataset
-from locvtp_hf.grounding_features import ClipFeatureStore
+from locvtp_hf.grounding_features import ClipFeatureStore, model_fingerprint
 from locvtp_hf.grounding_finetuning import (
     GroundingFeatureDataset,
     GroundingVideoDataset,
@@ -289,7 +289,8 @@ def grounding_model_card(model, args: GroundingArguments, results: dict):
         )
     else:
         dataset_name = args.dataset
-        training_data = f"`{Path(args.train_annotations).name}` ({args.dataset}), features `{args.features_dir}`."
+        features = Path(args.features_dir).name
+        training_data = f"`{Path(args.train_annotations).name}` ({args.dataset}), features `{features}`."
     return create_model_card(
         model,
         args.hub_model_id,
@@ -327,11 +328,12 @@ def check_feature_settings(store: ClipFeatureStore, args: GroundingArguments, mo
             f"The features in {args.features_dir} have {feature_dim} dimensions but {args.model_name_or_path} makes "
             f"{model.config.projection_dim}: extract them with this checkpoint (examples/extract_features.py)."
         )
-    extracted_with = store.settings.get("checkpoint")
-    if extracted_with is not None and extracted_with != args.model_name_or_path:
+    extracted_with = store.settings.get("model_sha256")
+    if extracted_with is not None and extracted_with != model_fingerprint(model):
         logger.warning(
-            f"The features in {args.features_dir} were extracted with {extracted_with}, the queries are encoded by "
-            f"{args.model_name_or_path}: make sure they are the same model."
+            f"The features in {args.features_dir} were extracted with another model (checkpoint "
+            f"{store.settings.get('checkpoint')!r}) than {args.model_name_or_path}, which encodes the queries: extract "
+            "them again with this checkpoint (examples/extract_features.py)."
         )
 
 
@@ -472,7 +474,12 @@ def main():
         processor.save_pretrained(output_dir)
         results.update(
             before=before.metrics, after=after.metrics, steps=len(losses), first_loss=losses[0], last_loss=losses[-1],
-            top_k=top_k, arguments=asdict(args),
+            top_k=top_k,
+            # shared on the Hub with the model: no folder of this machine
+            arguments={
+                name: Path(value).name if isinstance(value, str) and Path(value).is_absolute() else value
+                for name, value in asdict(args).items()
+            },
         )
         print_table(before.metrics, after.metrics)
         results_file = output_dir / "grounding_results.json"

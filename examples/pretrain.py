@@ -33,6 +33,7 @@ not its set of negatives.
 
 import json
 import logging
+import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -56,14 +57,20 @@ from locvtp_hf.data import (
     videofolder_rows,
     webvid_rows,
 )
-from locvtp_hf.evaluation import localization_probe, text_to_video_retrieval
+from locvtp_hf.evaluation import localization_evaluation, text_to_video_retrieval
 from locvtp_hf.hub import push_to_hub
 from locvtp_hf.loss import sample_context_offsets
 from locvtp_hf.model_card import create_model_card, eval_results_from_metrics
 from locvtp_hf.optimization import adamw_optimizer
 from locvtp_hf.stop_words import stop_word_token_ids
 from locvtp_hf.synthetic_world import SyntheticWorld
-from locvtp_hf.training_utils import PARTIAL_SUFFIX, NonFiniteLossGuard, checkpoint_step, latest_checkpoint
+from locvtp_hf.training_utils import (
+    PARTIAL_SUFFIX,
+    NonFiniteLossGuard,
+    checkpoint_step,
+    latest_checkpoint,
+    term_gradient_norms,
+)
 
 
 logger = logging.getLogger(__name__)
@@ -177,6 +184,13 @@ class TrainingArguments:
     )
     seed: int = field(default=42, metadata={"help": "Seed of initialisation, data order and sampling."})
     logging_steps: int = field(default=20, metadata={"help": "Log the losses every N optimizer steps."})
+    log_term_gradient_norms: bool = field(
+        default=False,
+        metadata={
+            "help": "At each logging step, also log the norm of each weighted loss term's gradient on the clip "
+            "encoder (one process only; three more backward passes per logging step)."
+        },
+    )
     checkpointing_steps: int = field(default=250, metadata={"help": "save_state every N optimizer steps (0: never)."})
     resume_from_checkpoint: str | None = field(
         default=None, metadata={"help": "A checkpoint folder, or 'latest' for the newest in output_dir/checkpoints."}
@@ -216,6 +230,7 @@ RESUMABLE_CHANGES = {
     "hub_model_id",
     "probe_num_clips",
     "max_consecutive_nonfinite_steps",
+    "log_term_gradient_norms",
 }
 
 
@@ -288,6 +303,8 @@ def check_arguments(model_args: ModelArguments, data_args: DataArguments, train_
         raise ValueError(
             f"--vision_model_type must be one of {list(SMALL_VISION_MODELS)}, got {model_args.vision_model_type!r}."
         )
+    if train_args.log_term_gradient_norms and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("--log_term_gradient_norms measures one process's gradients: run it with one process.")
     if train_args.push_to_hub and not train_args.hub_model_id:
         raise ValueError("--push_to_hub needs --hub_model_id.")
     if train_args.max_steps < 0:
@@ -400,6 +417,31 @@ def pretraining_model_card(model, data_args, train_args, accelerator, num_train_
 
 # the clip encoders a new small model can have; a video transformer's tubelets span two frames
 SMALL_VISION_MODELS = {"videomae": {"tubelet_size": 2}, "timesformer": {}, "vit": {}}
+
+
+# (figure, the chance level or floor it is read against) of the final table
+EVALUATION_TABLE = [
+    ("text_to_video_R@1", "text_to_video_R@1_chance"),
+    ("text_to_video_R@5", "text_to_video_R@5_chance"),
+    ("in_video_auc", None),
+    ("zero_shot_R@1,IoU=0.3", "zero_shot_random_R@1,IoU=0.3"),
+    ("zero_shot_R@1,IoU=0.5", "zero_shot_random_R@1,IoU=0.5"),
+    ("zero_shot_R@1,IoU=0.7", "zero_shot_random_R@1,IoU=0.7"),
+    ("zero_shot_mIoU", "zero_shot_random_mIoU"),
+    ("probe_hit_rate", "probe_random_rate"),
+]
+
+
+def print_evaluation_table(results: dict) -> None:
+    """The zero-shot figures beside their chance levels (for zero-shot grounding: the same search over random clip
+    features), then the run's other figures and counts."""
+    print("\n| zero-shot on held-out synthetic videos | value | chance |\n|---|---|---|")
+    for name, reference in EVALUATION_TABLE:
+        print(f"| {name} | {results[name]:.3f} | {0.5 if reference is None else results[reference]:.3f} |")
+    shown = {name for row in EVALUATION_TABLE for name in row}
+    for name, value in results.items():
+        if name not in shown:
+            print(f"| {name} | {value:.3f} | |" if isinstance(value, float) else f"| {name} | {value} | |")
 
 
 def small_model_config(args: ModelArguments, tokenizer, max_text_length: int) -> LocVTPConfig:
@@ -635,6 +677,21 @@ def main():
             )
             with accelerator.accumulate(model):
                 outputs = model(**batch, return_loss=True, context_offsets=offsets)
+                step = completed_steps + 1
+                if train_args.log_term_gradient_norms and accelerator.sync_gradients and (
+                    step % train_args.logging_steps == 0 or step == train_args.max_steps
+                ):
+                    unwrapped = accelerator.unwrap_model(model)
+                    weighted = {
+                        f"grad_norm_{name}": getattr(unwrapped.config, f"{name}_loss_weight") * term
+                        for name, term in (
+                            ("coarse", outputs.loss_coarse),
+                            ("fine", outputs.loss_fine),
+                            ("temporal", outputs.loss_temporal),
+                        )
+                        if term is not None
+                    }
+                    term_norms = term_gradient_norms(weighted, unwrapped.vision_model.parameters())
                 accelerator.backward(outputs.loss)
                 nonfinite_guard.observe(outputs.loss)
                 # a skipped step still counts (the data position and the schedule go on), without a weight update
@@ -661,6 +718,8 @@ def main():
                     if value is not None
                 }
                 logs["lr"] = scheduler.get_last_lr()[0]
+                if train_args.log_term_gradient_norms:
+                    logs.update(term_norms)
                 progress.set_postfix(loss=f"{logs['loss']:.3f}")
                 logger.info(f"step {completed_steps}: " + ", ".join(f"{k} {v:.4g}" for k, v in logs.items()))
                 if accelerator.trackers:
@@ -710,7 +769,7 @@ def main():
                 load_video=world.render,
                 video_fps=world.fps,
             ),
-            **localization_probe(
+            **localization_evaluation(
                 trained,
                 processor,
                 test_queries,
@@ -724,9 +783,7 @@ def main():
             "skipped_nonfinite_steps": len(nonfinite_guard.skipped_steps),
             "steps": completed_steps,
         }
-        print("\n| zero-shot on held-out synthetic videos | value |\n|---|---|")
-        for name, value in results.items():
-            print(f"| {name} | {value:.3f} |" if isinstance(value, float) else f"| {name} | {value} |")
+        print_evaluation_table(results)
         (output_dir / "eval_results.json").write_text(json.dumps(results, indent=2) + "\n")
         logger.info(f"Model, processor and eval_results.json saved in {output_dir}")
         if train_args.push_to_hub:

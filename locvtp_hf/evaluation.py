@@ -147,8 +147,9 @@ def localization_evaluation(
     - `in_video_auc`: the chance that a clip inside the moment matches the sentence better than a clip outside it, in
       the same video (ties count half; 0.5 is chance), averaged over the queries with clips on both sides.
     - `zero_shot_R@1,IoU=m` (m = 0.3, 0.5, 0.7) and `zero_shot_mIoU`: the top moment of
-      [`~locvtp_hf.zero_shot_grounding.zero_shot_grounding`]; `zero_shot_whole_video_...`: the same figures when the
-      whole video answers every query, the floor a localizer has to beat.
+      [`~locvtp_hf.zero_shot_grounding.zero_shot_grounding`]; `zero_shot_random_...`: the same figures for the
+      same search over random clip features (its chance level); `zero_shot_whole_video_...`: when the whole video
+      answers every query.
 
     Args:
         queries: rows with `video_id`, `query`, `start`, `end` and `duration` (seconds), e.g.
@@ -176,16 +177,24 @@ def localization_evaluation(
     num_pairs = pairs.sum((1, 2))
     auc = torch.where(num_pairs > 0, (wins * pairs).sum((1, 2)) / num_pairs.clamp(min=1), torch.nan)
 
-    moments = zero_shot_grounding(text_embeds, clip_embeds, clip_spans, video_durations=durations, top_k=1)
-    predicted = torch.tensor([[found[0]["start"], found[0]["end"]] for found in moments], dtype=torch.float64)
+    def top_moments(clips: torch.Tensor) -> torch.Tensor:
+        moments = zero_shot_grounding(text_embeds, clips, clip_spans, video_durations=durations, top_k=1)
+        return torch.tensor([[found[0]["start"], found[0]["end"]] for found in moments], dtype=torch.float64)
+
+    # the chance level of the scorer: the same search over clip features that know nothing (random directions)
+    noise = torch.randn(clip_embeds.shape, generator=torch.Generator().manual_seed(0))
     truth = torch.stack([starts, ends], dim=-1)
-    whole_video = torch.stack([torch.zeros_like(durations), durations], dim=-1)
+    answers_by_name = {
+        "zero_shot": top_moments(clip_embeds),
+        "zero_shot_random": top_moments(F.normalize(noise, dim=-1)),
+        "zero_shot_whole_video": torch.stack([torch.zeros_like(durations), durations], dim=-1),
+    }
     results = {
         "probe_hit_rate": probe_hits.mean().item(),
         "probe_random_rate": inside.float().mean().item(),
         "in_video_auc": auc.nanmean().item(),
     }
-    for name, answers in (("zero_shot", predicted), ("zero_shot_whole_video", whole_video)):
+    for name, answers in answers_by_name.items():
         iou = temporal_iou(answers[:, None], truth[:, None])[:, 0, 0]
         for threshold in (0.3, 0.5, 0.7):
             results[f"{name}_R@1,IoU={threshold}"] = (iou >= threshold).double().mean().item()
@@ -197,21 +206,3 @@ def localization_evaluation(
                 "zero_shot_iou": iou.tolist(),
             }
     return results
-
-
-def localization_probe(
-    model: LocVTPModel,
-    processor: LocVTPProcessor,
-    queries,
-    num_clips: int = 16,
-    load_video: Callable | None = None,
-    video_fps: float | None = None,
-) -> dict[str, float]:
-    """
-    For each query (rows with `video_id`, `query`, `start`, `end`, `duration`), the clip of its whole video whose
-    embedding best matches the sentence: how often the clip's centre lies inside the annotated moment
-    (`probe_hit_rate`), against the rate a clip drawn at random reaches (`probe_random_rate`). A part of
-    [`localization_evaluation`].
-    """
-    results = localization_evaluation(model, processor, queries, num_clips, load_video, video_fps)
-    return {name: results[name] for name in ("probe_hit_rate", "probe_random_rate")}

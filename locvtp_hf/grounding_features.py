@@ -102,7 +102,7 @@ def model_fingerprint(model) -> str:
     dtype: the weights are hashed as they are.
 
     Args:
-        model ([`LocVTPModel`] or a task model built on one, such as [`LocVTPForTemporalGrounding`]).
+        model: a [`LocVTPModel`], or a task model built on one such as [`LocVTPForTemporalGrounding`].
 
     Returns:
         `str`: 64 hexadecimal digits.

@@ -377,17 +377,21 @@ class LocVTPLoss(nn.Module):
             same_sample = self.fine_negatives == "same_and_other_samples"
             own_words = F.pad(discovery_mask, padding) if same_sample else None
 
+            def against_words(queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                """Clip-like queries `[B, T, D]` against the words, the positives those discovered for each clip."""
+                return multi_positive_nce(
+                    queries,
+                    all_words,
+                    all_word_mask,
+                    words_of_clip,
+                    offset,
+                    self.fine_temperature,
+                    self.chunk_size,
+                    own_negatives=own_words,
+                )
+
         if self.fine_weight > 0:
-            clip_losses, clip_valid = multi_positive_nce(
-                clip_embeds,
-                all_words,
-                all_word_mask,
-                words_of_clip,
-                offset,
-                self.fine_temperature,
-                self.chunk_size,
-                own_negatives=own_words,
-            )
+            clip_losses, clip_valid = against_words(clip_embeds)
             clip_mask = clip_embeds.new_ones(clip_embeds.shape[:2], dtype=torch.bool)
             all_clip_mask, _ = gather_with_grad(clip_mask)
             clip_padding = all_clips.shape[1] - clip_embeds.shape[1]
@@ -423,16 +427,7 @@ class LocVTPLoss(nn.Module):
             warped = context_head(context, -context_offsets)
             temporal = 0.0
             if self.temporal_cross_modal_weight > 0:
-                warp_losses, warp_valid = multi_positive_nce(
-                    warped,
-                    all_words,
-                    all_word_mask,
-                    words_of_clip,
-                    offset,
-                    self.fine_temperature,
-                    self.chunk_size,
-                    own_negatives=own_words,
-                )
+                warp_losses, warp_valid = against_words(warped)
                 temporal = self.temporal_cross_modal_weight * global_mean(warp_losses.sum(), warp_valid.sum())
             if self.temporal_intra_video_weight > 0:
                 intra_losses = temporal_aware_intra_video_loss(

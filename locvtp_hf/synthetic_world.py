@@ -709,20 +709,23 @@ class SyntheticWorld:
         background = _sample_background(rng)
         num_events = int(rng.integers(self.min_events, self.max_events + 1))
         if self.persistent_object:
-            spans = _sample_spans(rng, duration, num_events, overlap_probability=0.0)
-            events = self._persistent_object_events(rng, spans)
-            return SyntheticVideo(
-                video_id=video_id,
-                split=split,
-                duration=duration,
-                fps=self.fps,
-                size=self.size,
-                background=background,
-                events=events,
-                rests=_rests_between(events, duration),
-            )
-        spans = _sample_spans(rng, duration, num_events)
+            events = self._persistent_object_events(rng, _sample_spans(rng, duration, num_events, 0.0))
+            rests = _rests_between(events, duration)
+        else:
+            events, rests = self._distinct_object_events(rng, _sample_spans(rng, duration, num_events)), ()
+        return SyntheticVideo(
+            video_id=video_id,
+            split=split,
+            duration=duration,
+            fps=self.fps,
+            size=self.size,
+            background=background,
+            events=tuple(events),
+            rests=rests,
+        )
 
+    def _distinct_object_events(self, rng: np.random.Generator, spans: list[tuple[float, float]]) -> list[Event]:
+        """The events of objects that each appear for one event only, placed apart from those on screen with them."""
         events: list[Event] = []
         boxes: list[np.ndarray] = []
         # `taken` holds every (shape, colour) look of the objects so far, target colours included, so that each
@@ -757,37 +760,12 @@ class SyntheticWorld:
                 if overlap == 0:
                     break
 
-            subject = _describe_subject(shape, colour, rng)
-            predicate = _describe_predicate(action, direction, colour, target_colour, end - start, rng)
-            blink_half_period = max(rng.uniform(0.5, 1.0), 1.0 / self.fps) if action == "blink" else None
-            events.append(
-                Event(
-                    shape=shape,
-                    colour=colour,
-                    action=action,
-                    start=start,
-                    end=end,
-                    sentence=f"{subject} {predicate}",
-                    subject=subject,
-                    predicate=predicate,
-                    direction=direction,
-                    target_colour=target_colour,
-                    blink_half_period=blink_half_period,
-                    **geometry,
-                )
-            )
+            described = self._described_event(rng, shape, colour, action, direction, target_colour, start, end, geometry)
+            events.append(described)
             boxes.append(box)
-        return SyntheticVideo(
-            video_id=video_id,
-            split=split,
-            duration=duration,
-            fps=self.fps,
-            size=self.size,
-            background=background,
-            events=tuple(events),
-        )
+        return events
 
-    def _persistent_object_events(self, rng: np.random.Generator, spans: list[tuple[float, float]]) -> tuple:
+    def _persistent_object_events(self, rng: np.random.Generator, spans: list[tuple[float, float]]) -> list[Event]:
         """The events of one object doing a different action in each span."""
         if self.persistent_object_looks is None:
             shape = _pick(rng, SHAPES)
@@ -800,25 +778,33 @@ class SyntheticWorld:
             action = _pick(rng, actions)
             actions.remove(action)
             direction = _sample_direction(rng, action)
-            subject = _describe_subject(shape, colour, rng)
-            predicate = _describe_predicate(action, direction, colour, None, end - start, rng)
-            blink_half_period = max(rng.uniform(0.5, 1.0), 1.0 / self.fps) if action == "blink" else None
-            events.append(
-                Event(
-                    shape=shape,
-                    colour=colour,
-                    action=action,
-                    start=start,
-                    end=end,
-                    sentence=f"{subject} {predicate}",
-                    subject=subject,
-                    predicate=predicate,
-                    direction=direction,
-                    blink_half_period=blink_half_period,
-                    **_sample_geometry(rng, action, direction),
-                )
-            )
-        return tuple(events)
+            events.append(self._described_event(rng, shape, colour, action, direction, None, start, end))
+        return events
+
+    def _described_event(
+        self, rng: np.random.Generator, shape, colour, action, direction, target_colour, start, end, geometry=None
+    ) -> Event:
+        """The event, with a sentence drawn for it (and a blink period for a blink); its geometry is drawn after them
+        when not given."""
+        subject = _describe_subject(shape, colour, rng)
+        predicate = _describe_predicate(action, direction, colour, target_colour, end - start, rng)
+        blink_half_period = max(rng.uniform(0.5, 1.0), 1.0 / self.fps) if action == "blink" else None
+        if geometry is None:
+            geometry = _sample_geometry(rng, action, direction)
+        return Event(
+            shape=shape,
+            colour=colour,
+            action=action,
+            start=start,
+            end=end,
+            sentence=f"{subject} {predicate}",
+            subject=subject,
+            predicate=predicate,
+            direction=direction,
+            target_colour=target_colour,
+            blink_half_period=blink_half_period,
+            **geometry,
+        )
 
     # -----------------------------------------------------------------------------------------------------------------
     # Datasets

@@ -348,3 +348,21 @@ def test_two_processes_equal_one(tmp_path):
     for index, parameter in enumerate(head.parameters()):
         torch.testing.assert_close((ranks[0]["head_grads"][index] + ranks[1]["head_grads"][index]) / 2, parameter.grad)
     torch.testing.assert_close((ranks[0]["scale_grad"] + ranks[1]["scale_grad"]) / 2, scale.grad)
+
+
+def test_term_gradient_norms_measure_each_term_and_leave_grad_alone(tokenizer):
+    from locvtp_hf.training_utils import term_gradient_norms
+
+    torch.manual_seed(0)
+    model = LocVTPModel(make_config())
+    out = model(**random_batch(tokenizer), return_loss=True)
+    terms = {"coarse": out.loss_coarse, "fine": 2 * out.loss_fine, "temporal": out.loss_temporal, "none": None}
+    norms = term_gradient_norms(terms, model.vision_model.parameters())
+    assert sorted(norms) == ["coarse", "fine", "temporal"]
+    assert all(parameter.grad is None for parameter in model.parameters())
+    out.loss_fine.backward(retain_graph=True)
+    by_hand = torch.cat([parameter.grad.flatten() for parameter in model.vision_model.parameters()]).norm()
+    assert norms["fine"] == pytest.approx(2 * by_hand.item(), rel=1e-5)
+    # the context head is not part of the clip encoder, and a frozen tower is not measured
+    model.vision_model.requires_grad_(False)
+    assert term_gradient_norms(terms, model.vision_model.parameters()) == {}

@@ -24,7 +24,11 @@ from .modeling_locvtp import (
     LocVTPVideoModelOutput,
 )
 from .model_card import create_model_card, eval_results_from_metrics
-from .pipeline_temporal_grounding import AutoModelForVideoTemporalGrounding, VideoTemporalGroundingPipeline
+from .pipeline_temporal_grounding import (
+    NO_DEFAULT_MODEL,
+    AutoModelForVideoTemporalGrounding,
+    VideoTemporalGroundingPipeline,
+)
 from .processing_locvtp import LocVTPProcessor
 from .retrieval_index import VideoIndex, build_video_index, load_index
 from .video_io import VideoDecodingError
@@ -43,6 +47,7 @@ PIPELINE_REGISTRY.register_pipeline(
     "video-temporal-grounding",
     pipeline_class=VideoTemporalGroundingPipeline,
     pt_model=AutoModelForVideoTemporalGrounding,
+    default=NO_DEFAULT_MODEL,
     type="multimodal",
 )
 

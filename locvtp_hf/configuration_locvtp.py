@@ -9,7 +9,7 @@ from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 
 VISION_POOLING_MODES = ("auto", "cls", "mean", "pooler")
-SENTENCE_POOLING_MODES = ("cls", "mean")
+SENTENCE_POOLING_MODES = ("cls", "mean", "pooler")
 # Where the fine-grained terms draw their negatives from: the other samples of the global batch only, or also the
 # non-positive words / clips of the query's own sample.
 FINE_NEGATIVES = ("other_samples", "same_and_other_samples")
@@ -43,7 +43,10 @@ class LocVTPConfig(PreTrainedConfig):
             backbone's pooled output), `"cls"` (first token), `"mean"` (mean of all tokens), or `"auto"`: the
             pooled output when the backbone returns one, else the class token when it has one, else the mean.
         sentence_pooling (`str`, *optional*, defaults to `"cls"`):
-            Sentence feature: the `[CLS]` state (`"cls"`) or the mean of the word states (`"mean"`).
+            Sentence feature: the `[CLS]` state (`"cls"`), the mean of the word states (`"mean"`), or the text
+            encoder's pooled output (`"pooler"`; e.g. CLIP's end-of-text token state after the final layer norm, as
+            [`LocVTPModel.from_clip`] sets). LocVTP builds BERT-like towers without their pooling layer, so
+            `"pooler"` needs a text encoder that pools by itself (CLIP text).
         logit_scale_init_value (`float`, *optional*, defaults to ln(1/0.07)):
             Initial value of the learnable log logit scale `alpha` of the coarse loss.
         logit_scale_max (`float`, *optional*, defaults to ln(100)):

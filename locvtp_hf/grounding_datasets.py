@@ -2,7 +2,9 @@
 Loaders of the temporal grounding benchmarks' annotation files into one `datasets` schema.
 
 Every loader gives rows of [`GROUNDING_FEATURES`]: `query_id`, `video_id`, `duration` (seconds), `query` and
-`moments` (a list of `[start, end]` in seconds; several for QVHighlights windows and DiDeMo annotators). Moments that
+`moments` (a list of `[start, end]` in seconds; several for QVHighlights windows and DiDeMo annotators), and the
+optional columns of [`GROUNDING_OPTIONAL_FEATURES`]: QVHighlights' highlight annotations, `None` for the other
+datasets. Moments that
 reach outside `[0, duration]` are clipped to it; moments with `start >= end` after clipping are dropped, and queries
 left without a moment are dropped. Queries with an empty sentence or an empty video id, and repeats (of a query id, or
 of a whole line), are dropped too. All of it is counted in a [`GroundingLoadReport`], logged, and written into the
@@ -16,7 +18,7 @@ import json
 import math
 import os
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,8 @@ from typing import Any
 import datasets
 import pyarrow as pa
 from transformers.utils import logging
+
+from .grounding_metrics import as_ranked_moments
 
 
 GROUNDING_FEATURES = datasets.Features(
@@ -35,6 +39,16 @@ GROUNDING_FEATURES = datasets.Features(
         "moments": datasets.List(datasets.List(datasets.Value("float64"), length=2)),
     }
 )
+# QVHighlights' highlight annotations: the indices of the 2-second clips relevant to the query and, per relevant clip,
+# the saliency score (0-4) each annotator gave it. `None` for datasets without them. The loaders give these columns
+# after those of `GROUNDING_FEATURES`, which stays the schema that grounding code requires.
+GROUNDING_OPTIONAL_FEATURES = datasets.Features(
+    {
+        "relevant_clip_ids": datasets.List(datasets.Value("int64")),
+        "saliency_scores": datasets.List(datasets.List(datasets.Value("float64"))),
+    }
+)
+LOADED_GROUNDING_FEATURES = datasets.Features({**GROUNDING_FEATURES, **GROUNDING_OPTIONAL_FEATURES})
 DIDEMO_SEGMENT_SECONDS = 5.0
 # Why an annotation loader (here and in `retrieval_datasets`) leaves a query, caption or video out.
 DROP_REASONS = {
@@ -180,7 +194,9 @@ def load_grounding_dataset(
     return_report: bool = False,
 ) -> datasets.Dataset | tuple[datasets.Dataset, GroundingLoadReport]:
     """
-    Load a temporal grounding annotation file into the [`GROUNDING_FEATURES`] schema.
+    Load a temporal grounding annotation file into the [`LOADED_GROUNDING_FEATURES`] schema: the columns of
+    [`GROUNDING_FEATURES`], then those of [`GROUNDING_OPTIONAL_FEATURES`] (QVHighlights' `relevant_clip_ids` and
+    `saliency_scores` as its files give them, `None` for the other datasets and for QVHighlights lines without them).
 
     | `name` | file | `query_id` | durations |
     |---|---|---|---|
@@ -251,10 +267,11 @@ def load_grounding_dataset(
     summary = report.summary()
     report.log(warn=bool(report.num_moments_clipped or report.num_moments_dropped))
 
-    info = datasets.DatasetInfo(description=summary, features=GROUNDING_FEATURES)
-    columns = {column: [row[column] for row in rows] for column in GROUNDING_FEATURES}
+    info = datasets.DatasetInfo(description=summary, features=LOADED_GROUNDING_FEATURES)
+    columns = {column: [row[column] for row in rows] for column in LOADED_GROUNDING_FEATURES}
     # straight to Arrow: the rows already hold the schema's plain types, so datasets' per-value encoding is not needed
-    dataset = datasets.Dataset(pa.Table.from_pydict(columns, schema=GROUNDING_FEATURES.arrow_schema), info=info)
+    table = pa.Table.from_pydict(columns, schema=LOADED_GROUNDING_FEATURES.arrow_schema)
+    dataset = datasets.Dataset(table, info=info)
     return (dataset, report) if return_report else dataset
 
 
@@ -355,7 +372,7 @@ def _qvhighlights(path: Path, durations: None) -> Iterator[dict[str, Any]]:
                 f"{where}: no 'relevant_windows'. QVHighlights' test split hides its ground truth; only files "
                 "with windows can be loaded for training or evaluation."
             )
-        yield _record(
+        record = _record(
             str(_get(query, "qid", where)),
             str(_get(query, "vid", where)),
             _get(query, "duration", where),
@@ -365,6 +382,178 @@ def _qvhighlights(path: Path, durations: None) -> Iterator[dict[str, Any]]:
             f"line {line_number}",
             line=line,
         )
+        yield {**record, **_qvhighlights_saliency(query, where)}
+
+
+def _qvhighlights_saliency(query: dict, where: str) -> dict[str, list | None]:
+    """The `relevant_clip_ids` and `saliency_scores` of a QVHighlights line, checked; `None` for those it lacks."""
+    clip_ids, scores = query.get("relevant_clip_ids"), query.get("saliency_scores")
+    if clip_ids is not None:
+        if not isinstance(clip_ids, list) or not all(isinstance(clip, int) and clip >= 0 for clip in clip_ids):
+            raise ValueError(
+                f"{where}: 'relevant_clip_ids' must be a list of clip indices >= 0, got {clip_ids!r:.80}."
+            )
+    if scores is not None:
+        if not isinstance(scores, list) or not all(isinstance(row, list) for row in scores):
+            raise ValueError(
+                f"{where}: 'saliency_scores' must be a list of per-annotator score lists, got {scores!r:.80}."
+            )
+        scores = [[_number(score, f"{where}: saliency_scores") for score in row] for row in scores]
+    if clip_ids is not None and scores is not None and len(clip_ids) != len(scores):
+        raise ValueError(
+            f"{where}: 'saliency_scores' must have one row per relevant clip; got {len(scores)} rows for "
+            f"{len(clip_ids)} 'relevant_clip_ids'."
+        )
+    return {"relevant_clip_ids": clip_ids, "saliency_scores": scores}
+
+
+def write_qvhighlights_submission(
+    path: str | os.PathLike,
+    queries: Sequence[Mapping],
+    predictions: Sequence | None = None,
+    saliency_predictions: Sequence[Sequence[float]] | None = None,
+) -> Path:
+    """
+    Write predictions in the QVHighlights submission format (Moment-DETR's `standalone_eval`, the leaderboard's):
+    one JSON object a line, `{"qid", "query", "vid", "pred_relevant_windows": [[start, end, score], ...],
+    "pred_saliency_scores": [one score per 2-second clip, in order]}`. Its `eval.py` scores moment retrieval when
+    the lines have `pred_relevant_windows` and highlight detection when they have `pred_saliency_scores`.
+
+    Args:
+        path (`str` or `os.PathLike`): The `.jsonl` file to write (e.g. `hl_val_submission.jsonl`).
+        queries (`Sequence[Mapping]`): The queries, in order: rows of `load_grounding_dataset("qvhighlights", ...)`
+            (`query_id`, `query`, `video_id`) or lines of a QVHighlights file (`qid`, `query`, `vid`; the test split
+            has no ground truth, so read its lines with `json`). Numeric query ids are written as integers, as the
+            ground-truth files have them.
+        predictions (`Sequence`, *optional*): Per query, its scored moments in seconds, rows `[start, end, score]` or
+            dicts as `post_process_grounding` returns them; written best first.
+        saliency_predictions (`Sequence[Sequence[float]]`, *optional*): Per query, a score for each 2-second clip of
+            the video.
+
+    Returns:
+        `Path`: the file written.
+    """
+    if predictions is None and saliency_predictions is None:
+        raise ValueError("Nothing to write: give `predictions` (scored moments) and / or `saliency_predictions`.")
+    for name, values in (("predictions", predictions), ("saliency_predictions", saliency_predictions)):
+        if values is not None and len(values) != len(queries):
+            raise ValueError(f"Got {len(queries)} queries and {len(values)} {name}; give one per query.")
+    lines = []
+    for index, query in enumerate(queries):
+        query_id = _first_field(query, ("query_id", "qid"), index)
+        line = {
+            "qid": int(query_id) if str(query_id).isdecimal() else query_id,
+            "query": _first_field(query, ("query",), index),
+            "vid": _first_field(query, ("video_id", "vid"), index),
+        }
+        if predictions is not None:
+            moments, scores = as_ranked_moments(predictions[index], f"predictions[{index}]")
+            if not len(moments):
+                raise ValueError(
+                    f"predictions[{index}] has no moment; the leaderboard's evaluation needs a window for every query."
+                )
+            if scores is None:
+                raise ValueError(
+                    f"predictions[{index}] has moments without scores; the submission needs [start, end, score]."
+                )
+            line["pred_relevant_windows"] = [
+                [start, end, score] for (start, end), score in zip(moments.tolist(), scores.tolist())
+            ]
+        if saliency_predictions is not None:
+            line["pred_saliency_scores"] = _finite_numbers(
+                saliency_predictions[index], f"saliency_predictions[{index}]"
+            )
+        lines.append(json.dumps(line))
+    path = Path(path)
+    path.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def read_qvhighlights_submission(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """
+    Read a QVHighlights submission file (see [`write_qvhighlights_submission`]), checking it as the leaderboard's
+    evaluation needs it.
+
+    Returns:
+        `list[dict]`: one dict per line, in file order, with `"qid"` (a string, as `query_id` in the loaded
+        dataset), `"query"` and `"vid"` (`None` when absent), `"pred_relevant_windows"` (`[[start, end, score], ...]`
+        in the file's order) and `"pred_saliency_scores"` (`None` when the file has no such field).
+
+    Raises:
+        `FileNotFoundError`: no such file.
+        `ValueError`: a line that is not a JSON object, lacks `qid`, repeats an earlier `qid`, has malformed windows
+            or scores, or has other prediction fields than the first line (the message names the file and the line).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No QVHighlights submission file at {path}.")
+    rows, first_line_of, prediction_fields = [], {}, None
+    for line_number, line in _lines(path):
+        where = f"{path}, line {line_number}"
+        entry = _json_object_line(line, where)
+        query_id = str(_get(entry, "qid", where))
+        if query_id in first_line_of:
+            raise ValueError(
+                f"{where}: qid {query_id} repeats line {first_line_of[query_id]}; give one line per query."
+            )
+        first_line_of[query_id] = line_number
+        fields = {"pred_relevant_windows", "pred_saliency_scores"} & set(entry)
+        if not fields:
+            raise ValueError(f"{where}: no 'pred_relevant_windows' or 'pred_saliency_scores'.")
+        if prediction_fields is None:
+            prediction_fields = fields
+        elif fields != prediction_fields:
+            raise ValueError(
+                f"{where}: has {sorted(fields)} but the first line has {sorted(prediction_fields)}; every line must "
+                "give the same predictions."
+            )
+        windows = entry.get("pred_relevant_windows")
+        if windows is not None:
+            if not isinstance(windows, list):
+                raise ValueError(f"{where}: 'pred_relevant_windows' must be a list, got {windows!r:.80}.")
+            windows = [
+                _scored_window(window, f"{where}: pred_relevant_windows[{index}]")
+                for index, window in enumerate(windows)
+            ]
+        scores = entry.get("pred_saliency_scores")
+        if scores is not None:
+            scores = _finite_numbers(scores, f"{where}: pred_saliency_scores")
+        rows.append(
+            {
+                "qid": query_id,
+                "query": entry.get("query"),
+                "vid": None if entry.get("vid") is None else str(entry["vid"]),
+                "pred_relevant_windows": windows,
+                "pred_saliency_scores": scores,
+            }
+        )
+    if not rows:
+        raise ValueError(f"{path} has no predictions.")
+    return rows
+
+
+def _first_field(query: Mapping, names: tuple[str, ...], index: int):
+    """The value of the first of `names` that `query` has (the package's column name, then the file's)."""
+    for name in names:
+        if name in query:
+            return query[name]
+    raise ValueError(f"queries[{index}] has none of {list(names)}; it has {sorted(query)}.")
+
+
+def _scored_window(window, where: str) -> list[float]:
+    if not isinstance(window, list) or len(window) != 3:
+        raise ValueError(f"{where}: expected [start, end, score], got {window!r}.")
+    start, end, score = (_number(value, where) for value in window)
+    if end < start:
+        raise ValueError(f"{where}: the window ends before it starts: {window!r}.")
+    return [start, end, score]
+
+
+def _finite_numbers(values, where: str) -> list[float]:
+    values = values.tolist() if hasattr(values, "tolist") else values
+    if not isinstance(values, (list, tuple)) or not values:
+        raise ValueError(f"{where}: expected a non-empty list of clip scores, got {values!r:.80}.")
+    return [_number(value, where) for value in values]
 
 
 def _didemo(path: Path, durations: Mapping[str, float] | None) -> Iterator[dict[str, Any]]:
@@ -420,6 +609,8 @@ def _record(
         "duration": duration,
         "query": sentence.strip(),
         "moments": moments,
+        "relevant_clip_ids": None,
+        "saliency_scores": None,
         "location": location,
         "line": line,
     }

@@ -14,9 +14,14 @@ Conventions shared by every function here:
   without tolerance, like the reference implementations, and with the same union formula as they use (see
   [`temporal_iou`]): R@k and mIoU divide by the hull `max(ends) - min(starts)` (2D-TAN's evaluation, Moment-DETR's
   R1), mAP by `length + other_length - intersection` (Moment-DETR's mAP).
-- Results are fractions in `[0, 1]` (papers print them multiplied by 100).
+- Results are fractions in `[0, 1]` (papers print them multiplied by 100), except those of
+  [`moment_detr_metrics`], which reproduces Moment-DETR's output: percentages under its key names.
+
+QVHighlights also has highlight detection: per query a saliency score for each 2-second clip of the video, judged
+against the 0-4 scores of 3 annotators ([`highlight_metrics`]).
 """
 
+import math
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -31,6 +36,11 @@ RECALL_IOU_THRESHOLDS = (0.3, 0.5, 0.7)
 MAP_IOU_THRESHOLDS = tuple(round(0.5 + 0.05 * step, 2) for step in range(10))
 # Moment-DETR's evaluation keeps the 10 best windows of each query for mAP.
 MAP_MAX_PREDICTIONS = 10
+# Moment-DETR's QVHighlights subsets by the length of the ground-truth windows in seconds, each range `(low, high]`.
+QVHIGHLIGHTS_LENGTH_RANGES = {"short": (0.0, 10.0), "middle": (10.0, 30.0), "long": (30.0, 150.0)}
+# Moment-DETR's highlight levels: a clip is relevant for an annotator who scored it at least this (scores are 0-4).
+HIGHLIGHT_SALIENCY_THRESHOLDS = {"Fair": 2, "Good": 3, "VeryGood": 4}
+QVHIGHLIGHTS_CLIP_SECONDS = 2.0
 
 
 def temporal_iou(moments: torch.Tensor, others: torch.Tensor, union: str = "hull") -> torch.Tensor:
@@ -265,10 +275,13 @@ def grounding_metrics(
     iou_comparison: str = ">=",
     map_iou_thresholds: Sequence[float] | None = MAP_IOU_THRESHOLDS,
     map_max_predictions: int | None = MAP_MAX_PREDICTIONS,
+    length_ranges: Mapping[str, tuple[float, float]] | None = None,
 ) -> dict[str, float]:
     """
     All grounding metrics in one dict: `"R@{k},IoU={t}"` ([`recall_at_k`]), `"mIoU"` ([`mean_iou`]) and, unless
-    `map_iou_thresholds` is `None`, `"mAP"` and `"mAP@{t}"` ([`mean_average_precision`]).
+    `map_iou_thresholds` is `None`, `"mAP"` and `"mAP@{t}"` ([`mean_average_precision`]); with `length_ranges`, the
+    same again on each length subset ([`select_by_moment_length`]) as `"{subset}/{key}"`, e.g. `"short/mAP"` (NaN
+    for a subset without queries).
 
     Args:
         predictions (`Sequence`): `N` ranked predictions, one per query (see the module docstring).
@@ -278,31 +291,279 @@ def grounding_metrics(
         iou_comparison (`str`): `">="` (Moment-DETR and most work; the default) or `">"` (2D-TAN).
         map_iou_thresholds (`Sequence[float]`, *optional*): the thresholds averaged into mAP; `None` skips mAP.
         map_max_predictions (`int`, *optional*): moments per query that mAP considers (Moment-DETR: 10).
+        length_ranges (`Mapping[str, tuple[float, float]]`, *optional*): subsets `{name: (low, high)}` of the queries
+            by ground-truth moment length in seconds, each `(low, high]`; [`QVHIGHLIGHTS_LENGTH_RANGES`] gives
+            Moment-DETR's short / middle / long.
     """
-    results = recall_at_k(predictions, references, recall_at, iou_thresholds, iou_comparison)
-    results["mIoU"] = mean_iou(predictions, references)
-    if map_iou_thresholds is not None:
-        results.update(
-            mean_average_precision(predictions, references, map_iou_thresholds, map_max_predictions, iou_comparison)
+
+    def metrics_of(predictions, references):
+        results = recall_at_k(predictions, references, recall_at, iou_thresholds, iou_comparison)
+        results["mIoU"] = mean_iou(predictions, references)
+        if map_iou_thresholds is not None:
+            results.update(
+                mean_average_precision(
+                    predictions, references, map_iou_thresholds, map_max_predictions, iou_comparison
+                )
+            )
+        return results
+
+    results = metrics_of(predictions, references)
+    keys = list(results)
+    for name, (min_length, max_length) in (length_ranges or {}).items():
+        indices, subset_references = select_by_moment_length(predictions, references, min_length, max_length)
+        subset = (
+            metrics_of([predictions[index] for index in indices], subset_references)
+            if indices
+            else dict.fromkeys(keys, math.nan)
         )
+        results.update({f"{name}/{key}": value for key, value in subset.items()})
     return results
+
+
+def select_by_moment_length(
+    predictions: Sequence, references: Sequence, min_length: float, max_length: float
+) -> tuple[list[int], list[torch.Tensor]]:
+    """
+    The queries of a length subset, formed as Moment-DETR's `get_data_by_range` forms QVHighlights' short, middle
+    and long subsets: a query belongs to it when at least one of its ground-truth moments has a length in
+    `(min_length, max_length]`, and only those of its moments are kept as its reference (so one query with a 5 s and
+    a 20 s window is in "short" against the 5 s window and in "middle" against the 20 s one).
+
+    Returns:
+        `tuple[list[int], list[torch.Tensor]]`: the indices of the queries in the subset, and their references
+        restricted to the moments in the range (`[G, 2]` float64 tensors).
+    """
+    _check_queries(predictions, references)
+    if not 0 <= min_length < max_length:
+        raise ValueError(f"A length range needs 0 <= low < high, got ({min_length}, {max_length}].")
+    indices, subset_references = [], []
+    for index, reference in enumerate(references):
+        moments = as_reference_moments(reference, f"references[{index}]")
+        lengths = moments[:, 1] - moments[:, 0]
+        in_range = (lengths > min_length) & (lengths <= max_length)
+        if in_range.any():
+            indices.append(index)
+            subset_references.append(moments[in_range])
+    return indices, subset_references
+
+
+def saliency_labels(
+    reference: Mapping, clip_seconds: float = QVHIGHLIGHTS_CLIP_SECONDS, where: str = "reference"
+) -> torch.Tensor:
+    """
+    The annotators' saliency scores of every clip of a video, 0 for the clips not listed (Moment-DETR's
+    `mk_gt_scores`).
+
+    Args:
+        reference (`Mapping`): a QVHighlights query (a row of `load_grounding_dataset("qvhighlights", ...)` or a line
+            of its file): `"duration"` in seconds, `"relevant_clip_ids"` (indices of `clip_seconds` clips) and
+            `"saliency_scores"` (per relevant clip, one score per annotator, 0-4).
+        clip_seconds (`float`): the clip length; the video has `int(duration / clip_seconds)` clips.
+        where (`str`): how to name the reference in error messages.
+
+    Returns:
+        `torch.Tensor`: `[num_clips, num_annotators]` float64 scores.
+    """
+    missing = {"duration", "relevant_clip_ids", "saliency_scores"} - set(reference)
+    if missing or reference["relevant_clip_ids"] is None or reference["saliency_scores"] is None:
+        raise ValueError(
+            f"{where} needs 'duration', 'relevant_clip_ids' and 'saliency_scores' (QVHighlights' highlight "
+            f"annotations); {sorted(missing) or 'some are None'}."
+        )
+    num_clips = int(float(reference["duration"]) / clip_seconds)
+    clip_ids, scores = list(reference["relevant_clip_ids"]), list(reference["saliency_scores"])
+    if not clip_ids or len(clip_ids) != len(scores) or len({len(row) for row in scores}) != 1:
+        raise ValueError(
+            f"{where} must list one row of annotator scores per relevant clip, at least one, all rows of the same "
+            f"length; got {len(clip_ids)} clip ids and rows of lengths {[len(row) for row in scores]}."
+        )
+    outside = [clip for clip in clip_ids if not 0 <= clip < num_clips]
+    if outside:
+        raise ValueError(
+            f"{where} has relevant clips {outside} outside the {num_clips} clips of {clip_seconds:g} s of its "
+            f"{reference['duration']} s video."
+        )
+    labels = torch.zeros(num_clips, len(scores[0]), dtype=torch.float64)
+    labels[torch.tensor(clip_ids, dtype=torch.long)] = torch.tensor(scores, dtype=torch.float64)
+    return labels
+
+
+def highlight_average_precision(relevant: torch.Tensor, scores: torch.Tensor) -> float:
+    """
+    Average precision of one ranking of clips, exactly as Moment-DETR's `get_ap` computes it (with scikit-learn's
+    `precision_recall_curve`): the clips are cut at every distinct score, best first; the precision of each cut is
+    made non-increasing (the best precision of this or any later cut); AP is the mean of it over the cuts that add at
+    least one relevant clip. Clips with tied scores enter together, so this is not the recall-weighted AP when ties
+    hold relevant clips. 1 when every clip is relevant, 0 when none is.
+
+    Args:
+        relevant (`[C]`): whether each clip is relevant (bool or 0/1).
+        scores (`[C]`): the predicted saliency of each clip.
+    """
+    relevant = relevant.to(torch.float64)
+    values, groups = torch.unique(scores.to(torch.float64), sorted=True, return_inverse=True)
+    # per distinct score, best first: the relevant clips and all clips it adds to the cut
+    added_relevant = torch.zeros(len(values), dtype=torch.float64).index_add_(0, groups, relevant).flip(0)
+    added = torch.zeros(len(values), dtype=torch.float64).index_add_(0, groups, torch.ones_like(relevant)).flip(0)
+    precision = added_relevant.cumsum(0) / added.cumsum(0)
+    interpolated = precision.flip(0).cummax(0).values.flip(0)
+    recalls = added_relevant > 0
+    return float(interpolated[recalls].mean()) if recalls.any() else 0.0
+
+
+def highlight_metrics(
+    saliency_predictions: Sequence[Sequence[float]],
+    saliency_references: Sequence[Mapping],
+    thresholds: Mapping[str, float] = HIGHLIGHT_SALIENCY_THRESHOLDS,
+    clip_seconds: float = QVHIGHLIGHTS_CLIP_SECONDS,
+) -> dict[str, float]:
+    """
+    QVHighlights highlight detection, as Moment-DETR's `eval_highlight`, at each level of `thresholds` (a clip is
+    relevant for an annotator who scored it at least the level; clips not listed score 0):
+
+    - `"HL-mAP@{level}"`: the mean over queries and annotators of the [`highlight_average_precision`] of the
+      predicted clip scores against that annotator's relevant clips. The predicted scores are cut, or padded with 0,
+      to the video's `int(duration / clip_seconds)` clips.
+    - `"HL-Hit1@{level}"`: the fraction of queries whose best-scored clip (the first of equal ones) is relevant for
+      at least one annotator; a clip past the end of the video is a miss.
+
+    Args:
+        saliency_predictions (`Sequence[Sequence[float]]`): per query, a score for each clip of the video, in order.
+        saliency_references (`Sequence[Mapping]`): per query, its annotations (see [`saliency_labels`]).
+        thresholds (`Mapping[str, float]`): `{level name: minimum score}`; Moment-DETR's Fair, Good, VeryGood by
+            default.
+        clip_seconds (`float`): the clip length.
+
+    Returns:
+        `dict[str, float]`: `"HL-mAP@{level}"` and `"HL-Hit1@{level}"` for each level, fractions in `[0, 1]`.
+    """
+    _check_queries(saliency_predictions, saliency_references, "saliency_predictions", "saliency_references")
+    queries = []
+    for index, (prediction, reference) in enumerate(zip(saliency_predictions, saliency_references)):
+        message = f"saliency_predictions[{index}] must be a non-empty list of finite scores, got {prediction!r:.80}."
+        try:
+            scores = torch.as_tensor(_plain(prediction), dtype=torch.float64)
+        except (TypeError, ValueError) as error:
+            raise ValueError(message) from error
+        if scores.ndim != 1 or not len(scores) or not torch.isfinite(scores).all():
+            raise ValueError(message)
+        labels = saliency_labels(reference, clip_seconds, f"saliency_references[{index}]")
+        fitted = torch.zeros(len(labels), dtype=torch.float64)
+        fitted[: min(len(scores), len(labels))] = scores[: len(labels)]
+        queries.append((labels, scores, fitted))
+    results = {}
+    for level, minimum in thresholds.items():
+        average_precisions, hits = [], []
+        for labels, scores, fitted in queries:
+            relevant = labels >= minimum
+            average_precisions += [highlight_average_precision(column, fitted) for column in relevant.T]
+            top = int(scores.argmax())
+            hits.append(top < len(relevant) and bool(relevant[top].any()))
+        results[f"HL-mAP@{level}"] = sum(average_precisions) / len(average_precisions)
+        results[f"HL-Hit1@{level}"] = sum(hits) / len(hits)
+    return results
+
+
+def moment_detr_metrics(
+    predictions: Sequence | None = None,
+    references: Sequence | None = None,
+    saliency_predictions: Sequence[Sequence[float]] | None = None,
+    saliency_references: Sequence[Mapping] | None = None,
+    brief: bool = True,
+) -> dict:
+    """
+    The QVHighlights metrics as Moment-DETR's `standalone_eval/eval.py` (`eval_submission`) reports them, under its
+    key names and in its units (percentages rounded to 2 decimals), to compare with published tables line by line.
+
+    Moment retrieval (with `predictions` and `references`) on the full set and on the short / middle / long subsets
+    ([`QVHIGHLIGHTS_LENGTH_RANGES`]): mAP over IoU 0.5:0.05:0.95 of the 10 best windows and R1 at those IoUs.
+    Highlight detection (with `saliency_predictions` and `saliency_references`): [`highlight_metrics`].
+
+    Args:
+        predictions, references: as for [`grounding_metrics`]; give scored windows (`[start, end, score]`) as
+            Moment-DETR's `pred_relevant_windows`.
+        saliency_predictions, saliency_references: as for [`highlight_metrics`].
+        brief (`bool`, *optional*, defaults to `True`): only the `"brief"` part, a flat dict: `"MR-full-mAP"`,
+            `"MR-full-mAP@0.5"`, `"MR-full-mAP@0.75"`, `"MR-full-R1@0.5"`, `"MR-full-R1@0.7"`, `"MR-long-mAP"`,
+            `"MR-middle-mAP"`, `"MR-short-mAP"` (sorted by key), then `"HL-min-{level}-mAP"` and
+            `"HL-min-{level}-Hit1"` for Fair, Good and VeryGood. With `False`, the whole output: `{"brief": ...,`
+            then by sorted key `"HL-min-{level}": {"HL-mAP", "HL-Hit1"}` and `"full"`, `"long"`, `"middle"`,
+            `"short"`: `{"MR-mAP": {"0.5", ..., "0.95", "average"}, "MR-R1": {"0.5", ..., "0.95"}}}`.
+
+    A subset without queries gets NaN values (Moment-DETR's own code fails on it).
+    """
+    if (predictions is None) != (references is None) or (saliency_predictions is None) != (
+        saliency_references is None
+    ):
+        raise ValueError(
+            "Give `predictions` with `references`, and `saliency_predictions` with `saliency_references`."
+        )
+    if predictions is None and saliency_predictions is None:
+        raise ValueError("Nothing to evaluate: give moment `predictions` and / or `saliency_predictions`.")
+
+    def percent(value: float) -> float:
+        return value if math.isnan(value) else float(f"{100 * value:.2f}")
+
+    thresholds = [f"{threshold:g}" for threshold in MAP_IOU_THRESHOLDS]
+    details, summary = {}, {}
+    if predictions is not None:
+        results = grounding_metrics(
+            predictions,
+            references,
+            recall_at=(1,),
+            iou_thresholds=MAP_IOU_THRESHOLDS,
+            length_ranges=QVHIGHLIGHTS_LENGTH_RANGES,
+        )
+        for subset in ("full", *QVHIGHLIGHTS_LENGTH_RANGES):
+            prefix = "" if subset == "full" else f"{subset}/"
+            details[subset] = {
+                "MR-mAP": {
+                    **{t: percent(results[f"{prefix}mAP@{t}"]) for t in thresholds},
+                    "average": percent(results[f"{prefix}mAP"]),
+                },
+                "MR-R1": {t: percent(results[f"{prefix}R@1,IoU={t}"]) for t in thresholds},
+            }
+            summary[f"MR-{subset}-mAP"] = details[subset]["MR-mAP"]["average"]
+        summary.update(
+            {
+                "MR-full-mAP@0.5": details["full"]["MR-mAP"]["0.5"],
+                "MR-full-mAP@0.75": details["full"]["MR-mAP"]["0.75"],
+                "MR-full-R1@0.5": details["full"]["MR-R1"]["0.5"],
+                "MR-full-R1@0.7": details["full"]["MR-R1"]["0.7"],
+            }
+        )
+        summary = dict(sorted(summary.items()))
+    if saliency_predictions is not None:
+        results = highlight_metrics(saliency_predictions, saliency_references)
+        for level in HIGHLIGHT_SALIENCY_THRESHOLDS:
+            scores = {"HL-mAP": percent(results[f"HL-mAP@{level}"]), "HL-Hit1": percent(results[f"HL-Hit1@{level}"])}
+            details[f"HL-min-{level}"] = scores
+            summary.update({f"HL-min-{level}-mAP": scores["HL-mAP"], f"HL-min-{level}-Hit1": scores["HL-Hit1"]})
+    return summary if brief else {"brief": summary, **dict(sorted(details.items()))}
 
 
 def _iou_matrices(predictions: Sequence, references: Sequence, union: str) -> list[torch.Tensor]:
     """`N` float64 tensors `[P_i, G_i]`: IoU of each ranked predicted moment with each ground-truth moment."""
-    if isinstance(predictions, (str, Mapping)) or isinstance(references, (str, Mapping)):
-        raise ValueError("`predictions` and `references` must be sequences with one entry per query.")
-    if len(predictions) != len(references):
-        raise ValueError(
-            f"Got {len(predictions)} predictions and {len(references)} references; give exactly one of each per query."
-        )
-    if len(predictions) == 0:
-        raise ValueError("No queries to evaluate: `predictions` and `references` are empty.")
+    _check_queries(predictions, references)
     matrices = []
     for index, (prediction, reference) in enumerate(zip(predictions, references)):
         moments, _ = as_ranked_moments(prediction, f"predictions[{index}]")
         matrices.append(temporal_iou(moments, as_reference_moments(reference, f"references[{index}]"), union))
     return matrices
+
+
+def _check_queries(
+    predictions: Sequence, references: Sequence, predictions_name="predictions", references_name="references"
+) -> None:
+    if isinstance(predictions, (str, Mapping)) or isinstance(references, (str, Mapping)):
+        raise ValueError(f"`{predictions_name}` and `{references_name}` must be sequences with one entry per query.")
+    if len(predictions) != len(references):
+        raise ValueError(
+            f"Got {len(predictions)} {predictions_name} and {len(references)} {references_name}; give exactly one of "
+            "each per query."
+        )
+    if len(predictions) == 0:
+        raise ValueError(f"No queries to evaluate: `{predictions_name}` and `{references_name}` are empty.")
 
 
 def _row_of(item, where: str) -> list[float]:

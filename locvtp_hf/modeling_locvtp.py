@@ -2,15 +2,17 @@
 fine-grained and temporal-aware contrastive losses."""
 
 import contextlib
+import copy
 import inspect
 import math
+import os
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoConfig, AutoModel, PreTrainedModel
+from transformers import AutoConfig, AutoModel, CLIPModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.auto.modeling_auto import MODEL_MAPPING
@@ -72,19 +74,19 @@ class LocVTPOutput(ModelOutput):
         `coarse_loss_weight * loss_coarse + fine_loss_weight * loss_fine + temporal_loss_weight * loss_temporal`.
     loss_coarse, loss_fine, loss_temporal (`torch.FloatTensor` of shape `()`, *optional*):
         Each term of the loss; `None` when its weight is 0 (it is then not computed) or when `return_loss` is False.
-    logits_per_video (`torch.FloatTensor` of shape `(batch_size, batch_size)`):
+    logits_per_video (`torch.FloatTensor` of shape `(video_batch_size, text_batch_size)`):
         `exp(alpha) * <z_i, s_j>`: the scaled similarity of every video to every text of this batch.
-    logits_per_text (`torch.FloatTensor` of shape `(batch_size, batch_size)`):
+    logits_per_text (`torch.FloatTensor` of shape `(text_batch_size, video_batch_size)`):
         The transpose of `logits_per_video`.
-    video_embeds (`torch.FloatTensor` of shape `(batch_size, projection_dim)`):
+    video_embeds (`torch.FloatTensor` of shape `(video_batch_size, projection_dim)`):
         L2-normalised video embeddings `z`.
-    clip_embeds (`torch.FloatTensor` of shape `(batch_size, num_clips, projection_dim)`):
+    clip_embeds (`torch.FloatTensor` of shape `(video_batch_size, num_clips, projection_dim)`):
         L2-normalised clip embeddings `v`.
-    text_embeds (`torch.FloatTensor` of shape `(batch_size, projection_dim)`):
+    text_embeds (`torch.FloatTensor` of shape `(text_batch_size, projection_dim)`):
         L2-normalised sentence embeddings `s`.
-    word_embeds (`torch.FloatTensor` of shape `(batch_size, sequence_length, projection_dim)`):
+    word_embeds (`torch.FloatTensor` of shape `(text_batch_size, sequence_length, projection_dim)`):
         L2-normalised word embeddings `w` (zero where `word_mask` is False).
-    word_mask (`torch.BoolTensor` of shape `(batch_size, sequence_length)`):
+    word_mask (`torch.BoolTensor` of shape `(text_batch_size, sequence_length)`):
         True for real words (special tokens and padding are False).
     clip_spans (`torch.FloatTensor` of shape `(batch_size, num_clips, 2)`, *optional*):
         Each clip's `(start, end)` in seconds, passed through from the processor.
@@ -368,7 +370,14 @@ class LocVTPModel(LocVTPPreTrainedModel):
         )
         hidden_states = outputs.last_hidden_state
         word_mask = _word_mask(attention_mask, special_tokens_mask)
-        if self.config.sentence_pooling == "cls":
+        if self.config.sentence_pooling == "pooler":
+            sentence = getattr(outputs, "pooler_output", None)
+            if sentence is None:
+                raise ValueError(
+                    f"sentence_pooling='pooler' but {type(self.text_model).__name__} returns no pooled output (LocVTP "
+                    "builds BERT-like text encoders without their pooling layer): use 'cls' or 'mean'."
+                )
+        elif self.config.sentence_pooling == "cls":
             sentence = hidden_states[:, 0]
         else:
             weights = word_mask.unsqueeze(-1).to(hidden_states.dtype)
@@ -454,7 +463,9 @@ class LocVTPModel(LocVTPPreTrainedModel):
         clip_spans (`torch.FloatTensor` of shape `(batch_size, num_clips, 2)`, *optional*):
             Each clip's time span in seconds, from the processor; returned unchanged in the output.
         return_loss (`bool`, *optional*):
-            Compute the LocVTP losses over the global batch.
+            Compute the LocVTP losses over the global batch; video `i` is paired with text `i`, so both batches must
+            have the same size. Without it, any number of videos and texts is scored against each other
+            (`logits_per_video` is `[videos, texts]`), as with `CLIPModel`.
         context_offsets (`torch.LongTensor` of shape `(batch_size, num_clips)`, *optional*):
             The offset `delta` of the context clip for each reference clip in the temporal loss; drawn at random when
             not given.
@@ -470,10 +481,11 @@ class LocVTPModel(LocVTPPreTrainedModel):
         """
         if pixel_values_videos is None or input_ids is None:
             raise ValueError("LocVTPModel needs both pixel_values_videos and input_ids.")
-        if pixel_values_videos.shape[0] != input_ids.shape[0]:
+        if return_loss and pixel_values_videos.shape[0] != input_ids.shape[0]:
             raise ValueError(
-                f"Got {pixel_values_videos.shape[0]} videos and {input_ids.shape[0]} texts: a batch pairs each video "
-                "with one text."
+                f"Got {pixel_values_videos.shape[0]} videos and {input_ids.shape[0]} texts: return_loss=True pairs "
+                "video i with text i, so give one text per video (without return_loss, any numbers are scored "
+                "against each other)."
             )
         video_outputs = self.get_video_features(
             pixel_values_videos, output_attentions=output_attentions, output_hidden_states=output_hidden_states
@@ -569,6 +581,76 @@ class LocVTPModel(LocVTPPreTrainedModel):
             "pre-train the model before using its embeddings."
         )
         return model
+
+    @classmethod
+    def from_clip(cls, clip_model_name_or_path: str | os.PathLike | CLIPModel, **kwargs) -> "LocVTPModel":
+        r"""
+        Builds a LocVTP model from a CLIP checkpoint: CLIP's vision tower encodes the frames of each clip, CLIP's text
+        tower the sentences, and CLIP's projections and logit scale are copied, so the model is a working zero-shot
+        video-text model before any LocVTP pre-training. A clip embedding is then
+        `normalize(mean over the clip's frames of CLIP's image embedding)` and a sentence embedding is CLIP's text
+        embedding (the end-of-text token state, `sentence_pooling="pooler"`). Only the context projection head is
+        new; it is used by the temporal loss alone.
+
+        Pair it with a [`LocVTPProcessor`] built on CLIP's tokenizer and a [`LocVTPVideoProcessor`] with CLIP's image
+        size and normalisation (`image_mean` / `image_std`).
+
+        Args:
+            clip_model_name_or_path (`str`, `os.PathLike` or `CLIPModel`):
+                A CLIP checkpoint (Hub id, e.g. `openai/clip-vit-base-patch32`, or local folder), or a loaded
+                `CLIPModel`, whose weights are copied (it is left unchanged).
+            kwargs:
+                `clip_*` arguments go to `CLIPModel.from_pretrained` (e.g. `clip_revision`, `clip_dtype`); the others
+                are [`LocVTPConfig`] fields (e.g. `num_clips=8, frames_per_clip=4`). `projection_dim` is CLIP's.
+
+        Example:
+
+        ```python
+        >>> model = LocVTPModel.from_clip(  # doctest: +SKIP
+        ...     "openai/clip-vit-base-patch32", num_clips=8, frames_per_clip=4
+        ... )
+        ```
+        """
+        clip_kwargs = {key[len("clip_") :]: kwargs.pop(key) for key in list(kwargs) if key.startswith("clip_")}
+        if isinstance(clip_model_name_or_path, (str, os.PathLike)):
+            hub_kwargs = {key: clip_kwargs[key] for key in ("revision", "token", "cache_dir") if key in clip_kwargs}
+            model_type = AutoConfig.from_pretrained(clip_model_name_or_path, **hub_kwargs).model_type
+            if model_type != "clip":
+                raise ValueError(
+                    f"from_clip needs a CLIP checkpoint (model_type 'clip'), but {str(clip_model_name_or_path)!r} is "
+                    f"a {model_type!r} one: use from_vision_text_pretrained for other towers."
+                )
+            clip = CLIPModel.from_pretrained(clip_model_name_or_path, **clip_kwargs)
+        elif isinstance(clip_model_name_or_path, CLIPModel):
+            if clip_kwargs:
+                raise ValueError(f"{sorted(clip_kwargs)} only apply when from_clip loads the CLIP checkpoint itself.")
+            clip = clip_model_name_or_path
+        else:
+            raise TypeError(
+                "from_clip takes a CLIP Hub id, a local folder or a transformers CLIPModel, got "
+                f"{type(clip_model_name_or_path).__name__}."
+            )
+        projection_dim = kwargs.pop("projection_dim", clip.config.projection_dim)
+        if projection_dim != clip.config.projection_dim:
+            raise ValueError(
+                f"projection_dim={projection_dim} but CLIP's projections map to {clip.config.projection_dim} "
+                "dimensions: from_clip keeps CLIP's projections, so leave projection_dim out."
+            )
+        kwargs.setdefault("sentence_pooling", "pooler")
+        kwargs.setdefault("vision_pooling", "pooler")
+        config = LocVTPConfig(
+            vision_config=copy.deepcopy(clip.config.vision_config),
+            text_config=copy.deepcopy(clip.config.text_config),
+            projection_dim=projection_dim,
+            logit_scale_init_value=clip.config.logit_scale_init_value,
+            **kwargs,
+        )
+        model = cls(config)
+        for name in ("vision_model", "text_model", "visual_projection", "text_projection"):
+            getattr(model, name).load_state_dict(getattr(clip, name).state_dict())
+        with torch.no_grad():
+            model.logit_scale.copy_(clip.logit_scale.reshape(1))
+        return model.to(clip.dtype)
 
 
 def _pretrained_tower(name_or_path: str, sub_config: str, **kwargs) -> PreTrainedModel:

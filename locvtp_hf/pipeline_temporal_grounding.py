@@ -24,6 +24,27 @@ class _BatchVideo(NamedTuple):
     video: Any
 
 
+class _NoDefaultModel(dict):
+    """
+    The `default` of the registered task. `pipeline(TASK)` without a model looks up `default["model"]` to download
+    one; there is no public LocVTP checkpoint to default to, so the lookup says what to pass instead.
+    """
+
+    def __contains__(self, key) -> bool:
+        return key == "model"
+
+    def __getitem__(self, key):
+        raise ValueError(
+            f"The {TASK} pipeline has no default model: pass model=... (a LocVTP checkpoint folder or Hub id, or a "
+            "LocVTPForTemporalGrounding / LocVTPModel object, e.g. LocVTPModel.from_clip(...) with processor=...)."
+        )
+
+
+# `PIPELINE_REGISTRY.register_pipeline(TASK, ..., default=NO_DEFAULT_MODEL)` turns transformers' `KeyError: 'default'`
+# into the error above.
+NO_DEFAULT_MODEL = _NoDefaultModel()
+
+
 class AutoModelForVideoTemporalGrounding(_BaseAutoModelClass):
     """
     Auto class of temporal grounding models: `from_pretrained` of a LocVTP checkpoint (a pre-training or a grounding
@@ -103,7 +124,7 @@ class VideoTemporalGroundingPipeline(Pipeline):
             postprocess_params["nms_threshold"] = nms_threshold
         return preprocess_params, forward_params, postprocess_params
 
-    def __call__(self, videos, **kwargs):
+    def __call__(self, videos, queries=None, **kwargs):
         r"""
         Ground the queries in the video(s).
 
@@ -111,7 +132,7 @@ class VideoTemporalGroundingPipeline(Pipeline):
             videos (`str`, `os.PathLike`, [`EncodedVideo`], `[num_frames, H, W, 3]` uint8 array, or a list of those):
                 The video; a list is a batch of videos, each asked all the queries.
             queries (`str` or `list[str]`):
-                The sentences to ground.
+                The sentences to ground, by keyword or as the second positional argument.
             top_k (`int`, *optional*, defaults to 5):
                 Moments per query.
             nms_threshold (`float`, *optional*):
@@ -120,16 +141,24 @@ class VideoTemporalGroundingPipeline(Pipeline):
                 Frame rate of array inputs (files carry their own).
             clip_chunk_size (`int`, *optional*):
                 Clips encoded at once, a positive int; defaults to the model's `config.grounding_clip_chunk_size`.
+                This, not `batch_size`, sets how much work one forward pass does: each video is one forward pass
+                (its clips are encoded in chunks and all its queries scored together), so `batch_size` is ignored.
 
         Returns:
             For one query (a `str`): a list of up to `top_k` `{"start", "end", "score"}` dicts (seconds), best first.
             For a list of queries: one such list per query. For a list of videos: one result per video.
         """
-        if "queries" not in kwargs:
+        if queries is None:
             raise ValueError(f"The {TASK} pipeline needs the sentences to ground: queries=[...].")
+        batch_size = kwargs.pop("batch_size", None) or self._batch_size
+        if batch_size is not None and batch_size > 1:
+            logger.warning_once(
+                f"The {TASK} pipeline runs one video per forward pass, so batch_size={batch_size} is ignored: "
+                "raise clip_chunk_size to encode more clips at once."
+            )
         if isinstance(videos, list):
             videos = [_BatchVideo(index, video) for index, video in enumerate(videos)]
-        return super().__call__(videos, **kwargs)
+        return super().__call__(videos, queries=queries, batch_size=1, **kwargs)
 
     def preprocess(self, video, queries, video_fps=None) -> dict:
         single_query = isinstance(queries, str)

@@ -12,6 +12,8 @@ from .video_processing_locvtp import make_video_list
 logger = logging.get_logger(__name__)
 
 TASKS = (None, "grounding")
+# Above this share of unknown tokens among its word tokens, a text gets a warning.
+UNKNOWN_TOKEN_WARNING_SHARE = 0.5
 
 
 class LocVTPProcessor(ProcessorMixin):
@@ -66,7 +68,9 @@ class LocVTPProcessor(ProcessorMixin):
             videos (file path, array `[N, H, W, C]`, list of frames, or a list of those, *optional*):
                 The videos; see [`LocVTPVideoProcessor`].
             text (`str` or `list[str]`, *optional*):
-                One text per video.
+                The texts. One per video (text `i` describes video `i`) when `spans` are given, when `training=True`
+                (pre-training pairs) and for `task="grounding"` (query `i` is grounded in video `i`); otherwise any
+                number, e.g. class names or queries to score against every video with [`LocVTPModel`].
             spans (`list[tuple[float, float] | None]`, *optional*):
                 Per video, the `(start, end)` in seconds that its text describes; `None` for the whole video.
             training (`bool`, *optional*, defaults to `False`):
@@ -101,8 +105,13 @@ class LocVTPProcessor(ProcessorMixin):
             data.update(self._tokenize(texts))
         if videos is not None:
             video_list = make_video_list(videos)
-            if text is not None and len(video_list) != len(texts):
-                raise ValueError(f"Got {len(video_list)} videos and {len(texts)} texts: give one text per video.")
+            pairs = {"spans": spans is not None, "training=True": training, "task='grounding'": task == "grounding"}
+            if text is not None and len(video_list) != len(texts) and any(pairs.values()):
+                reason = ", ".join(name for name, given in pairs.items() if given)
+                raise ValueError(
+                    f"Got {len(video_list)} videos and {len(texts)} texts: with {reason}, text i goes with video i, "
+                    "so give one text per video."
+                )
             if task == "grounding":
                 video_data = self.video_processor.preprocess_grounding(
                     video_list, training=training, video_fps=video_fps, return_tensors=None, **kwargs
@@ -143,7 +152,9 @@ class LocVTPProcessor(ProcessorMixin):
             if not sentence.strip():
                 raise ValueError(f"text[{index}] is empty: every video needs a non-empty text.")
         max_length = min(self.max_text_length, self.tokenizer.model_max_length)
-        lengths = [len(ids) for ids in self.tokenizer(texts)["input_ids"]]
+        encoded = self.tokenizer(texts, return_special_tokens_mask=True)
+        self._warn_about_unknown_tokens(encoded)
+        lengths = [len(ids) for ids in encoded["input_ids"]]
         truncated = [index for index, length in enumerate(lengths) if length > max_length]
         if truncated:
             logger.warning(
@@ -156,5 +167,26 @@ class LocVTPProcessor(ProcessorMixin):
             )
         )
 
+    def _warn_about_unknown_tokens(self, encoded) -> None:
+        """Warns about texts whose word tokens are mostly the unknown token: almost always a tokenizer that does not
+        match the data (another language, casing or vocabulary than the text encoder was trained with)."""
+        unk_id = self.tokenizer.unk_token_id
+        if unk_id is None:
+            return
+        mostly_unknown = []
+        for index, (ids, special) in enumerate(zip(encoded["input_ids"], encoded["special_tokens_mask"])):
+            words = [token for token, is_special in zip(ids, special) if not is_special]
+            share = words.count(unk_id) / len(words) if words else 0.0
+            if share > UNKNOWN_TOKEN_WARNING_SHARE:
+                mostly_unknown.append(f"text[{index}] ({share:.0%})")
+        if mostly_unknown:
+            shown = ", ".join(mostly_unknown[:5])
+            if len(mostly_unknown) > 5:
+                shown += f" and {len(mostly_unknown) - 5} more texts"
+            logger.warning(
+                f"Most word tokens of {shown} are the unknown token {self.tokenizer.unk_token}: the tokenizer "
+                f"({type(self.tokenizer).__name__}) probably does not match these texts or the text encoder; check "
+                "that the processor's tokenizer is the one the model was trained with."
+            )
 
 __all__ = ["LocVTPProcessor"]

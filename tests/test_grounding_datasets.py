@@ -8,9 +8,13 @@ import pytest
 from locvtp_hf.grounding_datasets import (
     GROUNDING_DATASETS,
     GROUNDING_FEATURES,
+    LOADED_GROUNDING_FEATURES,
     DroppedRecord,
     load_grounding_dataset,
+    read_qvhighlights_submission,
+    write_qvhighlights_submission,
 )
+from locvtp_hf.grounding_metrics import grounding_metrics, highlight_metrics
 
 
 # Counted by hand from the raw files (see docs/grounding_data_and_metrics.md): queries, videos, moments kept,
@@ -22,6 +26,10 @@ REAL_FILES = {
     "qvhighlights": ("qvhighlights/highlight_val_release.jsonl", 1550, 1519, 2803, 0),
     "didemo": ("didemo/val_data.json", 4180, 1094, 16765, 0),
 }
+
+
+# the optional highlight columns of a dataset without them (all but QVHighlights)
+NO_SALIENCY = {"relevant_clip_ids": None, "saliency_scores": None}
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +50,8 @@ def load_real(real_data):
 def test_real_annotation_files_exact_counts(load_real, name):
     _, num_queries, num_videos, num_moments, num_clipped = REAL_FILES[name]
     dataset, report = load_real(name)
-    assert dataset.features == GROUNDING_FEATURES
+    assert dataset.features == LOADED_GROUNDING_FEATURES
+    assert list(dataset.features)[: len(GROUNDING_FEATURES)] == list(GROUNDING_FEATURES)
     assert (report.num_queries_read, report.num_queries, len(dataset)) == (num_queries, num_queries, num_queries)
     assert (report.num_moments_read, report.num_moments) == (num_moments, num_moments)
     assert report.num_videos == len(set(dataset["video_id"])) == num_videos
@@ -60,7 +69,7 @@ def test_real_rows(load_real):
     charades = load_real("charades_sta")[0]
     assert charades[0] == {
         "query_id": "3MSZA#0", "video_id": "3MSZA", "duration": 30.96, "query": "person turn a light on.",
-        "moments": [[24.3, 30.4]],
+        "moments": [[24.3, 30.4]], **NO_SALIENCY,
     }
     # line 20: "AKO6M 12.7 19.9##the person takes a bag from the bottom cabinet." in a video of 18.58 s
     clipped = charades.filter(lambda row: row["query"] == "the person takes a bag from the bottom cabinet.")
@@ -83,6 +92,9 @@ def test_real_rows(load_real):
     # times [[1, 1], [1, 1], [1, 1], [0, 0]] in a video of 6 segments
     assert didemo[0]["query_id"] == "49152" and didemo[0]["duration"] == 30.0
     assert didemo[0]["moments"] == [[5.0, 10.0], [5.0, 10.0], [5.0, 10.0], [0.0, 5.0]]
+    for name in ("charades_sta", "activitynet_captions", "tacos", "didemo"):
+        dataset = load_real(name)[0]
+        assert set(dataset["relevant_clip_ids"]) == set(dataset["saliency_scores"]) == {None}
 
 
 def test_charades_sta_clips_drops_and_counts(tmp_path, caplog):
@@ -100,11 +112,11 @@ def test_charades_sta_clips_drops_and_counts(tmp_path, caplog):
         dataset, report = load_grounding_dataset("charades_sta", annotation_file, return_report=True)
     assert dataset.to_list() == [
         {"query_id": "AAAAA#0", "video_id": "AAAAA", "duration": 20.0, "query": "a person opens a door.",
-         "moments": [[1.0, 5.5]]},
+         "moments": [[1.0, 5.5]], **NO_SALIENCY},
         {"query_id": "AAAAA#1", "video_id": "AAAAA", "duration": 20.0, "query": "a person sits down.",
-         "moments": [[15.0, 20.0]]},
+         "moments": [[15.0, 20.0]], **NO_SALIENCY},
         {"query_id": "BBBBB#2", "video_id": "BBBBB", "duration": 10.5, "query": "a person  eats.",
-         "moments": [[0.0, 3.2]]},
+         "moments": [[0.0, 3.2]], **NO_SALIENCY},
     ]
     assert (report.num_queries_read, report.num_moments_read, report.num_queries, report.num_videos) == (5, 5, 3, 2)
     assert (report.num_moments_clipped, report.num_moments_dropped, report.num_queries_dropped) == (1, 2, 2)
@@ -175,7 +187,7 @@ def test_qvhighlights_windows(tmp_path):
     dataset, report = load_grounding_dataset("qvhighlights", annotation_file, return_report=True)
     assert dataset.to_list() == [
         {"query_id": "7", "video_id": "v1_0.0_150.0", "duration": 150.0, "query": "A dog runs.",
-         "moments": [[0.0, 10.0], [140.0, 150.0]]},
+         "moments": [[0.0, 10.0], [140.0, 150.0]], **NO_SALIENCY},
     ]
     assert (report.num_moments_read, report.num_moments, report.num_moments_clipped) == (4, 2, 1)
     assert (report.num_moments_dropped, report.dropped_query_ids) == (2, ["8"])
@@ -288,7 +300,7 @@ def test_didemo_segments_and_durations(tmp_path):
     dataset, report = load_grounding_dataset("didemo", annotation_file, return_report=True)
     assert dataset.to_list() == [
         {"query_id": "1", "video_id": "a.mov", "duration": 25.0, "query": "a kid jumps",
-         "moments": [[0.0, 5.0], [5.0, 15.0], [20.0, 25.0]]},
+         "moments": [[0.0, 5.0], [5.0, 15.0], [20.0, 25.0]], **NO_SALIENCY},
     ]
     assert (report.num_moments_dropped, report.num_moments_clipped, report.dropped_query_ids) == (2, 0, ["2"])
     # with the real durations the last segment is clipped to the video
@@ -312,4 +324,99 @@ def test_arguments_are_checked(tmp_path):
     with pytest.raises(ValueError, match="expected a JSON dict at the top level, got list"):
         load_grounding_dataset("activitynet_captions", annotation_file)
     empty = load_grounding_dataset("didemo", annotation_file)
-    assert len(empty) == 0 and empty.features == GROUNDING_FEATURES
+    assert len(empty) == 0 and empty.features == LOADED_GROUNDING_FEATURES
+
+
+def test_qvhighlights_keeps_the_highlight_annotations(real_data, load_real, tmp_path):
+    path = real_data / "annotations" / REAL_FILES["qvhighlights"][0]
+    first_line = json.loads(path.read_text().splitlines()[0])
+    qvhighlights = load_real("qvhighlights")[0]
+    assert qvhighlights[0]["relevant_clip_ids"] == first_line["relevant_clip_ids"]
+    assert qvhighlights[0]["saliency_scores"] == first_line["saliency_scores"]
+    assert all(len(ids) == len(scores) > 0 for ids, scores in zip(
+        qvhighlights["relevant_clip_ids"], qvhighlights["saliency_scores"]))
+
+    annotation_file = tmp_path / "highlight_val_release.jsonl"
+    query = {"qid": 7, "query": "A dog runs.", "duration": 150, "vid": "v1", "relevant_windows": [[0, 4]],
+             "relevant_clip_ids": [0, 1], "saliency_scores": [[4, 2, 0], [1, 3, 3]]}
+    without = {key: value for key, value in query.items() if key not in ("relevant_clip_ids", "saliency_scores")}
+    annotation_file.write_text(json.dumps(query) + "\n" + json.dumps({**without, "qid": 8}) + "\n")
+    dataset = load_grounding_dataset("qvhighlights", annotation_file)
+    assert dataset["relevant_clip_ids"] == [[0, 1], None]
+    assert dataset["saliency_scores"] == [[[4.0, 2.0, 0.0], [1.0, 3.0, 3.0]], None]
+    annotation_file.write_text(json.dumps(without) + "\n" + json.dumps({**query, "saliency_scores": [[4, 2, 0]]}))
+    with pytest.raises(ValueError, match="line 2: 'saliency_scores' must have one row per relevant clip; got 1 rows"):
+        load_grounding_dataset("qvhighlights", annotation_file)
+    annotation_file.write_text(json.dumps({**query, "relevant_clip_ids": [0, -1]}))
+    with pytest.raises(ValueError, match="line 1: 'relevant_clip_ids' must be a list of clip indices >= 0"):
+        load_grounding_dataset("qvhighlights", annotation_file)
+
+
+def test_qvhighlights_submission_round_trip(real_data, load_real, tmp_path):
+    queries = load_real("qvhighlights")[0].select(range(20))
+    # the ground truth as predictions, each window scored, listed worst first, and a shifted decoy last
+    predictions = [
+        [[start, end, 0.5 + 0.01 * rank] for rank, (start, end) in enumerate(row["moments"])] + [[0.0, 1.0, 0.1]]
+        for row in queries
+    ]
+    saliency = [[float(clip % 3) for clip in range(int(row["duration"] / 2))] for row in queries]
+    path = write_qvhighlights_submission(tmp_path / "hl_val_submission.jsonl", queries, predictions, saliency)
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert list(lines[0]) == ["qid", "query", "vid", "pred_relevant_windows", "pred_saliency_scores"]
+    assert lines[0]["qid"] == 2579 and lines[0]["vid"] == queries[0]["video_id"]  # integer qids, as in the files
+    submission = read_qvhighlights_submission(path)
+    assert [row["qid"] for row in submission] == queries["query_id"]
+    assert [row["query"] for row in submission] == queries["query"]
+    assert [row["pred_saliency_scores"] for row in submission] == saliency
+    for row, prediction in zip(submission, predictions):
+        assert row["pred_relevant_windows"] == sorted(prediction, key=lambda window: -window[2])  # best first
+    windows = [row["pred_relevant_windows"] for row in submission]
+    assert grounding_metrics(windows, queries["moments"])["R@1,IoU=0.7"] == 1.0
+    assert highlight_metrics([row["pred_saliency_scores"] for row in submission], queries) == highlight_metrics(
+        saliency, queries
+    )
+    # only saliency, and queries given as lines of a QVHighlights file (the test split's have no windows)
+    raw = [{"qid": "a1", "query": "A cat.", "vid": "v9", "duration": 4}]
+    write_qvhighlights_submission(path, raw, saliency_predictions=[[0.5, 0.25]])
+    assert read_qvhighlights_submission(path) == [
+        {"qid": "a1", "query": "A cat.", "vid": "v9", "pred_relevant_windows": None,
+         "pred_saliency_scores": [0.5, 0.25]}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        (['{"qid": 1, "pred_relevant_windows": [[0, 2, 0.5]]}', '{"qid": 1, "pred_relevant_windows": []}'],
+         "line 2: qid 1 repeats line 1"),
+        (['{"qid": 1, "pred_relevant_windows": [[0, 2]]}'], r"line 1: pred_relevant_windows\[0\]: expected \[start"),
+        (['{"qid": 1, "pred_relevant_windows": [[3, 2, 0.5]]}'], "line 1: pred_relevant_windows.*ends before"),
+        (['{"qid": 1, "pred_relevant_windows": []}', '{"qid": 2, "pred_saliency_scores": [1]}'],
+         r"line 2: has \['pred_saliency_scores'\] but the first line has \['pred_relevant_windows'\]"),
+        (['{"qid": 1, "pred_saliency_scores": [1, "x"]}'], "line 1: pred_saliency_scores: expected a number"),
+        (['{"qid": 1}'], "line 1: no 'pred_relevant_windows' or 'pred_saliency_scores'"),
+        (['{"vid": "v", "pred_saliency_scores": [1]}'], "line 1: missing the 'qid' field"),
+        ([], "has no predictions"),
+    ],
+)
+def test_qvhighlights_submission_errors_name_the_line(tmp_path, lines, message):
+    path = tmp_path / "hl_val_submission.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=rf"hl_val_submission.jsonl(, {message}| {message})"):
+        read_qvhighlights_submission(path)
+
+
+def test_qvhighlights_submission_writing_errors(tmp_path):
+    path, queries = tmp_path / "submission.jsonl", [{"query_id": "1", "query": "A dog.", "video_id": "v"}]
+    with pytest.raises(ValueError, match=r"predictions\[0\] has moments without scores"):
+        write_qvhighlights_submission(path, queries, [[[0.0, 2.0]]])
+    with pytest.raises(ValueError, match=r"predictions\[0\] has no moment; the leaderboard's evaluation needs"):
+        write_qvhighlights_submission(path, queries, [[]])
+    with pytest.raises(ValueError, match="Got 1 queries and 2 predictions"):
+        write_qvhighlights_submission(path, queries, [[[0.0, 2.0, 1.0]], []])
+    with pytest.raises(ValueError, match="Nothing to write"):
+        write_qvhighlights_submission(path, queries)
+    with pytest.raises(ValueError, match=r"queries\[0\] has none of \['video_id', 'vid'\]"):
+        write_qvhighlights_submission(path, [{"qid": 1, "query": "A dog."}], saliency_predictions=[[1.0]])
+    with pytest.raises(FileNotFoundError, match="No QVHighlights submission file at"):
+        read_qvhighlights_submission(tmp_path / "missing.jsonl")

@@ -1,19 +1,28 @@
 """Grounding metrics and NMS on hand-computed cases (IoUs exactly at a threshold included); the `evaluate` module."""
 
+import json
+import math
 import os
 
 import pytest
 import torch
 
 from locvtp_hf import metrics
+from locvtp_hf.grounding_datasets import load_grounding_dataset, read_qvhighlights_submission
 from locvtp_hf.grounding_metrics import (
     MAP_IOU_THRESHOLDS,
+    QVHIGHLIGHTS_LENGTH_RANGES,
     as_ranked_moments,
     average_precision,
     grounding_metrics,
+    highlight_average_precision,
+    highlight_metrics,
     mean_average_precision,
     mean_iou,
+    moment_detr_metrics,
     recall_at_k,
+    saliency_labels,
+    select_by_moment_length,
     temporal_iou,
 )
 from locvtp_hf.grounding_postprocessing import temporal_nms
@@ -215,3 +224,177 @@ def test_evaluate_module_loads_offline_and_wraps_the_functions():
     assert single["R@1,IoU=0.5"] == 1.0 and single["mIoU"] == 0.5
     with pytest.raises(ValueError, match="No metric 'bleu' ships with locvtp_hf"):
         metrics.metric_path("bleu")
+
+
+# Length subsets: q0 has a 5 s and a 20 s window, q1 a 40 s window, q2 a 10 s one (in "short": (0, 10] includes 10).
+SUBSET_PREDICTIONS = [[[10.0, 30.0, 0.9], [0.0, 5.0, 0.8]], [[0.0, 40.0, 1.0]], [[50.0, 60.0, 1.0]]]
+SUBSET_REFERENCES = [[[0.0, 5.0], [10.0, 30.0]], [[0.0, 40.0]], [[0.0, 10.0]]]
+
+
+def test_length_subsets_keep_the_windows_in_range_like_moment_detr():
+    indices, references = select_by_moment_length(SUBSET_PREDICTIONS, SUBSET_REFERENCES, 0, 10)
+    assert indices == [0, 2] and [r.tolist() for r in references] == [[[0.0, 5.0]], [[0.0, 10.0]]]
+    indices, references = select_by_moment_length(SUBSET_PREDICTIONS, SUBSET_REFERENCES, 10, 30)
+    assert indices == [0] and references[0].tolist() == [[10.0, 30.0]]
+    results = grounding_metrics(
+        SUBSET_PREDICTIONS, SUBSET_REFERENCES, recall_at=(1,), iou_thresholds=(0.5,),
+        length_ranges=QVHIGHLIGHTS_LENGTH_RANGES,
+    )
+    # q0's top window [10, 30] is a hit in "middle" (against [10, 30]) and a miss in "short" (against [0, 5] only)
+    assert results["short/R@1,IoU=0.5"] == 0.0 and results["middle/R@1,IoU=0.5"] == 1.0
+    assert results["long/R@1,IoU=0.5"] == 1.0 and results["R@1,IoU=0.5"] == pytest.approx(2 / 3)
+    # short AP: q0 finds [0, 5] at rank 2 -> 1/2; q2 misses -> 0
+    assert results["short/mAP@0.5"] == 0.25 and results["middle/mAP"] == 1.0
+    assert list(results) == [
+        f"{prefix}{key}" for prefix in ("", "short/", "middle/", "long/") for key in ["R@1,IoU=0.5", "mIoU", "mAP"]
+        + [f"mAP@{t:g}" for t in MAP_IOU_THRESHOLDS]
+    ]
+    empty = grounding_metrics(SUBSET_PREDICTIONS, SUBSET_REFERENCES, length_ranges={"huge": (100, 200)})
+    assert all(math.isnan(value) for key, value in empty.items() if key.startswith("huge/"))
+    with pytest.raises(ValueError, match=r"A length range needs 0 <= low < high, got \(30, 10\]"):
+        select_by_moment_length(SUBSET_PREDICTIONS, SUBSET_REFERENCES, 30, 10)
+
+
+def test_length_subsets_of_the_real_qvhighlights_val_split(real_data):
+    path = real_data / "annotations" / "qvhighlights" / "highlight_val_release.jsonl"
+    queries = load_grounding_dataset("qvhighlights", path)
+    # counted from the raw file: queries with a window of length in (low, high]
+    sizes = {
+        name: len(select_by_moment_length(queries["moments"], queries["moments"], low, high)[0])
+        for name, (low, high) in QVHIGHLIGHTS_LENGTH_RANGES.items()
+    }
+    assert sizes == {"short": 429, "middle": 957, "long": 574}
+
+
+def test_moment_detr_key_names_and_percentages():
+    brief = moment_detr_metrics(SUBSET_PREDICTIONS, SUBSET_REFERENCES)
+    assert list(brief) == [
+        "MR-full-R1@0.5", "MR-full-R1@0.7", "MR-full-mAP", "MR-full-mAP@0.5", "MR-full-mAP@0.75", "MR-long-mAP",
+        "MR-middle-mAP", "MR-short-mAP",
+    ]
+    assert brief["MR-full-R1@0.5"] == 66.67 and brief["MR-short-mAP"] == 25.0 and brief["MR-middle-mAP"] == 100.0
+    full = moment_detr_metrics(SUBSET_PREDICTIONS, SUBSET_REFERENCES, brief=False)
+    assert list(full) == ["brief", "full", "long", "middle", "short"] and full["brief"] == brief
+    assert list(full["full"]["MR-mAP"]) == ["0.5", "0.55", "0.6", "0.65", "0.7", "0.75", "0.8", "0.85", "0.9",
+                                           "0.95", "average"]
+    assert list(full["short"]["MR-R1"]) == list(full["full"]["MR-mAP"])[:-1]
+    highlights = moment_detr_metrics(
+        saliency_predictions=SALIENCY_PREDICTIONS, saliency_references=SALIENCY_REFERENCES
+    )
+    assert list(highlights) == [f"HL-min-{level}-{name}" for level in ("Fair", "Good", "VeryGood")
+                                for name in ("mAP", "Hit1")]
+    assert highlights["HL-min-Fair-Hit1"] == 50.0
+    with pytest.raises(ValueError, match="Give `predictions` with `references`"):
+        moment_detr_metrics(SUBSET_PREDICTIONS)
+
+
+def test_highlight_average_precision_by_hand():
+    # ranks 1 and 3 relevant: precisions 1 and 2/3 -> 5/6
+    assert highlight_average_precision(torch.tensor([1, 0, 1, 0]), torch.tensor([4.0, 3.0, 2.0, 1.0])) == (
+        pytest.approx(5 / 6)
+    )
+    # ties enter together: cuts {0.9} (precision 1) and {0.9, 0.5 x3} (3/4), each adding relevant clips -> mean 0.875,
+    # not the recall-weighted 1/3 * 1 + 2/3 * 3/4
+    assert highlight_average_precision(torch.tensor([1, 1, 1, 0]), torch.tensor([0.9, 0.5, 0.5, 0.5])) == 0.875
+    # interpolation: the precision at rank 2 (1/2) is raised to that of rank 4 (2/4 -> no change) and rank 5 (3/5)
+    relevant, scores = torch.tensor([0, 1, 0, 1, 1]), torch.tensor([5.0, 4.0, 3.0, 2.0, 1.0])
+    assert highlight_average_precision(relevant, scores) == pytest.approx(3 / 5)
+    assert highlight_average_precision(torch.ones(3), torch.tensor([1.0, 2.0, 3.0])) == 1.0
+    assert highlight_average_precision(torch.zeros(3), torch.tensor([1.0, 2.0, 3.0])) == 0.0
+
+
+def test_highlight_average_precision_matches_scikit_learns_curve():
+    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        relevant = torch.randint(0, 2, (12,), generator=generator)
+        relevant[0], relevant[1] = 0, 1
+        scores = torch.randint(0, 5, (12,), generator=generator).double()  # many ties
+        precision, recall, _ = sklearn_metrics.precision_recall_curve(relevant.numpy(), scores.numpy())
+        # precision made non-increasing towards low recall, averaged where recall changes
+        interpolated = torch.tensor(precision).cummax(0).values
+        steps = torch.tensor(recall[1:] != recall[:-1])
+        expected = float(interpolated[:-1][steps].mean())
+        assert highlight_average_precision(relevant, scores) == pytest.approx(expected)
+
+
+# Two videos of 8 s: 4 clips of 2 s, 3 annotators.
+SALIENCY_REFERENCES = [
+    # clip 1: scores 4, 1, 2; clip 2: 2, 2, 3; clips 0 and 3 are not listed (0)
+    {"duration": 8, "relevant_clip_ids": [1, 2], "saliency_scores": [[4, 1, 2], [2, 2, 3]]},
+    {"duration": 9, "relevant_clip_ids": [0], "saliency_scores": [[1, 3, 0]]},  # 4 clips: int(9 / 2)
+]
+# q0: best clip 1; q1: 5 scores, cut to 4, and the best one (the 5th) is past the video: a miss for Hit1
+SALIENCY_PREDICTIONS = [[0.1, 0.9, 0.5, 0.2], [0.8, 0.1, 0.2, 0.3, 1.0]]
+
+
+def test_highlight_metrics_by_hand():
+    assert saliency_labels(SALIENCY_REFERENCES[0]).tolist() == [[0, 0, 0], [4, 1, 2], [2, 2, 3], [0, 0, 0]]
+    results = highlight_metrics(SALIENCY_PREDICTIONS, SALIENCY_REFERENCES)
+    levels = ("Fair", "Good", "VeryGood")
+    assert list(results) == [f"HL-{name}@{level}" for level in levels for name in ("mAP", "Hit1")]
+    # Fair (>= 2). q0 ranks clips 1, 2, 3, 0: annotator 1 relevant {1, 2} -> AP 1; annotator 2 {2} -> 1/2;
+    # annotator 3 {1, 2} -> 1. q1 ranks clips 0, 3, 2, 1: annotators 1 and 3 none -> 0; annotator 2 {0} -> 1.
+    assert results["HL-mAP@Fair"] == pytest.approx((1 + 1 / 2 + 1 + 0 + 1 + 0) / 6)
+    # q0's best clip 1 is Fair for annotators 1 and 3 (a hit: the best annotator counts); q1's is past the end
+    assert results["HL-Hit1@Fair"] == 0.5
+    # VeryGood (>= 4): only annotator 1 of q0 has a relevant clip, clip 1, ranked first
+    assert results["HL-mAP@VeryGood"] == pytest.approx(1 / 6) and results["HL-Hit1@VeryGood"] == 0.5
+    # a prediction shorter than the video is padded with 0: q1's clip 0 still ranks first
+    shorter = highlight_metrics([SALIENCY_PREDICTIONS[0], [0.8]], SALIENCY_REFERENCES)
+    assert shorter["HL-mAP@Fair"] == results["HL-mAP@Fair"] and shorter["HL-Hit1@Fair"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("predictions", "references", "message"),
+    [
+        ([[1.0]], [{"duration": 4, "relevant_clip_ids": [2], "saliency_scores": [[1, 1, 1]]}],
+         r"saliency_references\[0\] has relevant clips \[2\] outside the 2 clips of 2 s"),
+        ([[1.0]], [{"duration": 4, "relevant_clip_ids": [0, 1], "saliency_scores": [[1, 1, 1]]}],
+         "one row of annotator scores per relevant clip"),
+        ([[1.0]], [{"duration": 4, "relevant_clip_ids": None, "saliency_scores": None}], "needs 'duration'"),
+        ([[]], SALIENCY_REFERENCES[:1], r"saliency_predictions\[0\] must be a non-empty list of finite scores"),
+        ([[1.0]], SALIENCY_REFERENCES, "1 saliency_predictions and 2 saliency_references"),
+    ],
+)
+def test_bad_highlight_input_is_named(predictions, references, message):
+    with pytest.raises(ValueError, match=message):
+        highlight_metrics(predictions, references)
+
+
+def test_evaluate_module_length_subsets_highlights_and_moment_detr_keys():
+    metric = metrics.load("temporal_grounding")
+    results = metric.compute(
+        predictions=SUBSET_PREDICTIONS, references=SUBSET_REFERENCES, length_ranges=QVHIGHLIGHTS_LENGTH_RANGES,
+        saliency_predictions=SALIENCY_PREDICTIONS + [[1.0]],
+        saliency_references=SALIENCY_REFERENCES + [SALIENCY_REFERENCES[0]],
+    )
+    expected = grounding_metrics(SUBSET_PREDICTIONS, SUBSET_REFERENCES, length_ranges=QVHIGHLIGHTS_LENGTH_RANGES)
+    expected.update(highlight_metrics(SALIENCY_PREDICTIONS + [[1.0]], SALIENCY_REFERENCES + [SALIENCY_REFERENCES[0]]))
+    assert results == expected
+    brief = metric.compute(predictions=SUBSET_PREDICTIONS, references=SUBSET_REFERENCES, moment_detr_keys=True)
+    assert brief == moment_detr_metrics(SUBSET_PREDICTIONS, SUBSET_REFERENCES)
+    with pytest.raises(ValueError, match="Give `saliency_predictions` and `saliency_references` together"):
+        metric.compute(predictions=[[[0.0, 1.0]]], references=[[[0.0, 1.0]]], saliency_predictions=[[1.0]])
+
+
+def test_moment_detr_sample_submission_scores_exactly_as_published(real_data):
+    """
+    Moment-DETR's `standalone_eval/sample_val_preds.jsonl` scored against the QVHighlights val file gives its
+    `sample_val_preds_metrics_raw.json` exactly; runs when both files are in `annotations/qvhighlights`.
+    """
+    folder = real_data / "annotations" / "qvhighlights"
+    sample_files = ("sample_val_preds.jsonl", "sample_val_preds_metrics_raw.json")
+    if not all((folder / name).is_file() for name in sample_files):
+        pytest.skip(f"Moment-DETR's sample_val_preds.jsonl and sample_val_preds_metrics_raw.json are not in {folder}")
+    submission = {row["qid"]: row for row in read_qvhighlights_submission(folder / "sample_val_preds.jsonl")}
+    queries = list(load_grounding_dataset("qvhighlights", folder / "highlight_val_release.jsonl"))
+    results = moment_detr_metrics(
+        [submission[query["query_id"]]["pred_relevant_windows"] for query in queries],
+        [query["moments"] for query in queries],
+        [submission[query["query_id"]]["pred_saliency_scores"] for query in queries],
+        queries,
+        brief=False,
+    )
+    published = json.loads((folder / "sample_val_preds_metrics_raw.json").read_text())
+    assert results == published and list(results["brief"]) == list(published["brief"])

@@ -15,6 +15,7 @@ from locvtp_hf import (
     LocVTPConfig,
     LocVTPForTemporalGrounding,
     LocVTPModel,
+    LocVTPProcessor,
     LocVTPVideoProcessor,
 )
 from locvtp_hf.grounding_metrics import temporal_iou
@@ -480,3 +481,42 @@ def test_a_real_charades_video(real_data, processor, model):
     with torch.no_grad():
         moments = processor.post_process_grounding(model(**inputs), top_k=5)[0]
     assert len(moments) == 5 and all(0 <= m["start"] < m["end"] <= 30.8 for m in moments)
+
+
+def test_pipeline_batch_size_and_positional_queries(world_videos, processor, model, caplog):
+    paths, _ = world_videos
+    grounder = pipeline("video-temporal-grounding", model=model, processor=processor, device="cpu")
+    expected = grounder(paths, queries=["a red square", "the blue ball jumps"], top_k=2)
+    # the videos of a batch differ in length: each is one forward pass whatever batch_size says
+    with caplog.at_level("WARNING"):
+        assert grounder(paths, queries=["a red square", "the blue ball jumps"], top_k=2, batch_size=2) == expected
+    assert "batch_size=2 is ignored" in caplog.text
+    batched = pipeline("video-temporal-grounding", model=model, processor=processor, device="cpu", batch_size=2)
+    assert batched(paths, queries=["a red square", "the blue ball jumps"], top_k=2) == expected
+    assert grounder(paths[0], "a red square", top_k=2) == expected[0][0]  # the queries as the second argument
+
+
+def test_pipeline_without_a_model_says_what_to_pass():
+    with pytest.raises(ValueError, match="video-temporal-grounding pipeline has no default model: pass model="):
+        pipeline("video-temporal-grounding")
+
+
+def test_pipeline_grounds_zero_shot_with_a_model_started_from_clip(world_videos, tmp_path):
+    from test_modeling import _tiny_clip, _tiny_clip_tokenizer
+
+    paths, _ = world_videos
+    tokenizer = _tiny_clip_tokenizer()
+    model = LocVTPModel.from_clip(_tiny_clip(tokenizer), num_clips=4, frames_per_clip=2).eval()
+    video_processor = LocVTPVideoProcessor(num_clips=4, frames_per_clip=2, size={"shortest_edge": IMAGE_SIZE},
+                                           crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+    processor = LocVTPProcessor(video_processor=video_processor, tokenizer=tokenizer)
+    grounder = pipeline("video-temporal-grounding", model=model, processor=processor, device="cpu")
+    moments = grounder(paths[0], "the red square slides", top_k=2)
+    assert grounder.zero_shot and 1 <= len(moments) <= 2
+
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    from_folder = pipeline("video-temporal-grounding", model=str(tmp_path), device="cpu")
+    assert type(from_folder.processor.tokenizer).__name__ == "CLIPTokenizer"
+    reloaded = from_folder(paths[0], "the red square slides", top_k=2)
+    assert [(m["start"], m["end"]) for m in reloaded] == [(m["start"], m["end"]) for m in moments]

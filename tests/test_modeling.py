@@ -142,8 +142,8 @@ def test_mismatched_batch_is_rejected(tokenizer):
     model = LocVTPModel(make_config())
     batch = random_batch(tokenizer, batch_size=3)
     batch["pixel_values_videos"] = batch["pixel_values_videos"][:2]
-    with pytest.raises(ValueError, match="2 videos and 3 texts"):
-        model(**batch)
+    with pytest.raises(ValueError, match="2 videos and 3 texts: return_loss=True pairs video i with text i"):
+        model(**batch, return_loss=True)
 
 
 @pytest.mark.parametrize("name", ["attention_mask", "special_tokens_mask"])
@@ -301,3 +301,102 @@ def test_a_video_clip_encoder_sees_the_order_of_frames_and_an_image_one_does_not
             assert cosine.max() < 0.999, vision
         else:
             torch.testing.assert_close(cosine, torch.ones_like(cosine))
+
+
+def _tiny_clip_tokenizer():
+    """A CLIPTokenizer (byte-level BPE, `</w>` word ends, pad = eos) whose merges spell out a few whole words."""
+    from transformers import CLIPTokenizer
+
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for char in "abcdefghijklmnopqrstuvwxyz":
+        vocab.setdefault(char, len(vocab))
+        vocab.setdefault(char + "</w>", len(vocab))
+    merges = []
+    for word in ("a", "man", "opens", "the", "door", "dog", "runs", "red", "square", "slides"):
+        pieces = [*word[:-1], word[-1] + "</w>"]
+        while len(pieces) > 1:
+            merges.append((pieces[0], pieces[1]))
+            pieces = [pieces[0] + pieces[1], *pieces[2:]]
+            vocab.setdefault(pieces[0], len(vocab))
+    return CLIPTokenizer(vocab=vocab, merges=merges)
+
+
+def _tiny_clip(tokenizer):
+    from transformers import CLIPConfig, CLIPModel
+
+    common = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    special = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                   pad_token_id=tokenizer.pad_token_id)
+    config = CLIPConfig(
+        text_config=dict(vocab_size=len(tokenizer), max_position_embeddings=32, **special, **common),
+        vision_config=dict(image_size=32, patch_size=16, **common),
+        projection_dim=24,
+    )
+    torch.manual_seed(0)
+    clip = CLIPModel(config).eval()
+    with torch.no_grad():
+        clip.logit_scale.fill_(3.5)
+    return clip
+
+
+def test_from_clip_is_a_zero_shot_video_text_model(tmp_path):
+    tokenizer = _tiny_clip_tokenizer()
+    clip = _tiny_clip(tokenizer)
+    clip.save_pretrained(tmp_path / "clip")
+    for source in (clip, str(tmp_path / "clip")):
+        model = LocVTPModel.from_clip(source, num_clips=3, frames_per_clip=2).eval()
+        assert model.config.projection_dim == 24 and model.config.sentence_pooling == "pooler"
+        pixels = torch.randn(2, 3, 2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+        text = tokenizer(["a man opens the door", "a dog runs", "the red square slides"], padding=True,
+                         return_special_tokens_mask=True, return_tensors="pt")
+        with torch.no_grad():
+            out = model(pixel_values_videos=pixels, **text)
+            image_embeds = clip.get_image_features(pixel_values=pixels.flatten(0, 2)).pooler_output
+            text_embeds = clip.get_text_features(input_ids=text["input_ids"],
+                                                 attention_mask=text["attention_mask"]).pooler_output
+        expected_clips = F.normalize(image_embeds.reshape(2, 3, 2, -1).mean(2), dim=-1)
+        torch.testing.assert_close(out.clip_embeds, expected_clips)
+        torch.testing.assert_close(out.text_embeds, F.normalize(text_embeds, dim=-1))
+        torch.testing.assert_close(model.get_logit_scale(), clip.logit_scale.exp())
+        assert out.logits_per_video.shape == (2, 3)
+        # CLIP's tokens: <|startoftext|> words <|endoftext|>, then padding with <|endoftext|> again
+        words = text["attention_mask"].bool() & ~text["special_tokens_mask"].bool()
+        assert torch.equal(out.word_mask, words) and words.sum(1).tolist() == [5, 3, 4]
+        del text["special_tokens_mask"]
+        assert torch.equal(model(pixel_values_videos=pixels, **text).word_mask, words)
+
+    model.save_pretrained(tmp_path / "locvtp")
+    reloaded = LocVTPModel.from_pretrained(tmp_path / "locvtp").eval()
+    assert reloaded.config.sentence_pooling == "pooler"
+    with torch.no_grad():
+        again = reloaded(pixel_values_videos=pixels, **text)
+    for name in ("clip_embeds", "video_embeds", "text_embeds", "word_embeds", "logits_per_video"):
+        assert torch.equal(getattr(out, name), getattr(again, name)), name
+
+
+def test_from_clip_rejects_what_is_not_clip(tmp_path, tokenizer):
+    clip = _tiny_clip(_tiny_clip_tokenizer())
+    with pytest.raises(ValueError, match="projection_dim=16 but CLIP's projections map to 24"):
+        LocVTPModel.from_clip(clip, projection_dim=16)
+    with pytest.raises(TypeError, match="got BertModel"):
+        LocVTPModel.from_clip(BertModel(AutoConfig.for_model("bert", **{k: v for k, v in TEXT_CONFIGS["bert"].items()
+                                                                          if k != "model_type"})))
+    LocVTPModel(make_config("vit", "bert")).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="needs a CLIP checkpoint .* a 'locvtp' one"):
+        LocVTPModel.from_clip(str(tmp_path))
+    # a BERT text tower is built without its pooling layer: "pooler" sentence pooling has nothing to use
+    with pytest.raises(ValueError, match="sentence_pooling='pooler' but BertModel returns no pooled output"):
+        LocVTPModel(make_config(sentence_pooling="pooler"))(**random_batch(tokenizer))
+
+
+def test_any_number_of_videos_and_texts_are_scored_without_loss(tokenizer):
+    torch.manual_seed(0)
+    model = LocVTPModel(make_config()).eval()
+    batch = random_batch(tokenizer, batch_size=3)
+    two_videos = {**batch, "pixel_values_videos": batch["pixel_values_videos"][:2]}
+    with torch.no_grad():
+        out = model(**two_videos)
+        paired = model(**batch)
+    assert out.logits_per_video.shape == (2, 3) and out.logits_per_text.shape == (3, 2)
+    assert torch.equal(out.logits_per_text, out.logits_per_video.T)
+    torch.testing.assert_close(out.logits_per_video, paired.logits_per_video[:2])

@@ -58,9 +58,24 @@ def test_empty_text_is_rejected(processor):
         processor(videos=[_frames(), _frames()], text=["a dog runs", "   "])
 
 
-def test_videos_and_texts_must_pair_up(processor):
-    with pytest.raises(ValueError, match="Got 2 videos and 1 texts"):
-        processor(videos=[_frames(), _frames()], text=["a dog runs"])
+def test_videos_and_texts_must_pair_up_with_spans_training_or_grounding(processor):
+    videos = [_frames(), _frames(seed=1)]
+    for kwargs, reason in (
+        (dict(spans=[None, (0.2, 1.0)]), "spans"),
+        (dict(training=True), "training=True"),
+        (dict(task="grounding"), "task='grounding'"),
+    ):
+        with pytest.raises(ValueError, match=f"Got 2 videos and 1 texts: with {reason}, text i goes with video i"):
+            processor(videos=videos, text=["a dog runs"], video_fps=10.0, **kwargs)
+
+
+def test_any_number_of_texts_and_videos_to_score(processor):
+    labels = ["a dog runs", "a man opens the door", "the red square slides"]
+    inputs = processor(videos=[_frames(), _frames(seed=1)], text=labels, video_fps=10.0, return_tensors="pt")
+    assert inputs["pixel_values_videos"].shape[0] == 2 and inputs["input_ids"].shape[0] == 3
+    with torch.no_grad():
+        out = LocVTPModel(make_config()).eval()(**inputs)
+    assert out.logits_per_video.shape == (2, 3)
 
 
 def test_overlong_text_is_truncated_with_a_warning(processor, caplog):
@@ -141,3 +156,12 @@ def test_pipeline_names_the_unreadable_video_of_a_batch(grounder, tmp_path):
         grounder([_frames(), _frames(seed=1), corrupt], queries="a dog runs", video_fps=10.0)
     with pytest.raises(ValueError, match=r"^videos\[1\] lasts 0\.400 s, shorter than one grounding clip"):
         grounder([_frames(), _frames(num_frames=4)], queries="a dog runs", video_fps=10.0)
+
+
+def test_mostly_unknown_text_is_warned_about(processor, caplog):
+    texts = ["a dog runs", "ein hund rennt", "a dog rennt schnell", "the man zzz opens"]  # 0, 3/3, 2/4, 1/4 unknown
+    with caplog.at_level(logging.WARNING):
+        processor(text=texts)
+    assert "Most word tokens of text[1] (100%) are the unknown token [UNK]" in caplog.text
+    assert "text[0]" not in caplog.text and "text[2]" not in caplog.text and "text[3]" not in caplog.text
+    assert "tokenizer (BertTokenizer) probably does not match" in caplog.text

@@ -107,6 +107,8 @@ FIGURES = [
 # per-query values kept for the bootstrap: figure -> per-query key
 PER_QUERY = {"in_video_auc": "in_video_auc", "zero_shot_R@1,IoU=0.5": "zero_shot_iou", "probe_hit_rate": "probe_hit"}
 GROUNDING_FRACTIONS = (0.05, 0.10, 1.0)
+# what a finished run has written
+RESULT_FILES = ("eval_results.json", "measures.json", "grounding_results.json")
 # two-sided 95 % quantiles of Student's t by degrees of freedom (beyond 30: the normal's)
 T_QUANTILES_95 = {
     1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
@@ -138,6 +140,9 @@ class AblationArguments:
     bootstrap_samples: int = field(default=2000, metadata={"help": "Resamples of the per-query bootstrap."})
     quick: bool = field(
         default=False, metadata={"help": "A tiny run (a few videos, steps and queries) to check that all of it works."}
+    )
+    summarize_only: bool = field(
+        default=False, metadata={"help": "Summarise the finished runs only: run nothing, leave unfinished runs out."}
     )
 
 
@@ -418,12 +423,14 @@ def summarize(args: AblationArguments, runs: dict) -> dict:
     return summary
 
 
-def markdown_tables(args: AblationArguments, summary: dict, minutes: float) -> str:
+def markdown_tables(args: AblationArguments, runs: dict, summary: dict, minutes: float) -> str:
     """Per world: the figures (mean ± 95 % half-width) and the paired differences with the baseline."""
     text = []
     for world_name, by_variant in summary.items():
         keys = [(key, title) for key, title in FIGURES if any(key in entry for entry in by_variant.values())]
-        text.append(f"### World `{world_name}` ({', '.join(f'{k}={v}' for k, v in WORLDS[world_name].items())})\n")
+        settings = ", ".join(f"{name}={value}" for name, value in WORLDS[world_name].items())
+        seeds = sorted({seed for by_seed in runs[world_name].values() for seed in by_seed})
+        text.append(f"### World `{world_name}` ({settings}), seeds {seeds}\n")
         text.append(f"| variant | {' | '.join(title for _, title in keys)} |")
         text.append(f"|---|{'---|' * len(keys)}")
         for variant, entry in by_variant.items():
@@ -453,7 +460,7 @@ def markdown_tables(args: AblationArguments, summary: dict, minutes: float) -> s
             text.append(f"| {variant} | {' | '.join(cells)} |")
         text.append("")
     text.append(
-        f"Seeds {args.seeds}, {args.max_steps} pre-training steps per variant (`examples/pretrain.py` defaults "
+        f"{args.max_steps} pre-training steps per variant (`examples/pretrain.py` defaults "
         f"otherwise), world seed {args.world_seed}, {args.world_test_videos} test videos; grounding heads: "
         f"{args.grounding_steps} steps on frozen clip features. The runs took {minutes:.0f} min of wall time in all.\n"
     )
@@ -478,6 +485,8 @@ def main():
         for seed in args.seeds:
             for variant in args.variants:
                 run_dir = output_dir / world_name / variant / f"seed_{seed}"
+                if args.summarize_only and not all((run_dir / name).exists() for name in RESULT_FILES):
+                    continue
                 claim_run_folder(run_dir, run_settings(args, world_name, variant, seed))
                 logger.info(f"{world_name} world, {variant}, seed {seed}")
                 results = cached(run_dir, "eval_results.json", lambda: pretrain(args, world_name, variant, seed, run_dir))
@@ -488,9 +497,14 @@ def main():
                 seconds += sum(json.loads((run_dir / "timing.json").read_text()).values())
                 logger.info(", ".join(f"{key} {results[key]:.3f}" for key, _ in FIGURES if key in results))
     minutes = seconds / 60
+    # with --summarize_only, a variant without a finished run has no row
+    runs = {
+        world_name: {variant: by_seed for variant, by_seed in by_variant.items() if by_seed}
+        for world_name, by_variant in runs.items()
+    }
 
     summary = summarize(args, runs)
-    tables = markdown_tables(args, summary, minutes)
+    tables = markdown_tables(args, runs, summary, minutes)
     print("\n" + tables)
     (output_dir / "ABLATION.md").write_text(tables)
     per_seed = {

@@ -6,8 +6,10 @@
     python examples/evaluate_retrieval.py --help
 
 Prints text-to-video and video-to-text R@1/5/10, median and mean rank (and, with `--renormalization`, the same after
-DSL or inverted-softmax re-normalisation, beside the plain figures) and writes them as JSON to `--output_file`. See
-docs/retrieval.md for the readers, the metrics and the tie rule. Arguments: the `EvaluationArguments` dataclass
+DSL or inverted-softmax re-normalisation, beside the plain figures) and writes them as JSON to `--output_file`. A
+video that cannot be read (a missing file, a corrupt or truncated one) is skipped with its captions and reported: the
+figures are over the others, `num_unreadable_videos` counts the skipped ones, and
+`<output_file stem>.failed_videos.json` lists them. See docs/retrieval.md for the readers, the metrics and the tie rule. Arguments: the `EvaluationArguments` dataclass
 below, parsed with `HfArgumentParser` by `pretrain.py`'s `parse_arguments` (so `--config run.yaml` works too).
 """
 
@@ -25,6 +27,9 @@ from locvtp_hf.retrieval_metrics import RENORMALIZATIONS
 from locvtp_hf.synthetic_world import SyntheticWorld
 
 
+MAX_LISTED_FAILURES = 5
+
+
 @dataclass
 class EvaluationArguments:
     model_name_or_path: str = field(metadata={"help": "A LocVTP checkpoint folder or Hub id, with its processor."})
@@ -35,6 +40,8 @@ class EvaluationArguments:
     world_seed: int = field(default=0, metadata={"help": "Seed of the synthetic world."})
     world_test_videos: int = field(default=100, metadata={"help": "Test videos of the synthetic world."})
     batch_size: int = field(default=16, metadata={"help": "Videos per forward pass."})
+    num_workers: int = field(default=1, metadata={"help": "DataLoader processes decoding videos (0: in-process)."})
+    disable_progress_bar: bool = field(default=False, metadata={"help": "Do not show the encoding progress bar."})
     retrieval_fusion_weight: float | None = field(
         default=None, metadata={"help": "Weight in [0, 1] of the fine-grained score. Default: the checkpoint's."}
     )
@@ -60,7 +67,7 @@ def main():
     processor = LocVTPProcessor.from_pretrained(args.model_name_or_path)
     model.to(torch.accelerator.current_accelerator() if torch.accelerator.is_available() else "cpu")
 
-    metrics = retrieval_evaluation(
+    metrics, unreadable = retrieval_evaluation(
         model,
         processor,
         dataset,
@@ -69,13 +76,35 @@ def main():
         batch_size=args.batch_size,
         renormalization=args.renormalization,
         temperature=args.renormalization_temperature,
+        num_workers=args.num_workers,
+        progress_bar=not args.disable_progress_bar,
+        skip_unreadable=True,
     )
+    metrics["num_unreadable_videos"] = len(unreadable)
+    failures = [
+        {"video_id": dataset[video.index]["video_id"], "video": video.video, "error": video.reason}
+        for video in unreadable
+    ]
     print(f"\n| {args.dataset} retrieval | value |\n|---|---|")
     for name, value in metrics.items():
         print(f"| {name} | {value:.3f} |" if isinstance(value, float) else f"| {name} | {value} |")
+    print(f"\nEvaluated {metrics['num_videos']} of {len(dataset)} videos ({metrics['num_texts']} captions).")
+    if failures:
+        print(f"{len(failures)} videos could not be read and were left out with their captions:")
+        for failure in failures[:MAX_LISTED_FAILURES]:
+            print(f"  {failure['video_id']}: {failure['error']}")
+        if len(failures) > MAX_LISTED_FAILURES:
+            print(f"  ... and {len(failures) - MAX_LISTED_FAILURES} more")
     if args.output_file:
-        Path(args.output_file).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output_file).write_text(json.dumps(metrics, indent=2) + "\n")
+        output_file = Path(args.output_file)
+        output_file.parent.mkdir(parents=True, exist_ok=True)
+        output_file.write_text(json.dumps(metrics, indent=2) + "\n")
+        failures_file = output_file.with_name(f"{output_file.stem}.failed_videos.json")
+        if failures:
+            failures_file.write_text(json.dumps(failures, indent=2) + "\n")
+            print(f"All unreadable videos are listed in {failures_file}.")
+        else:
+            failures_file.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

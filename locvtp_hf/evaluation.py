@@ -1,17 +1,57 @@
 """Evaluation of LocVTP features: text-video retrieval (zero-shot or fine-tuned) and head-free localization measures."""
 
+import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from .grounding_metrics import temporal_iou
 from .modeling_locvtp import LocVTPForRetrieval, LocVTPModel
 from .processing_locvtp import LocVTPProcessor
 from .retrieval_datasets import flatten_captions
 from .retrieval_metrics import rank_metrics, retrieval_ranks, text_video_retrieval_metrics
+from .video_io import VideoDecodingError
 from .zero_shot_grounding import zero_shot_grounding
+
+
+# What "this video cannot be read" means to the retrieval evaluation; anything else (a bug, a bad model) propagates.
+UNREADABLE_VIDEO_ERRORS = (FileNotFoundError, VideoDecodingError)
+
+
+@dataclass
+class UnreadableVideo:
+    """A video of a collection that could not be read: its `index` in the collection, the `video` (its path or id,
+    as a string) and the error, in words (`reason`)."""
+
+    index: int
+    video: str
+    reason: str
+
+
+class _WholeVideosDataset(torch.utils.data.Dataset):
+    """One video per item, decoded and cut into centred clips; an unreadable video gives its error instead."""
+
+    def __init__(self, videos: Sequence, processor: LocVTPProcessor, load_video, video_fps, num_clips):
+        self.videos, self.processor, self.load_video, self.video_fps = videos, processor, load_video, video_fps
+        self.overrides = {"num_clips": num_clips} if num_clips is not None else {}
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def __getitem__(self, index: int) -> dict:
+        video = self.videos[index]
+        try:
+            decoded = self.load_video(video) if self.load_video is not None else video
+            inputs = self.processor.video_processor(
+                [decoded], video_fps=self.video_fps, return_tensors="pt", **self.overrides
+            )
+        except UNREADABLE_VIDEO_ERRORS as error:
+            return {"index": index, "error": error}
+        return {"pixel_values_videos": inputs["pixel_values_videos"], "clip_spans": inputs["clip_spans"]}
 
 
 @torch.no_grad()
@@ -23,24 +63,61 @@ def encode_videos(
     video_fps: float | None = None,
     num_clips: int | None = None,
     batch_size: int = 16,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    num_workers: int = 0,
+    progress_bar: bool = False,
+    skip_unreadable: bool = False,
+):
     """
-    Encodes whole videos, with clips centred in `num_clips` (default: the processor's) equal segments.
+    Encodes whole videos, with clips centred in `num_clips` (default: the processor's) equal segments, `batch_size`
+    videos per forward pass. The videos are decoded by `num_workers` DataLoader worker processes (0: in this
+    process); the embeddings do not depend on it.
+
+    Args:
+        load_video (`Callable`, *optional*): Turns an entry of `videos` into what the video processor takes (e.g.
+            `SyntheticWorld.render`); by default the entries are given to it as they are (paths or frame arrays).
+        progress_bar (`bool`, *optional*, defaults to `False`): Show a tqdm progress bar over the videos.
+        skip_unreadable (`bool`, *optional*, defaults to `False`): Leave out the videos that cannot be read (a
+            missing file or a [`~video_io.VideoDecodingError`]) and return them as a fourth value, a list of
+            [`UnreadableVideo`]; by default the first such video raises its error, naming its index.
 
     Returns:
-        `(video_embeds [N, D], clip_embeds [N, T, D], clip_spans [N, T, 2])` on the CPU.
+        `(video_embeds [N, D], clip_embeds [N, T, D], clip_spans [N, T, 2])` on the CPU, and with `skip_unreadable`
+        the list of [`UnreadableVideo`]; the tensors then hold the readable videos only, in their order.
+
+    Raises:
+        [`~video_io.VideoDecodingError`]: with `skip_unreadable`, when none of the videos can be read.
     """
-    overrides = {"num_clips": num_clips} if num_clips is not None else {}
-    video_embeds, clip_embeds, clip_spans = [], [], []
-    for start in range(0, len(videos), batch_size):
-        chunk = [load_video(video) if load_video else video for video in videos[start : start + batch_size]]
-        inputs = processor.video_processor(chunk, video_fps=video_fps, return_tensors="pt", **overrides)
-        pixels = inputs["pixel_values_videos"].to(model.device, model.dtype)
-        out = model.get_video_features(pixels)
-        video_embeds.append(out.pooler_output.float().cpu())
-        clip_embeds.append(out.clip_embeds.float().cpu())
-        clip_spans.append(inputs["clip_spans"])
-    return torch.cat(video_embeds), torch.cat(clip_embeds), torch.cat(clip_spans)
+    dataset = _WholeVideosDataset(videos, processor, load_video, video_fps, num_clips)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=list)
+    video_embeds, clip_embeds, clip_spans, unreadable = [], [], [], []
+    with tqdm(total=len(videos), desc="encoding videos", unit="video", disable=not progress_bar) as progress:
+        for items in loader:
+            readable = []
+            for item in items:
+                if "error" not in item:
+                    readable.append(item)
+                    continue
+                error = item["error"]
+                # the processor names the video by its place in its one-video call: name its place in `videos`
+                reason = str(error).removeprefix("videos[0]: ")
+                if not skip_unreadable:
+                    raise type(error)(f"videos[{item['index']}]: {reason}") from error
+                index = item["index"]
+                video = os.fspath(videos[index]) if isinstance(videos[index], str | os.PathLike) else f"videos[{index}]"
+                unreadable.append(UnreadableVideo(index, video, f"{type(error).__name__}: {reason}"))
+            if readable:
+                pixels = torch.cat([item["pixel_values_videos"] for item in readable])
+                out = model.get_video_features(pixels.to(model.device, model.dtype))
+                video_embeds.append(out.pooler_output.float().cpu())
+                clip_embeds.append(out.clip_embeds.float().cpu())
+                clip_spans.extend(item["clip_spans"] for item in readable)
+            progress.update(len(items))
+    if unreadable and len(unreadable) == len(videos):
+        raise VideoDecodingError(
+            f"None of the {len(videos)} videos could be read, e.g. {unreadable[0].video}: {unreadable[0].reason}"
+        )
+    encoded = (torch.cat(video_embeds), torch.cat(clip_embeds), torch.cat(clip_spans))
+    return (*encoded, unreadable) if skip_unreadable else encoded
 
 
 @torch.no_grad()
@@ -103,29 +180,51 @@ def retrieval_evaluation(
     ks: Sequence[int] = (1, 5, 10),
     renormalization: str | None = None,
     temperature: float = 0.01,
-) -> dict[str, float]:
+    num_workers: int = 0,
+    progress_bar: bool = False,
+    skip_unreadable: bool = False,
+):
     """
     Text-to-video and video-to-text retrieval over a retrieval set (rows `video`, `captions`; see
     `locvtp_hf.retrieval_datasets`): every caption against every video, scored as the model scores them (a
     [`LocVTPForRetrieval`] fuses the fine-grained score when its `retrieval_fusion_weight` is positive; a
-    [`LocVTPModel`] uses `<s, z>`). Videos are encoded with centred clips, `batch_size` at a time.
+    [`LocVTPModel`] uses `<s, z>`). Videos are encoded with centred clips, `batch_size` at a time, decoded by
+    `num_workers` DataLoader workers (see [`encode_videos`], also for `progress_bar`).
+
+    With `skip_unreadable`, the videos that cannot be read are left out together with their captions, and the
+    evaluation runs on the others (`num_videos` and `num_texts` count what was evaluated).
 
     Returns:
-        The metrics of [`~retrieval_metrics.text_video_retrieval_metrics`].
+        The metrics of [`~retrieval_metrics.text_video_retrieval_metrics`]; with `skip_unreadable`, `(metrics,
+        unreadable)` with the list of [`UnreadableVideo`] (indices are rows of `dataset`).
     """
-    captions, text_to_video = flatten_captions(dataset)
     was_training = model.training
     model.eval()
-    video_embeds, clip_embeds, _ = encode_videos(
-        model, processor, list(dataset["video"]), load_video, video_fps, batch_size=batch_size
+    encoded = encode_videos(
+        model,
+        processor,
+        list(dataset["video"]),
+        load_video,
+        video_fps,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        progress_bar=progress_bar,
+        skip_unreadable=skip_unreadable,
     )
+    video_embeds, clip_embeds = encoded[:2]
+    unreadable = encoded[3] if skip_unreadable else []
+    if unreadable:
+        left_out = {video.index for video in unreadable}
+        dataset = dataset.select([row for row in range(len(dataset)) if row not in left_out])
+    captions, text_to_video = flatten_captions(dataset)
     if isinstance(model, LocVTPForRetrieval) and model.config.retrieval_fusion_weight > 0:
         text_embeds, word_embeds, word_mask = encode_texts(model, processor, captions, return_words=True)
         similarity = model.similarity(text_embeds, video_embeds, word_embeds, word_mask, clip_embeds, chunk_size=64)
     else:
         similarity = encode_texts(model, processor, captions) @ video_embeds.T
     model.train(was_training)
-    return text_video_retrieval_metrics(similarity, text_to_video, ks, renormalization, temperature)
+    metrics = text_video_retrieval_metrics(similarity, text_to_video, ks, renormalization, temperature)
+    return (metrics, unreadable) if skip_unreadable else metrics
 
 
 def localization_evaluation(

@@ -22,6 +22,8 @@ from huggingface_hub.utils import validate_repo_id
 from transformers import PreTrainedModel
 from transformers.utils import logging
 
+from .pipeline_temporal_grounding import TASK as GROUNDING_TASK
+
 
 logger = logging.get_logger(__name__)
 
@@ -41,10 +43,13 @@ class ClassCard:
     What a model card says about one model class.
 
     Args:
-        pipeline_tag (`str`):
-            The Hub task of the class: one of the Hub's pipeline types (huggingface.js `PIPELINE_DATA`).
+        pipeline_tag (`str` or `None`):
+            The Hub task of the class: one of the Hub's pipeline types (huggingface.js `PIPELINE_DATA`; the Hub
+            rejects other values) whose `transformers.pipeline` runs on a checkpoint of the class. None when no such
+            task exists: the Hub shows the task as its widget and inference snippet, so a task that fails misleads.
         tags (`tuple[str, ...]`):
-            Hub tags of the class, added to the LocVTP tags.
+            Hub tags of the class, added to the LocVTP tags. A tag that names a pipeline task (such as the custom
+            `video-temporal-grounding` task registered by `import locvtp_hf`) must run on a checkpoint of the class.
         architecture (`str`):
             What kind of model the class is, for the card's "Model type".
         summary (`str`):
@@ -60,7 +65,7 @@ class ClassCard:
             fields only for this class, and the fields without a task prefix for every class.
     """
 
-    pipeline_tag: str
+    pipeline_tag: str | None
     tags: tuple[str, ...]
     architecture: str
     summary: str
@@ -71,9 +76,10 @@ class ClassCard:
 
 CLASS_CARDS: dict[str, ClassCard] = {
     "LocVTPModel": ClassCard(
-        # the Hub has no video-text embedding task: embeddings are feature extraction
-        pipeline_tag="feature-extraction",
-        tags=("feature-extraction", "video-retrieval", "temporal-grounding"),
+        # No Hub task runs: `feature-extraction` builds a pipeline whose forward needs both videos and texts. The
+        # `video-temporal-grounding` pipeline grounds zero-shot with the pre-trained clip embeddings.
+        pipeline_tag=None,
+        tags=(GROUNDING_TASK, "video-retrieval", "temporal-grounding"),
         architecture="video-text dual encoder",
         summary=(
             "This is a pre-trained LocVTP video-text encoder (`LocVTPModel`). It returns one embedding per video "
@@ -106,10 +112,10 @@ clip_scores = clips @ text.pooler_output[0]  # how well each clip matches the fi
 print(inputs["clip_spans"][0], clip_scores)''',
     ),
     "LocVTPForRetrieval": ClassCard(
-        # the Hub's video-text contrastive models (X-CLIP) are filed under video classification: ranking texts for a
-        # video is zero-shot video classification; the Hub has no text-to-video retrieval task
-        pipeline_tag="video-classification",
-        tags=("text-to-video-retrieval", "video-text-retrieval", "zero-shot"),
+        # No Hub task runs: the Hub has no text-to-video retrieval task, and `video-classification` cannot load the
+        # model (it needs a fixed label set, transformers has no zero-shot video classification pipeline).
+        pipeline_tag=None,
+        tags=("text-to-video-retrieval", "video-text-retrieval"),
         architecture="video-text dual encoder scored for retrieval",
         summary=(
             "This is a LocVTP text-video retrieval model (`LocVTPForRetrieval`). It scores every text against every "
@@ -140,9 +146,10 @@ print(ranking)''',
         config_prefix="retrieval_",
     ),
     "LocVTPForTemporalGrounding": ClassCard(
-        # the Hub has no temporal grounding task, and video-text-to-text would promise generated text
-        pipeline_tag="other",
-        tags=("temporal-grounding", "moment-retrieval", "video-grounding"),
+        # The Hub has no temporal grounding task (video-text-to-text would promise generated text): the custom task
+        # registered by `import locvtp_hf` goes in the tags.
+        pipeline_tag=None,
+        tags=(GROUNDING_TASK, "temporal-grounding", "moment-retrieval", "video-grounding"),
         architecture="video-text dual encoder with a 2D-TAN temporal grounding head",
         summary=(
             "This is a LocVTP temporal grounding model (`LocVTPForTemporalGrounding`): given an untrimmed video and a "

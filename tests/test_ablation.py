@@ -58,6 +58,13 @@ def test_the_ablation_measures_summarises_and_resumes(tmp_path):
     assert [log.stat().st_mtime_ns for log in logs] == modified
     assert json.loads((tmp_path / "ablation_results.json").read_text())["runs"] == results["runs"]
 
+    # --summarize_only runs nothing: the unfinished seed 2 is left out of the tables
+    summary_only = subprocess.run([*command, "2", "--summarize_only"], capture_output=True, text=True, timeout=900,
+                                  env=env)  # fmt: skip
+    assert summary_only.returncode == 0, summary_only.stderr[-4000:]
+    assert not (tmp_path / "hard" / "coarse" / "seed_2").exists()
+    assert "seeds [0, 1]" in (tmp_path / "ABLATION.md").read_text()
+
     # a run folder written with other settings is refused, not mixed into the table
     refused = subprocess.run([*command, "--num_clips", "8"], capture_output=True, text=True, timeout=900, env=env)
     assert refused.returncode != 0

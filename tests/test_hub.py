@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import setuptools
 import torch
@@ -21,7 +22,8 @@ from huggingface_hub import CommitInfo, CommitOperationAdd, EvalResult, HfApi, M
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import load_file
 from testing_utils import CROSS_PROCESS_TOLERANCE
-from transformers import AutoModel, AutoProcessor, BertConfig, BertModel
+from transformers import AutoModel, AutoProcessor, BertConfig, BertModel, pipeline
+from transformers.pipelines import PIPELINE_REGISTRY
 
 from locvtp_hf import (
     LocVTPConfig,
@@ -33,6 +35,7 @@ from locvtp_hf import (
 )
 from locvtp_hf import modeling_locvtp
 from locvtp_hf.model_card import CLASS_CARDS, MODEL_CARD_TEMPLATE, class_card
+from locvtp_hf.pipeline_temporal_grounding import TASK as GROUNDING_TASK
 from locvtp_hf.synthetic_world import SyntheticWorld
 
 
@@ -202,7 +205,7 @@ def test_push_to_a_branch_with_the_default_card(fake_hub, processor):
     (commit,) = fake_hub.commits
     assert commit["branch"] == "v1"
     card = ModelCard(commit["files"]["README.md"].decode())
-    assert card.data.pipeline_tag == "feature-extraction" and f'checkpoint = "{repo_id}"' in card.text
+    assert card.data.pipeline_tag is None and f'checkpoint = "{repo_id}"' in card.text
     loaded = LocVTPModel.from_pretrained(repo_id, revision="v1")
     state = model.state_dict()
     assert all(torch.equal(value, state[name]) for name, value in loaded.state_dict().items())
@@ -348,6 +351,53 @@ def test_shared_files_name_no_path_of_this_machine(processor, tmp_path, caplog):
     assert "a local checkpoint, `my-vit`" in reloaded_card.text and reloaded_card.data.base_model is None
 
 
+
+# How each pipeline task a card may name is called on a video: a random 8 s video at 4 fps.
+PIPELINE_CALLS = {
+    GROUNDING_TASK: lambda runner, video: runner(video, queries="a man opens the door", video_fps=4.0, top_k=2),
+}
+# The pipeline tasks a saved checkpoint of each class runs: the only ones its card may name.
+RUNNABLE_TASKS = {
+    "LocVTPModel": [GROUNDING_TASK],  # zero-shot, from the pre-trained clip embeddings
+    "LocVTPForRetrieval": [],
+    "LocVTPForTemporalGrounding": [GROUNDING_TASK],
+}
+
+
+def random_video() -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (32, 32, 32, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("model_class", MODEL_CLASSES, ids=lambda cls: cls.__name__)
+def test_every_pipeline_task_the_card_names_runs_on_the_saved_repository(processor, model_class, tmp_path):
+    folder = tmp_path / "shared"
+    save_for_hub(folder, tiny_model(model_class), processor)
+    card = ModelCard.load(folder / "README.md")
+
+    # the Hub rejects a pipeline_tag outside its own task list: a task registered by a package goes in the tags
+    assert card.data.pipeline_tag != GROUNDING_TASK
+    tasks = PIPELINE_REGISTRY.get_supported_tasks()
+    named = [task for task in [card.data.pipeline_tag, *card.data.tags] if task in tasks]
+    assert named == RUNNABLE_TASKS[model_class.__name__]
+    for task in named:
+        moments = PIPELINE_CALLS[task](pipeline(task, model=str(folder)), random_video())
+        assert len(moments) == 2 and all(0 <= moment["start"] < moment["end"] <= 8 for moment in moments), moments
+
+
+@pytest.mark.parametrize("model_class", MODEL_CLASSES, ids=lambda cls: cls.__name__)
+def test_hub_tasks_whose_pipelines_fail_are_not_in_the_card(processor, model_class, tmp_path):
+    folder = tmp_path / "shared"
+    save_for_hub(folder, tiny_model(model_class), processor)
+    card = ModelCard.load(folder / "README.md")
+
+    # the nearest Hub tasks, which earlier cards named: feature extraction builds a LocVTPModel pipeline whose forward
+    # needs videos and texts together; video classification finds no LocVTP model to load
+    with pytest.raises(ValueError, match="needs both pixel_values_videos and input_ids"):
+        pipeline("feature-extraction", model=str(folder))("a man opens the door")
+    with pytest.raises(ValueError, match="AutoModelForVideoClassification"):
+        pipeline("video-classification", model=str(folder))
+    assert {card.data.pipeline_tag, *card.data.tags}.isdisjoint({"feature-extraction", "video-classification"})
+
 @pytest.mark.parametrize("model_class", MODEL_CLASSES, ids=lambda cls: cls.__name__)
 def test_the_cards_usage_example_runs(fake_hub, processor, model_class, tmp_path, monkeypatch):
     repo_id = f"someone/usage-{model_class.__name__}"
@@ -393,7 +443,7 @@ def test_pretraining_script_pushes_its_model_card_and_figures(fake_hub, tmp_path
     card = ModelCard(commit["files"]["README.md"].decode())
     reported = {result.metric_type: result.metric_value for result in card.data.eval_results}
     assert reported == {name: measured[name] for name in ("text_to_video_R@1", "text_to_video_R@5", "probe_hit_rate")}
-    assert card.data.pipeline_tag == "feature-extraction"
+    assert card.data.pipeline_tag is None and GROUNDING_TASK in card.data.tags
     assert "| Optimizer steps | 2 |" in card.text and "synthetic" in card.text
 
 

@@ -7,14 +7,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import datasets
 import pytest
 import torch
 import torch.nn.functional as F
 from conftest import make_config, random_batch
 from transformers import AutoModel
 
-from locvtp_hf import LocVTPConfig, LocVTPForRetrieval, LocVTPModel
+from locvtp_hf import LocVTPConfig, LocVTPForRetrieval, LocVTPModel, VideoDecodingError
+from locvtp_hf.evaluation import encode_videos, retrieval_evaluation
 from locvtp_hf.loss import retrieval_contrastive_loss
+from locvtp_hf.synthetic_world import SyntheticWorld
 
 
 def _reference_fine_score(words, mask, clips):
@@ -173,3 +176,76 @@ def test_two_processes_equal_one(tmp_path):
             distributed = ranks[rank]["grads"][name]  # the gradient of the sum of both losses: 2x the global one
             torch.testing.assert_close(distributed / 2, value.grad[start:end, : distributed.shape[1]], msg=name)
     torch.testing.assert_close((ranks[0]["scale_grad"] + ranks[1]["scale_grad"]) / 2, scale.grad)
+
+
+def _collection_with_unreadable_videos(tmp_path) -> tuple[SyntheticWorld, list[str]]:
+    """Three readable synthetic videos, a missing file (second) and a corrupt one (fourth)."""
+    world = SyntheticWorld(seed=3, num_train=0, num_validation=0, num_test=3, size=32, min_duration=8.0,
+                           max_duration=10.0, max_events=2)
+    good = sorted(str(path) for path in world.export(tmp_path, "test").glob("*.mp4"))
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(b"this is not a video" * 50)
+    return world, [good[0], str(tmp_path / "missing.mp4"), good[1], str(corrupt), good[2]]
+
+
+def test_encoding_videos_is_the_same_with_decoding_workers(processor):
+    torch.manual_seed(0)
+    model = LocVTPModel(make_config()).eval()
+    world = SyntheticWorld(seed=3, num_train=0, num_validation=0, num_test=5, size=32)
+    video_ids = [video.video_id for video in world.videos("test")]
+
+    in_process = encode_videos(model, processor, video_ids, world.render, world.fps, batch_size=2)
+    with_workers = encode_videos(
+        model, processor, video_ids, world.render, world.fps, batch_size=2, num_workers=1, progress_bar=True
+    )
+
+    for expected, found in zip(in_process, with_workers, strict=True):
+        assert torch.equal(found, expected)
+    # and the same as decoding each batch in one processor call
+    first_batch = [world.render(video_id) for video_id in video_ids[:2]]
+    inputs = processor.video_processor(first_batch, video_fps=world.fps, return_tensors="pt")
+    with torch.no_grad():
+        expected = model.get_video_features(inputs["pixel_values_videos"]).pooler_output
+    torch.testing.assert_close(in_process[0][:2], expected)
+    assert torch.equal(in_process[2][:2], inputs["clip_spans"])
+
+
+def test_unreadable_videos_raise_by_default_or_are_skipped_and_reported(processor, tmp_path):
+    torch.manual_seed(0)
+    model = LocVTPForRetrieval(make_config()).eval()
+    _, videos = _collection_with_unreadable_videos(tmp_path)
+
+    with pytest.raises(FileNotFoundError, match=r"^videos\[1\]: .*missing\.mp4"):
+        encode_videos(model, processor, videos, batch_size=2)
+
+    embeds, clips, spans, unreadable = encode_videos(model, processor, videos, batch_size=2, skip_unreadable=True)
+    readable = [videos[0], videos[2], videos[4]]
+    for expected, found in zip(encode_videos(model, processor, readable), (embeds, clips, spans), strict=True):
+        torch.testing.assert_close(found, expected)
+    assert [(video.index, video.video) for video in unreadable] == [(1, videos[1]), (3, videos[3])]
+    assert unreadable[0].reason.startswith("FileNotFoundError: ") and "missing.mp4" in unreadable[0].reason
+    assert unreadable[1].reason.startswith("VideoDecodingError: ") and "corrupt.mp4" in unreadable[1].reason
+
+    # the retrieval evaluation leaves out the unreadable videos and their captions
+    dataset = datasets.Dataset.from_dict(
+        {"video": videos, "captions": [["a square moves"], ["a ball"], ["a box grows", "a box"], ["x"], ["a circle"]]}
+    )
+    metrics, skipped = retrieval_evaluation(model, processor, dataset, batch_size=2, skip_unreadable=True)
+    assert skipped == unreadable
+    expected = retrieval_evaluation(model, processor, dataset.select([0, 2, 4]), batch_size=2)
+    assert metrics == expected and metrics["num_videos"] == 3 and metrics["num_texts"] == 4
+
+    with pytest.raises(VideoDecodingError, match="None of the 2 videos could be read"):
+        encode_videos(model, processor, [videos[1], videos[3]], skip_unreadable=True)
+
+
+def test_real_corrupted_video_is_skipped_by_the_encoder(real_data, processor):
+    torch.manual_seed(0)
+    model = LocVTPModel(make_config()).eval()
+    good, corrupted = str(real_data / "videos" / "carphone_pristine.mp4"), str(real_data / "videos" / "corrupted.mp4")
+
+    embeds, _, _, unreadable = encode_videos(model, processor, [corrupted, good], skip_unreadable=True, num_workers=1)
+
+    assert [(video.index, video.video) for video in unreadable] == [(0, corrupted)]
+    assert unreadable[0].reason.startswith("VideoDecodingError: ") and "corrupted.mp4" in unreadable[0].reason
+    torch.testing.assert_close(embeds, encode_videos(model, processor, [good])[0])

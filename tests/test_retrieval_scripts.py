@@ -1,6 +1,7 @@
 """`examples/finetune_retrieval.py` and `examples/evaluate_retrieval.py` end to end on tiny settings: the fine-tuned
 model saves and reloads, both evaluations are written, the evaluation script reproduces the fine-tuning script's
-figures and reads a jsonl of real video files; a loss that stays NaN stops the fine-tuning."""
+figures and reads a jsonl of real video files, skipping and reporting the unreadable ones; a loss that stays NaN stops
+the fine-tuning."""
 
 import json
 import os
@@ -60,7 +61,8 @@ def test_finetune_then_evaluate(tmp_path, monkeypatch):
     # the evaluation script on the same synthetic test videos gives the fine-tuning script's figures
     evaluate_script(monkeypatch, "--model_name_or_path", str(tmp_path / "model"), "--world_test_videos", "4",
                     "--renormalization", "dsl", "--output_file", str(tmp_path / "synthetic.json"))
-    assert json.loads((tmp_path / "synthetic.json").read_text()) == results["after"]
+    assert json.loads((tmp_path / "synthetic.json").read_text()) == {**results["after"], "num_unreadable_videos": 0}
+    assert not (tmp_path / "synthetic.failed_videos.json").exists()
 
     # and reads them as files through the generic jsonl reader
     world = SyntheticWorld(seed=0, num_train=0, num_test=4)
@@ -73,7 +75,9 @@ def test_finetune_then_evaluate(tmp_path, monkeypatch):
     evaluate_script(monkeypatch, "--model_name_or_path", str(tmp_path / "model"), "--dataset", "jsonl",
                     "--annotations", str(folder / "pairs.jsonl"), "--output_file", str(tmp_path / "jsonl.json"))
     from_files = json.loads((tmp_path / "jsonl.json").read_text())
-    assert from_files.keys() == {key for key in results["after"] if not key.startswith("dsl_")}
+    assert from_files.keys() == {key for key in results["after"] if not key.startswith("dsl_")} | {
+        "num_unreadable_videos"
+    }
     assert from_files["num_texts"] == from_files["num_videos"] == 4
     assert all(0.0 <= from_files[name] <= 1.0 for name in from_files if "_R@" in name)
 
@@ -93,3 +97,43 @@ def test_consecutive_nan_losses_stop_the_finetuning(tmp_path, processor):
     assert "Step 1: the loss is not finite (NaN or inf) on 1 of 1 process(es)" in result.stderr
     assert "The loss was not finite for 2 optimizer steps in a row (steps 1 to 2): stopping." in result.stderr
     assert not (tmp_path / "model" / "model.safetensors").exists()
+
+
+def test_evaluation_skips_and_reports_unreadable_videos(tmp_path, monkeypatch, capsys, processor):
+    torch.manual_seed(0)
+    LocVTPModel(make_config()).save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    world = SyntheticWorld(seed=3, num_train=0, num_validation=0, num_test=3, size=32)
+    folder = world.export(tmp_path / "data", "test")
+    (folder / "corrupt.mp4").write_bytes(b"this is not a video" * 50)
+    captions = world.captions("test")
+    records = [{"video": f"{video_id}.mp4", "caption": caption}
+               for video_id, caption in zip(captions["video_id"], captions["caption"])]
+    records[1:1] = [{"video": "missing.mp4", "caption": "a square moves"}]  # e.g. a partial download
+    records.append({"video": "corrupt.mp4", "caption": ["a ball grows", "a ball"]})
+    (folder / "pairs.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
+    arguments = ["--model_name_or_path", str(tmp_path / "model"), "--dataset", "jsonl", "--annotations",
+                 str(folder / "pairs.jsonl"), "--batch_size", "2", "--disable_progress_bar", "true"]
+
+    for num_workers in ("0", "1"):
+        evaluate_script(monkeypatch, *arguments, "--num_workers", num_workers,
+                        "--output_file", str(tmp_path / f"eval_{num_workers}.json"))
+        printed = capsys.readouterr().out
+        assert "Evaluated 3 of 5 videos (3 captions)." in printed
+        assert "2 videos could not be read and were left out with their captions:" in printed
+        assert "missing.mp4: FileNotFoundError: " in printed and "corrupt.mp4: VideoDecodingError: " in printed
+    metrics = json.loads((tmp_path / "eval_0.json").read_text())
+    assert metrics["num_videos"] == metrics["num_texts"] == 3 and metrics["num_unreadable_videos"] == 2
+    assert json.loads((tmp_path / "eval_1.json").read_text()) == metrics
+    failures = json.loads((tmp_path / "eval_0.failed_videos.json").read_text())
+    assert [(failure["video_id"], failure["video"]) for failure in failures] == [
+        ("missing.mp4", str(folder / "missing.mp4")), ("corrupt.mp4", str(folder / "corrupt.mp4"))
+    ]
+    assert failures[0]["error"].startswith("FileNotFoundError: ")
+    assert failures[1]["error"].startswith("VideoDecodingError: ")
+
+    # the same evaluation on a jsonl of the readable videos only gives the same figures
+    (folder / "readable.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records[:1] + records[2:4]))
+    arguments[5] = str(folder / "readable.jsonl")
+    evaluate_script(monkeypatch, *arguments, "--output_file", str(tmp_path / "readable.json"))
+    assert json.loads((tmp_path / "readable.json").read_text()) == {**metrics, "num_unreadable_videos": 0}

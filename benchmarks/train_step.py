@@ -1,5 +1,5 @@
 """Training step throughput of LocVTP: forward with the three losses, backward and AdamW update, for the tiny
-(test-size), small (`examples/pretrain.py`'s model) and default (paper-size: TimeSformer-base + BERT-base)
+(test-size), small (`examples/pretrain.py --vision_model_type vit`'s model) and default (paper-size: TimeSformer-base + BERT-base)
 configurations.
 
     python benchmarks/train_step.py [--configs tiny small default] [--device auto|cpu|cuda]
@@ -41,7 +41,8 @@ CONFIGS = {
                          num_attention_heads=2, intermediate_size=64, max_position_embeddings=64),
         projection_dim=16, num_clips=4, frames_per_clip=4,
     ),
-    # the new model of examples/pretrain.py with its default arguments
+    # the new model of examples/pretrain.py with `--vision_model_type vit` (its default clip encoder until 2026-12-06,
+    # when it became VideoMAE; the results files were measured with this one)
     "small": dict(
         vision_config=dict(model_type="vit", hidden_size=96, num_hidden_layers=2, num_attention_heads=4,
                            intermediate_size=192, image_size=32, patch_size=8),

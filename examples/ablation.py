@@ -104,8 +104,14 @@ FIGURES = [
     ("grounding_10%_R@1,IoU=0.5", "2D-TAN 10% R@1 IoU 0.5"),
     ("grounding_100%_R@1,IoU=0.5", "2D-TAN 100% R@1 IoU 0.5"),
 ]
-# per-query values kept for the bootstrap: figure -> per-query key
-PER_QUERY = {"in_video_auc": "in_video_auc", "zero_shot_R@1,IoU=0.5": "zero_shot_iou", "probe_hit_rate": "probe_hit"}
+# the figures with a per-query bootstrap: figure -> (per-query key, IoU threshold that makes the value a hit or None)
+PER_QUERY = {
+    "in_video_auc": ("in_video_auc", None),
+    "zero_shot_R@1,IoU=0.5": ("zero_shot_iou", 0.5),
+    "zero_shot_R@1,IoU=0.3": ("zero_shot_iou", 0.3),
+    "zero_shot_mIoU": ("zero_shot_iou", None),
+    "probe_hit_rate": ("probe_hit", None),
+}
 GROUNDING_FRACTIONS = (0.05, 0.10, 1.0)
 # what a finished run has written
 RESULT_FILES = ("eval_results.json", "measures.json", "grounding_results.json")
@@ -413,11 +419,14 @@ def summarize(args: AblationArguments, runs: dict) -> dict:
                     entry[key]["paired_difference_ci95"] = interval(differences)
                     entry[key]["paired_seeds"] = seeds
                     if key in PER_QUERY:
-                        per_query = PER_QUERY[key]
+                        per_query, threshold = PER_QUERY[key]
+
+                        def values(runs_by_seed: dict) -> list[np.ndarray]:
+                            per_seed = [np.array(runs_by_seed[seed]["per_query"][per_query], float) for seed in seeds]
+                            return [(value >= threshold) * 1.0 for value in per_seed] if threshold else per_seed
+
                         entry[key]["bootstrap_difference_ci95"] = bootstrap_difference(
-                            [by_seed[seed]["per_query"][per_query] for seed in seeds],
-                            [baseline[seed]["per_query"][per_query] for seed in seeds],
-                            args.bootstrap_samples,
+                            values(by_seed), values(baseline), args.bootstrap_samples
                         )
             summary[world_name][variant] = entry
     return summary

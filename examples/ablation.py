@@ -74,6 +74,7 @@ WORLDS = {
 # pretrain.py arguments of each variant, every design option spelled out so that a change of pretrain.py's defaults
 # does not change what a variant means
 _OTHER = ["--fine_negatives", "other_samples", "--discovery_stop_words", "false"]
+_OTHER_STOP = ["--fine_negatives", "other_samples", "--discovery_stop_words", "true"]
 _SAME = ["--fine_negatives", "same_and_other_samples", "--discovery_stop_words", "false"]
 _SAME_STOP = ["--fine_negatives", "same_and_other_samples", "--discovery_stop_words", "true"]
 VARIANTS = {
@@ -83,6 +84,7 @@ VARIANTS = {
     "full": [*_OTHER],
     "full_no_warp": ["--temporal_cross_modal_weight", "0", *_OTHER],
     "full_no_intra": ["--temporal_intra_video_weight", "0", *_OTHER],
+    "full_stop_words": [*_OTHER_STOP],
     "coarse_fine_same_sample": ["--temporal_loss_weight", "0", *_SAME],
     "full_same_sample": [*_SAME],
     "full_same_sample_stop_words": [*_SAME_STOP],

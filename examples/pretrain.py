@@ -1,6 +1,6 @@
 """Pre-train LocVTP with Accelerate, from one CPU process to many GPU machines.
 
-    accelerate launch examples/pretrain.py                      # the built-in synthetic world, ~5 min on 2 CPU cores
+    accelerate launch examples/pretrain.py                      # the built-in synthetic world, ~3 min on 2 CPU cores
     accelerate launch examples/pretrain.py --config run.yaml    # every argument below, from a YAML or JSON file
     accelerate launch examples/pretrain.py --help
 

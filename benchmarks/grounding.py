@@ -12,7 +12,8 @@ pixels at the configuration's size, goes through `LocVTPForTemporalGrounding.get
 The clips arrive `--segment_clips` at a time (what a decoder hands over; one segment of random pixels is reused) and
 the model encodes them `grounding_clip_chunk_size` at a time. The video is timed once, after a warm-up segment; with
 `--seconds` under 3600 the time of the hour is extrapolated from the clips per second measured. The configurations:
-small (`examples/pretrain.py --vision_model_type vit`'s model, `train_step.py`'s builder) and, by default only on CUDA, the paper-size one.
+small (`examples/pretrain.py --vision_model_type vit`'s model, `train_step.py`'s builder) and, by default only on
+CUDA, the paper-size one.
 
 The head: `LocVTPTemporalGroundingHead` (default: the config's 2D-TAN head, 512 channels, 8 convolutions of 5 x 5) on
 the clip features of a 1-hour video (random, L2-normalised: the head's cost does not depend on their values) and

@@ -14,7 +14,8 @@ and extrapolated linearly to `N` samples: they cost the same per sample whatever
 temporal terms score every clip and word against the whole global batch and grow with `N^2`.
 
 On CUDA (chosen automatically when present) everything runs under bf16 autocast with the paper-size (default)
-configuration; on the CPU in fp32 with the small one (`examples/pretrain.py --vision_model_type vit`'s model) and `N` up to 1024. Memory is
+configuration; on the CPU in fp32 with the small one (`examples/pretrain.py --vision_model_type vit`'s model) and `N`
+up to 1024. Memory is
 the peak of tensor bytes above the inputs (see `benchmark_utils.peak_memory`).
 """
 

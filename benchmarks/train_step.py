@@ -1,5 +1,6 @@
 """Training step throughput of LocVTP: forward with the three losses, backward and AdamW update, for the tiny
-(test-size), small (`examples/pretrain.py --vision_model_type vit`'s model) and default (paper-size: TimeSformer-base + BERT-base)
+(test-size), small (`examples/pretrain.py --vision_model_type vit`'s model) and default (paper-size: TimeSformer-base +
+BERT-base)
 configurations.
 
     python benchmarks/train_step.py [--configs tiny small default] [--device auto|cpu|cuda]

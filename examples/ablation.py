@@ -346,7 +346,8 @@ def grounding_heads(args: AblationArguments, world: SyntheticWorld, seed: int, r
             batch_size=args.grounding_batch_size, learning_rate=args.grounding_learning_rate,
             warmup_steps=args.grounding_steps // 10, seed=seed, progress=False,
         )  # fmt: skip
-        evaluation = evaluate_grounding_model(model, processor, GroundingFeatureDataset(test_queries, features, processor))
+        test_set = GroundingFeatureDataset(test_queries, features, processor)
+        evaluation = evaluate_grounding_model(model, processor, test_set)
         name = f"grounding_{round(fraction * 100)}%"
         for metric, value in evaluation.metrics.items():
             results[f"{name}_{metric}"] = value
@@ -500,7 +501,9 @@ def main():
                     continue
                 claim_run_folder(run_dir, run_settings(args, world_name, variant, seed))
                 logger.info(f"{world_name} world, {variant}, seed {seed}")
-                results = cached(run_dir, "eval_results.json", lambda: pretrain(args, world_name, variant, seed, run_dir))
+                results = cached(
+                    run_dir, "eval_results.json", lambda: pretrain(args, world_name, variant, seed, run_dir)
+                )
                 results.update(cached(run_dir, "measures.json", lambda: measure(args, world, run_dir)))
                 results.update(cached(run_dir, "grounding_results.json",
                                       lambda: grounding_heads(args, world, seed, run_dir)))  # fmt: skip

@@ -12,8 +12,8 @@ caption are dropped when read; unreadable videos and shards are skipped; all are
 docs/pretraining.md.
 
 At the end the model and processor are saved with `save_pretrained` in `--output_dir`, evaluated zero-shot on
-held-out data (text-to-video retrieval and a clip localization probe), and the figures are printed and written to
-`<output_dir>/eval_results.json`.
+held-out data (text-to-video retrieval; in-video AUC, zero-shot grounding and the clip probe), and the figures are
+printed beside their chance levels and written to `<output_dir>/eval_results.json`.
 
 Resuming: checkpoints are written every `--checkpointing_steps` optimizer steps with `save_state`;
 `--resume_from_checkpoint latest` continues from the newest complete one (the folders of an interrupted write are

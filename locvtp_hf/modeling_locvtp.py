@@ -401,9 +401,10 @@ class LocVTPModel(LocVTPPreTrainedModel):
     ) -> torch.FloatTensor:
         r"""
         The clip features of whole videos: the L2-normalised LocVTP clip embeddings `v` (the features the grounding
-        head consumes as `video_features`, and that zero-shot grounding compares with sentences). Only real clips are encoded, `chunk_size` at a time, so without gradients
-        (inference, a frozen encoder) the encoder's memory does not grow with the length of the video; with gradients
-        every chunk's activations are kept for the backward pass. Gradients flow unless the caller disables them (the
+        head consumes as `video_features`, and that zero-shot grounding compares with sentences). Only real clips are
+        encoded, `chunk_size` at a time, so without gradients (inference, a frozen encoder) the encoder's memory does
+        not grow with the length of the video; with gradients every chunk's activations are kept for the backward
+        pass. Gradients flow unless the caller disables them (the
         forward does when the encoder is frozen).
 
         Args:

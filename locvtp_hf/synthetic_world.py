@@ -760,8 +760,9 @@ class SyntheticWorld:
                 if overlap == 0:
                     break
 
-            described = self._described_event(rng, shape, colour, action, direction, target_colour, start, end, geometry)
-            events.append(described)
+            events.append(
+                self._described_event(rng, shape, colour, action, direction, target_colour, start, end, geometry)
+            )
             boxes.append(box)
         return events
 

@@ -72,7 +72,8 @@ def test_localization_measures_see_features_that_localize(monkeypatch, features)
     if features == "aligned":
         centres = spans.mean(-1)
         inside = (centres >= starts[:, None]) & (centres <= (starts + lengths)[:, None])
-        clips = torch.where(inside[..., None], text[:, None], F.normalize(torch.randn(num_queries, num_clips, dim), dim=-1))
+        elsewhere = F.normalize(torch.randn(num_queries, num_clips, dim, generator=generator), dim=-1)
+        clips = torch.where(inside[..., None], text[:, None], elsewhere)
     else:
         clips = F.normalize(torch.randn(num_queries, num_clips, dim, generator=generator), dim=-1)
     monkeypatch.setattr(evaluation, "encode_videos", lambda *args, **kwargs: (None, clips, spans))

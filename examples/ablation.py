@@ -286,10 +286,11 @@ def discovery_accuracy(model, processor, world: SyntheticWorld, split: str) -> d
     separator = processor.tokenizer(CAPTION_SEPARATOR.strip(), add_special_tokens=False)["input_ids"]
     right, chance, stop, total = 0.0, 0.0, 0, 0
     for video in world.videos(split):
+        frames = world.render(video)  # once per video, for all its pairs
         for first, second in zip(video.events, video.events[1:]):
             text = f"{first.sentence}{CAPTION_SEPARATOR}{second.sentence}"
             inputs = processor(
-                videos=[world.render(video)], text=[text], spans=[(first.start, second.end)], video_fps=world.fps,
+                videos=[frames], text=[text], spans=[(first.start, second.end)], video_fps=world.fps,
                 return_tensors="pt",
             )  # fmt: skip
             clip_spans = inputs.pop("clip_spans")

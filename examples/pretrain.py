@@ -655,6 +655,9 @@ def main():
         disable=not accelerator.is_local_main_process,
         desc="pre-training",
     )
+    def is_logging_step(step: int) -> bool:
+        return step % train_args.logging_steps == 0 or step == train_args.max_steps
+
     skipped_samples, skipped_shards = [], []
     nonfinite_guard = NonFiniteLossGuard(accelerator, train_args.max_consecutive_nonfinite_steps)
     model.train()
@@ -677,9 +680,10 @@ def main():
             )
             with accelerator.accumulate(model):
                 outputs = model(**batch, return_loss=True, context_offsets=offsets)
-                step = completed_steps + 1
-                if train_args.log_term_gradient_norms and accelerator.sync_gradients and (
-                    step % train_args.logging_steps == 0 or step == train_args.max_steps
+                if (
+                    train_args.log_term_gradient_norms
+                    and accelerator.sync_gradients
+                    and is_logging_step(completed_steps + 1)
                 ):
                     unwrapped = accelerator.unwrap_model(model)
                     weighted = {
@@ -705,7 +709,7 @@ def main():
                 continue
             completed_steps += 1
             progress.update(1)
-            if completed_steps % train_args.logging_steps == 0 or completed_steps == train_args.max_steps:
+            if is_logging_step(completed_steps):
                 terms = {
                     "loss": outputs.loss,
                     "loss_coarse": outputs.loss_coarse,

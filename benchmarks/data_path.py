@@ -31,7 +31,7 @@ from transformers import BertTokenizer
 
 from locvtp_hf import LocVTPConfig, LocVTPProcessor, LocVTPVideoProcessor
 from locvtp_hf.data import VIDEO_EXTENSIONS, VideoTextCollator, VideoTextPairDataset, videofolder_rows
-from locvtp_hf.synthetic_world import SyntheticWorld
+from locvtp_hf.synthetic import SyntheticWorld
 
 
 COLUMNS = [

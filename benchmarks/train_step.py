@@ -31,7 +31,8 @@ from benchmark_utils import (
 )
 from torch.utils import flop_counter
 
-from locvtp_hf import LocVTPConfig, LocVTPModel
+from locvtp_hf import LocVTPConfig
+from locvtp_hf.modeling_locvtp import LocVTPForPreTraining
 
 
 CONFIGS = {
@@ -106,13 +107,13 @@ def measure_train_step(
     as a share of `matmul_peak` (FLOP/s) when given."""
     config = LocVTPConfig(**CONFIGS[config_name])
     torch.manual_seed(0)
-    model = LocVTPModel(config).to(device).train()
+    model = LocVTPForPreTraining(config).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
     batch = random_batch(config, batch_size, text_length, device)
 
     def train_step():
         with autocast(device, precision):
-            loss = model(**batch, return_loss=True).loss
+            loss = model(**batch).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

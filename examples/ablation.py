@@ -49,17 +49,12 @@ import torch
 from transformers import HfArgumentParser
 
 from locvtp_hf import LocVTPForTemporalGrounding, LocVTPModel, LocVTPProcessor
-from locvtp_hf.evaluation import encode_videos, localization_evaluation
-from locvtp_hf.grounding_finetuning import (
-    GroundingFeatureDataset,
-    compute_clip_features,
-    evaluate_grounding_model,
-    synthetic_grounding_queries,
-    train_grounding_model,
-)
+from locvtp_hf.encoding import FailedVideo, encode_clip_features, encode_videos
+from locvtp_hf.evaluation import localization_evaluation
+from locvtp_hf.grounding_finetuning import GroundingFeatureDataset, evaluate_grounding_model, train_grounding_model
 from locvtp_hf.loss import discover_correspondence
 from locvtp_hf.stop_words import stop_word_token_ids
-from locvtp_hf.synthetic_world import CAPTION_SEPARATOR, SyntheticWorld
+from locvtp_hf.synthetic import CAPTION_SEPARATOR, SyntheticWorld
 
 
 logger = logging.getLogger(__name__)
@@ -322,8 +317,8 @@ def discovery_accuracy(model, processor, world: SyntheticWorld, split: str) -> d
 def grounding_heads(args: AblationArguments, world: SyntheticWorld, seed: int, run_dir: Path) -> dict:
     """2D-TAN heads on frozen clip features, trained on a share of the training queries, scored on the test ones."""
     processor = LocVTPProcessor.from_pretrained(run_dir)
-    train_queries = synthetic_grounding_queries(world, "train")
-    test_queries = synthetic_grounding_queries(world, "test")
+    train_queries = world.grounding_dataset("train")
+    test_queries = world.grounding_dataset("test")
     features = None
     results = {}
     for fraction in GROUNDING_FRACTIONS:
@@ -332,14 +327,16 @@ def grounding_heads(args: AblationArguments, world: SyntheticWorld, seed: int, r
             run_dir, grounding_hidden_size=args.grounding_hidden_size, grounding_num_conv_layers=2,
             grounding_conv_kernel_size=3, grounding_freeze_encoder=True,
         )  # fmt: skip
-        model.locvtp.requires_grad_(False)
+        model.freeze_towers(vision=True, text=True)
         if features is None:
             videos = {video.video_id: video.video_id for split in ("train", "test") for video in world.videos(split)}
-            features, failures = compute_clip_features(
-                model, processor, videos, load_video=world.render, video_fps=world.fps, progress=False
+            encoded = list(
+                encode_clip_features(model, processor, videos, load_video=world.render, video_fps=world.fps)
             )
+            failures = [found for found in encoded if isinstance(found, FailedVideo)]
             if failures:
                 raise RuntimeError(f"Synthetic videos could not be encoded: {failures[:3]}")
+            features = {found.video_id: found.features for found in encoded}
         count = max(1, round(fraction * len(train_queries)))
         subset = train_queries.shuffle(seed=seed).select(range(count))
         train_grounding_model(

@@ -9,8 +9,12 @@ Prints text-to-video and video-to-text R@1/5/10, median and mean rank (and, with
 DSL or inverted-softmax re-normalisation, beside the plain figures) and writes them as JSON to `--output_file`. A
 video that cannot be read (a missing file, a corrupt or truncated one) is skipped with its captions and reported: the
 figures are over the others, `num_unreadable_videos` counts the skipped ones, and
-`<output_file stem>.failed_videos.json` lists them. See docs/retrieval.md for the readers, the metrics and the tie rule. Arguments: the `EvaluationArguments` dataclass
-below, parsed with `HfArgumentParser` by `pretrain.py`'s `parse_arguments` (so `--config run.yaml` works too).
+`<output_file stem>.failed_videos.json` lists them. See docs/retrieval.md for the readers, the metrics and the tie
+rule.
+
+Arguments: the `EvaluationArguments` dataclass below and the synthetic world's `SyntheticWorldArguments` (read only
+with `--dataset synthetic`), parsed with `HfArgumentParser` by `locvtp_hf.training.parse_arguments` (so `--config
+run.yaml` works too).
 """
 
 import json
@@ -18,13 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from pretrain import parse_arguments
 
 from locvtp_hf import LocVTPForRetrieval, LocVTPProcessor
 from locvtp_hf.evaluation import retrieval_evaluation
 from locvtp_hf.retrieval_datasets import DATASET_NAMES, load_retrieval_dataset
 from locvtp_hf.retrieval_metrics import RENORMALIZATIONS
-from locvtp_hf.synthetic_world import SyntheticWorld
+from locvtp_hf.training import SyntheticWorldArguments, parse_arguments
 
 
 MAX_LISTED_FAILURES = 5
@@ -37,8 +40,6 @@ class EvaluationArguments:
     annotations: str | None = field(default=None, metadata={"help": "Annotation file (all but synthetic)."})
     video_dir: str | None = field(default=None, metadata={"help": "Folder of the videos."})
     video_ids: str | None = field(default=None, metadata={"help": "MSR-VTT: keep only these videos (CSV or txt)."})
-    world_seed: int = field(default=0, metadata={"help": "Seed of the synthetic world."})
-    world_test_videos: int = field(default=100, metadata={"help": "Test videos of the synthetic world."})
     batch_size: int = field(default=16, metadata={"help": "Videos per forward pass."})
     num_workers: int = field(default=1, metadata={"help": "DataLoader processes decoding videos (0: in-process)."})
     disable_progress_bar: bool = field(default=False, metadata={"help": "Do not show the encoding progress bar."})
@@ -52,12 +53,27 @@ class EvaluationArguments:
     output_file: str | None = field(default=None, metadata={"help": "Write the metrics here as JSON."})
 
 
-def main():
-    (args,) = parse_arguments((EvaluationArguments,), description=__doc__)
+def check_arguments(args: EvaluationArguments) -> None:
+    """Clear errors for bad arguments, before any work."""
+    if args.dataset not in DATASET_NAMES:
+        raise ValueError(f"--dataset {args.dataset!r} is not one of {DATASET_NAMES}.")
+    if args.dataset != "synthetic" and not args.annotations:
+        raise ValueError(f"--dataset {args.dataset} needs --annotations.")
+    if args.renormalization is not None and args.renormalization not in RENORMALIZATIONS:
+        raise ValueError(f"--renormalization must be one of {RENORMALIZATIONS}, got {args.renormalization!r}.")
     if args.retrieval_fusion_weight is not None and not 0 <= args.retrieval_fusion_weight <= 1:
         raise ValueError(f"--retrieval_fusion_weight must be in [0, 1], got {args.retrieval_fusion_weight}.")
-    world = SyntheticWorld(seed=args.world_seed, num_test=args.world_test_videos)
-    load_video, video_fps = (world.render, world.fps) if args.dataset == "synthetic" else (None, None)
+    if args.batch_size < 1:
+        raise ValueError("--batch_size must be at least 1.")
+    if args.num_workers < 0:
+        raise ValueError(f"--num_workers must be 0 or more, got {args.num_workers}.")
+
+
+def main():
+    args, world_args = parse_arguments((EvaluationArguments, SyntheticWorldArguments), description=__doc__)
+    check_arguments(args)
+    world = world_args.build() if args.dataset == "synthetic" else None
+    load_video, video_fps = (world.render, world.fps) if world is not None else (None, None)
     dataset = load_retrieval_dataset(args.dataset, args.annotations, args.video_dir, args.video_ids, world=world)
 
     overrides = {}

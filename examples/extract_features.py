@@ -30,8 +30,8 @@ recorded by its Hub id or its folder's name only, never by a path of this machin
 Unreadable videos (and videos shorter than one clip) are reported at the end and listed in
 `<output>/failed_videos.json` (`<output>.failed_videos.json` for HDF5); the next run tries them again.
 
-Arguments: the `ExtractionArguments` dataclass below, parsed with `HfArgumentParser` by `pretrain.py`'s
-`parse_arguments` (so `--config run.yaml` works too).
+Arguments: the `ExtractionArguments` dataclass below, parsed with `HfArgumentParser` by
+`locvtp_hf.training.parse_arguments` (so `--config run.yaml` works too).
 """
 
 import json
@@ -42,18 +42,15 @@ from pathlib import Path
 
 import torch
 import transformers
-from pretrain import parse_arguments
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from locvtp_hf import LocVTPForTemporalGrounding, LocVTPProcessor
+from locvtp_hf.encoding import FailedVideo, encode_clip_features
 from locvtp_hf.grounding_features import (
     FEATURES_INFO_FILE,
     HDF5_SUFFIXES,
     ClipFeatureStore,
-    FailedVideo,
-    WholeVideoClipsDataset,
-    extract_clip_features,
     list_videos,
     load_clip_features,
     model_fingerprint,
@@ -61,6 +58,7 @@ from locvtp_hf.grounding_features import (
     require_h5py,
     write_hdf5,
 )
+from locvtp_hf.training import parse_arguments
 
 
 logger = logging.getLogger(__name__)
@@ -242,9 +240,9 @@ def main():
 
     # ---- extract ----------------------------------------------------------------------------------------------------
     failures, extracted = [], 0
-    dataset = WholeVideoClipsDataset(todo, processor)
-    results = extract_clip_features(
-        model, dataset, batch_size=args.batch_size, num_workers=args.num_workers, clip_batch_size=args.clip_batch_size
+    results = encode_clip_features(
+        model, processor, dict(todo), batch_size=args.batch_size, num_workers=args.num_workers,
+        clip_batch_size=args.clip_batch_size,
     )
     with logging_redirect_tqdm():
         for result in tqdm(results, total=len(todo), desc="extracting", unit="video"):

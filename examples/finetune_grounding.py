@@ -8,17 +8,19 @@
 
 The model is a `LocVTPForTemporalGrounding`: from a LocVTP checkpoint (a pre-training checkpoint gets a new head; a
 grounding checkpoint keeps its head), with random weights in the checkpoint's architecture (`--random_encoder`, the
-control for LocVTP features), or, without `--model_name_or_path`, a new model of `pretrain.py`'s default small size
-with a word-level tokenizer over the queries.
+control for LocVTP features), or, without `--model_name_or_path` (or with `new`), a new small model (the
+`ModelArguments` size, by default `pretrain.py`'s) with a word-level tokenizer over the queries.
 
-Data: by default the built-in synthetic world's grounding queries (one per event), from raw videos, trained on the
-training split and evaluated on the test split. `--dataset charades_sta|activitynet_captions|tacos|qvhighlights|didemo`
-reads the benchmark's annotation files (see docs/grounding_data_and_metrics.md) and the clip features of their videos
-from `--features_dir`, written by `examples/extract_features.py` with the same checkpoint (a folder or an .h5 file).
-Queries whose video has no features are dropped and counted, as are the moments the annotation loaders clip or drop.
+Data: `--dataset synthetic` (default) reads the built-in synthetic world's grounding queries (one per event, the
+`--world_*` options), from raw videos, trained on the training split and evaluated on the test split.
+`--dataset charades_sta|activitynet_captions|tacos|qvhighlights|didemo` reads the benchmark's annotation files (see
+docs/grounding_data_and_metrics.md) and the clip features of their videos from `--features_dir`, written by
+`examples/extract_features.py` with the same checkpoint (a folder or an .h5 file). Queries whose video has no features
+are dropped and counted, as are the moments the annotation loaders clip or drop.
 
 A step whose loss is NaN or infinite is skipped (no weight update, a warning naming the step); the run stops after
-`--max_consecutive_nonfinite_steps` such steps in a row.
+`--max_consecutive_nonfinite_steps` such steps in a row. Checkpoints are written every `--checkpointing_steps` steps;
+`--resume_from_checkpoint latest|PATH` continues a run to the same weights as an uninterrupted one.
 
 With the encoder frozen (`--freeze_encoder`, the default) each video's clip features are computed once (or read from
 `--features_dir`) and only the head trains: the fast path. `--freeze_encoder false` also fine-tunes the text encoder
@@ -29,8 +31,8 @@ QVHighlights also R1@{0.5, 0.7} and mAP over IoU 0.5:0.95): the table is printed
 `<output_dir>/grounding_results.json`; the model and processor are saved in `--output_dir`, and `--num_plots N` draws
 N evaluation queries' moments into `<output_dir>/plots/`. See docs/temporal_grounding.md.
 
-Arguments: the `GroundingArguments` dataclass below, parsed with `HfArgumentParser` by `pretrain.py`'s
-`parse_arguments` (so `--config run.yaml` works too).
+Arguments: the `GroundingArguments` dataclass below and the shared groups of `locvtp_hf.training`, parsed with
+`HfArgumentParser` by its `parse_arguments` (so `--config run.yaml` works too).
 """
 
 import json
@@ -39,34 +41,51 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import torch
-from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, set_seed
-from pretrain import ModelArguments, new_processor, parse_arguments, small_model_config, word_tokenizer
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from locvtp_hf import LocVTPConfig, LocVTPForTemporalGrounding, LocVTPProcessor
-from locvtp_hf.configuration_locvtp import default_pooling_counts
+from locvtp_hf.encoding import FailedVideo, encode_clip_features
 from locvtp_hf.grounding_datasets import GROUNDING_DATASETS, load_grounding_dataset
 from locvtp_hf.grounding_features import ClipFeatureStore, model_fingerprint
 from locvtp_hf.grounding_finetuning import (
     GroundingFeatureDataset,
     GroundingVideoDataset,
     clip_features_for_queries,
-    compute_clip_features,
     evaluate_grounding_model,
-    select_trainable_parameters,
-    synthetic_grounding_queries,
-    train_grounding_model,
+    grounding_dataloader,
+    grounding_loss,
 )
 from locvtp_hf.grounding_metrics import MAP_MAX_PREDICTIONS
 from locvtp_hf.hub import push_to_hub
 from locvtp_hf.model_card import create_model_card, eval_results_from_metrics
-from locvtp_hf.synthetic_world import SyntheticWorld
+from locvtp_hf.moment_geometry import default_pooling_counts
+from locvtp_hf.training import (
+    ModelArguments,
+    SyntheticWorldArguments,
+    TrainingArguments,
+    check_model_arguments,
+    check_training_arguments,
+    new_processor,
+    parse_arguments,
+    setup_accelerator,
+    small_model_config,
+    train,
+    word_tokenizer,
+)
 from locvtp_hf.visualization import plot_moments
 
 
 logger = logging.getLogger(__name__)
+
+DEFAULTS = {
+    "output_dir": "outputs/finetune_grounding",
+    "max_steps": 500,
+    "learning_rate": 1e-3,
+    "weight_decay": 0.0,
+    "warmup_steps": 50,
+    "logging_steps": 50,
+    "num_workers": 0,
+}
 
 # The head a pre-training checkpoint or a new model gets unless the --grounding_* flags say otherwise: small enough to
 # train in minutes on a CPU. 2D-TAN's Charades-STA head is --grounding_hidden_size 512 --grounding_num_conv_layers 8
@@ -85,10 +104,6 @@ DATASET_NUM_POSITIONS = {"activitynet_captions": 64}
 @dataclass
 class GroundingArguments:
     # model
-    model_name_or_path: str | None = field(
-        default=None,
-        metadata={"help": "A LocVTP checkpoint (pre-training or grounding), folder or Hub id. Default: a new model."},
-    )
     random_encoder: bool = field(
         default=False,
         metadata={"help": "Random weights in the checkpoint's architecture: the control for LocVTP features."},
@@ -121,29 +136,7 @@ class GroundingArguments:
     features_dir: str | None = field(
         default=None, metadata={"help": "Clip features from examples/extract_features.py: a folder or an .h5 file."}
     )
-    world_seed: int = field(default=0, metadata={"help": "Seed of the synthetic world (as in pretrain.py)."})
-    world_train_videos: int = field(default=400, metadata={"help": "Training videos of the synthetic world."})
-    world_test_videos: int = field(default=100, metadata={"help": "Evaluation videos of the synthetic world."})
-    max_text_length: int = field(default=64, metadata={"help": "Longer queries are truncated (a new model only)."})
     feature_batch_size: int = field(default=8, metadata={"help": "Videos per forward pass when caching features."})
-    num_workers: int = field(default=0, metadata={"help": "DataLoader workers that decode videos."})
-    # training
-    output_dir: str = field(default="outputs/finetune_grounding", metadata={"help": "Where the model goes."})
-    max_steps: int = field(default=500, metadata={"help": "Optimizer steps to train for."})
-    per_device_batch_size: int = field(default=32, metadata={"help": "(query, moment) pairs per process and step."})
-    learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate."})
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay (linear and conv weights)."})
-    warmup_steps: int = field(default=50, metadata={"help": "Linear warmup steps before the cosine decay."})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0 disables)."})
-    max_consecutive_nonfinite_steps: int = field(
-        default=10,
-        metadata={"help": "Steps with a NaN or infinite loss are skipped; stop after this many in a row."},
-    )
-    mixed_precision: str | None = field(
-        default=None, metadata={"help": "'no', 'fp16' or 'bf16'. Default: the accelerate launch config's."}
-    )
-    seed: int = field(default=42, metadata={"help": "Seed of the new weights and the data order."})
-    logging_steps: int = field(default=50, metadata={"help": "Log the loss every N steps."})
     # evaluation
     eval_batch_size: int = field(default=64, metadata={"help": "Queries per forward pass in evaluation."})
     top_k: int = field(default=5, metadata={"help": "Moments kept per query (QVHighlights' mAP keeps at least 10)."})
@@ -152,11 +145,14 @@ class GroundingArguments:
         default=">=", metadata={"help": "'>=' (Moment-DETR and most work) or '>' (2D-TAN's code) at IoU thresholds."}
     )
     num_plots: int = field(default=0, metadata={"help": "Draw the moments of this many evaluation queries (PNG)."})
-    push_to_hub: bool = field(default=False, metadata={"help": "Push the final model and processor to the Hub."})
-    hub_model_id: str | None = field(default=None, metadata={"help": "Repository id for --push_to_hub."})
 
 
-def check_arguments(args: GroundingArguments) -> None:
+
+
+def check_arguments(model_args: ModelArguments, args: GroundingArguments, train_args: TrainingArguments) -> None:
+    """Clear errors for bad combinations of arguments, before any work."""
+    check_model_arguments(model_args)
+    check_training_arguments(train_args)
     if args.dataset != "synthetic" and args.dataset not in GROUNDING_DATASETS:
         raise ValueError(f"--dataset {args.dataset!r} is neither 'synthetic' nor one of {GROUNDING_DATASETS}.")
     if args.dataset != "synthetic":
@@ -164,7 +160,7 @@ def check_arguments(args: GroundingArguments) -> None:
         missing = [name for name in needed if not getattr(args, name)]
         if missing:
             raise ValueError(f"--dataset {args.dataset} needs " + ", ".join(f"--{name}" for name in missing) + ".")
-        if not args.model_name_or_path:
+        if not model_args.checkpoint:
             raise ValueError(
                 f"--dataset {args.dataset} trains on precomputed features: give --model_name_or_path, the checkpoint "
                 "that extracted them (its text encoder encodes the queries)."
@@ -173,19 +169,13 @@ def check_arguments(args: GroundingArguments) -> None:
         raise ValueError("--features_dir is for the benchmarks; the synthetic world is read from its raw videos.")
     if args.durations and args.dataset not in ("charades_sta", "didemo"):
         raise ValueError(f"--durations is for charades_sta and didemo; {args.dataset} annotations carry durations.")
-    if args.random_encoder and not args.model_name_or_path:
+    if args.random_encoder and not model_args.checkpoint:
         raise ValueError("--random_encoder needs --model_name_or_path, the checkpoint whose architecture to build.")
     if args.iou_comparison not in (">=", ">"):
         raise ValueError(f"--iou_comparison must be '>=' or '>', got {args.iou_comparison!r}.")
     if not 0 <= args.nms_threshold <= 1:
         raise ValueError(f"--nms_threshold must be in [0, 1], got {args.nms_threshold}.")
-    if args.push_to_hub and not args.hub_model_id:
-        raise ValueError("--push_to_hub needs --hub_model_id.")
-    counts = (
-        "max_steps", "per_device_batch_size", "logging_steps", "eval_batch_size", "top_k", "feature_batch_size",
-        "max_consecutive_nonfinite_steps",
-    )
-    for name in counts:
+    for name in ("eval_batch_size", "top_k", "feature_batch_size"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} must be at least 1.")
     if args.num_plots < 0:
@@ -211,23 +201,23 @@ def head_fields(args: GroundingArguments, config: LocVTPConfig | None = None) ->
     return fields
 
 
-def load_model(args: GroundingArguments, queries: list[str]) -> tuple[LocVTPForTemporalGrounding, LocVTPProcessor]:
+def load_model(
+    model_args: ModelArguments, args: GroundingArguments, queries: list[str]
+) -> tuple[LocVTPForTemporalGrounding, LocVTPProcessor]:
     """The model and its processor, as --model_name_or_path and --random_encoder say (see the module docstring)."""
-    if not args.model_name_or_path:
+    checkpoint = model_args.checkpoint
+    if checkpoint is None:
         tokenizer = word_tokenizer(queries)
-        config = small_model_config(ModelArguments(), tokenizer, max_text_length=args.max_text_length)
-        for name, value in head_fields(args).items():
-            setattr(config, name, value)
-        model = LocVTPForTemporalGrounding(config)
-        return model, new_processor(model.config, tokenizer, args.max_text_length)
+        model = LocVTPForTemporalGrounding(small_model_config(model_args, tokenizer, **head_fields(args)))
+        return model, new_processor(model.config, tokenizer, model_args.max_text_length)
 
-    processor = LocVTPProcessor.from_pretrained(args.model_name_or_path)
-    config = LocVTPConfig.from_pretrained(args.model_name_or_path)
+    processor = LocVTPProcessor.from_pretrained(checkpoint)
+    config = LocVTPConfig.from_pretrained(checkpoint)
     has_head = "LocVTPForTemporalGrounding" in (config.architectures or [])
     overrides = [name for name in NEW_HEAD if getattr(args, name) is not None]
     if has_head and overrides and not args.random_encoder:
         raise ValueError(
-            f"{args.model_name_or_path} is a grounding checkpoint with a trained head; "
+            f"{checkpoint} is a grounding checkpoint with a trained head; "
             + ", ".join(f"--{name}" for name in overrides)
             + " would replace it. Drop them, or start from the pre-training checkpoint."
         )
@@ -236,7 +226,7 @@ def load_model(args: GroundingArguments, queries: list[str]) -> tuple[LocVTPForT
         for name, value in fields.items():
             setattr(config, name, value)
         return LocVTPForTemporalGrounding(config), processor
-    return LocVTPForTemporalGrounding.from_pretrained(args.model_name_or_path, **fields), processor
+    return LocVTPForTemporalGrounding.from_pretrained(checkpoint, **fields), processor
 
 
 def benchmark_queries(args: GroundingArguments) -> tuple:
@@ -279,13 +269,16 @@ def save_plots(folder: Path, eval_queries, predictions: list, num_plots: int) ->
     return paths
 
 
-def grounding_model_card(model, args: GroundingArguments, results: dict):
+def grounding_model_card(
+    model, args: GroundingArguments, world_args: SyntheticWorldArguments, train_args: TrainingArguments, results: dict
+):
     """The Hub model card of the run: its data, the hyperparameters and the figures after fine-tuning."""
     if args.dataset == "synthetic":
-        dataset_name = f"LocVTP synthetic world (seed {args.world_seed})"
+        dataset_name = f"LocVTP synthetic world (seed {world_args.world_seed})"
         training_data = (
-            f"The grounding queries of {args.world_train_videos} training videos of the built-in synthetic world of "
-            f"`locvtp_hf.synthetic_world` (seed {args.world_seed}): one generated sentence per event, with its span."
+            f"The grounding queries of {world_args.world_train_videos} training videos of the built-in synthetic "
+            f"world of `locvtp_hf.synthetic` (seed {world_args.world_seed}): one generated sentence per event, with "
+            "its span."
         )
     else:
         dataset_name = args.dataset
@@ -293,16 +286,16 @@ def grounding_model_card(model, args: GroundingArguments, results: dict):
         training_data = f"`{Path(args.train_annotations).name}` ({args.dataset}), features `{features}`."
     return create_model_card(
         model,
-        args.hub_model_id,
+        train_args.hub_model_id,
         training_data=training_data + f" {results['train_queries']} queries.",
         training_hyperparameters={
-            "Optimizer steps": args.max_steps,
+            "Optimizer steps": train_args.max_steps,
             "Batch per step (processes x (query, moment) pairs)": f"{results['num_processes']} x "
-            f"{args.per_device_batch_size}",
-            "Optimizer": f"AdamW, weight decay {args.weight_decay} on linear and convolution weights",
-            "Learning rate": f"{args.learning_rate}, {args.warmup_steps} warm-up steps, cosine decay",
+            f"{train_args.per_device_batch_size}",
+            "Optimizer": f"AdamW, weight decay {train_args.weight_decay} on linear and convolution weights",
+            "Learning rate": f"{train_args.learning_rate}, {train_args.warmup_steps} warm-up steps, cosine decay",
             "Encoder": "frozen (head trained on cached clip features)" if args.freeze_encoder else "fine-tuned",
-            "Seed": args.seed,
+            "Seed": train_args.seed,
         },
         eval_results=eval_results_from_metrics(
             results["after"],
@@ -320,29 +313,30 @@ def grounding_model_card(model, args: GroundingArguments, results: dict):
     )
 
 
-def check_feature_settings(store: ClipFeatureStore, args: GroundingArguments, model) -> None:
+def check_feature_settings(store: ClipFeatureStore, args: GroundingArguments, model, checkpoint: str) -> None:
     """The features must have the model's dimension; features of another checkpoint are worth a warning."""
     feature_dim = store.settings.get("feature_dim")
     if feature_dim is not None and feature_dim != model.config.projection_dim:
         raise ValueError(
-            f"The features in {args.features_dir} have {feature_dim} dimensions but {args.model_name_or_path} makes "
+            f"The features in {args.features_dir} have {feature_dim} dimensions but {checkpoint} makes "
             f"{model.config.projection_dim}: extract them with this checkpoint (examples/extract_features.py)."
         )
     extracted_with = store.settings.get("model_sha256")
     if extracted_with is not None and extracted_with != model_fingerprint(model):
         logger.warning(
             f"The features in {args.features_dir} were extracted with another model (checkpoint "
-            f"{store.settings.get('checkpoint')!r}) than {args.model_name_or_path}, which encodes the queries: extract "
+            f"{store.settings.get('checkpoint')!r}) than {checkpoint}, which encodes the queries: extract "
             "them again with this checkpoint (examples/extract_features.py)."
         )
 
 
-
-def stored_clip_features(args: GroundingArguments, model, query_sets: dict, results: dict) -> dict:
+def stored_clip_features(
+    args: GroundingArguments, checkpoint: str, model, query_sets: dict, results: dict
+) -> dict:
     """The clip features of the videos of every query set, from --features_dir; missing files and durations that
     disagree with the annotations are logged and counted in `results`."""
     store = ClipFeatureStore(args.features_dir)
-    check_feature_settings(store, args, model)
+    check_feature_settings(store, args, model, checkpoint)
     features, missing, mismatches = {}, {}, []
     for split, queries in query_sets.items():
         match = clip_features_for_queries(queries, store)
@@ -367,28 +361,21 @@ def stored_clip_features(args: GroundingArguments, model, query_sets: dict, resu
 
 
 def main():
-    (args,) = parse_arguments((GroundingArguments,), description=__doc__)
-    check_arguments(args)
-    output_dir = Path(args.output_dir)
-    accelerator = Accelerator(
-        # without an accelerator, several launched processes only form a (gloo) group when told they run on CPUs
-        cpu=not torch.accelerator.is_available(),
-        mixed_precision=args.mixed_precision,
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
+    model_args, args, world_args, train_args = parse_arguments(
+        (ModelArguments, GroundingArguments, SyntheticWorldArguments, TrainingArguments),
+        description=__doc__,
+        defaults=DEFAULTS,
     )
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
-    if not accelerator.is_main_process:
-        logging.getLogger().setLevel(logging.WARNING)
-    set_seed(args.seed)
+    check_arguments(model_args, args, train_args)
+    output_dir = Path(train_args.output_dir)
+    accelerator = setup_accelerator(train_args)
     results = {"dataset": args.dataset, "num_processes": accelerator.num_processes}
 
     # ---- queries ---------------------------------------------------------------------------------------------------
-    if args.dataset == "synthetic":
-        world = SyntheticWorld(
-            seed=args.world_seed, num_train=args.world_train_videos, num_test=args.world_test_videos
-        )
-        train_queries = synthetic_grounding_queries(world, "train")
-        eval_queries = synthetic_grounding_queries(world, "test")
+    world = world_args.build() if args.dataset == "synthetic" else None
+    if world is not None:
+        train_queries = world.grounding_dataset("train")
+        eval_queries = world.grounding_dataset("test")
     else:
         (train_queries, train_report), (eval_queries, eval_report) = benchmark_queries(args)
         results["annotations"] = {"train": asdict(train_report), "eval": asdict(eval_report)}
@@ -396,11 +383,9 @@ def main():
             report["dropped_query_ids"] = report["dropped_query_ids"][:20]
 
     # ---- model -----------------------------------------------------------------------------------------------------
-    model, processor = load_model(args, [*train_queries["query"], *eval_queries["query"]])
-    raw_videos = args.dataset == "synthetic"
-    select_trainable_parameters(
-        model, train_text_encoder=not args.freeze_encoder, train_clip_encoder=raw_videos and not args.freeze_encoder
-    )
+    model, processor = load_model(model_args, args, [*train_queries["query"], *eval_queries["query"]])
+    raw_videos = world is not None
+    model.freeze_towers(vision=args.freeze_encoder or not raw_videos, text=args.freeze_encoder)
     model.to(accelerator.device)
     logger.info(
         f"{type(model).__name__}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
@@ -419,14 +404,23 @@ def main():
         if raw_videos:
             video_ids = sorted({*train_queries["video_id"], *eval_queries["video_id"]})
             with logging_redirect_tqdm():
-                features, failures = compute_clip_features(
-                    model, processor, {video_id: video_id for video_id in video_ids}, load_video=world.render,
-                    video_fps=world.fps, batch_size=args.feature_batch_size, num_workers=args.num_workers,
-                    progress=accelerator.is_local_main_process,
+                encoded = list(
+                    encode_clip_features(
+                        model,
+                        processor,
+                        {video_id: video_id for video_id in video_ids},
+                        load_video=world.render,
+                        video_fps=world.fps,
+                        batch_size=args.feature_batch_size,
+                        num_workers=train_args.num_workers,
+                        progress_bar=accelerator.is_local_main_process,
+                    )
                 )
-            results["unreadable_videos"] = [failure.error for failure in failures]
+            features = {found.video_id: found.features for found in encoded if not isinstance(found, FailedVideo)}
+            results["unreadable_videos"] = [found.error for found in encoded if isinstance(found, FailedVideo)]
         else:
-            features = stored_clip_features(args, model, {"train": train_queries, "eval": eval_queries}, results)
+            queries = {"train": train_queries, "eval": eval_queries}
+            features = stored_clip_features(args, model_args.checkpoint, model, queries, results)
         counts = {"train": len(train_queries), "eval": len(eval_queries)}
         train_queries = keep_queries_with_videos(train_queries, set(features))
         eval_queries = keep_queries_with_videos(eval_queries, set(features))
@@ -450,35 +444,48 @@ def main():
     # ---- evaluate, train, evaluate ---------------------------------------------------------------------------------
     top_k = max(args.top_k, MAP_MAX_PREDICTIONS) if args.dataset == "qvhighlights" else args.top_k
 
-    def evaluate():
+    def evaluate(trained: LocVTPForTemporalGrounding):
         return evaluate_grounding_model(
-            model, processor, eval_set, batch_size=args.eval_batch_size, top_k=top_k,
+            trained, processor, eval_set, batch_size=args.eval_batch_size, top_k=top_k,
             nms_threshold=args.nms_threshold, iou_comparison=args.iou_comparison,
-            mean_average_precision=args.dataset == "qvhighlights", num_workers=args.num_workers,
+            mean_average_precision=args.dataset == "qvhighlights", num_workers=train_args.num_workers,
         )
 
-    before = evaluate() if accelerator.is_main_process else None
-    with logging_redirect_tqdm():
-        losses = train_grounding_model(
-            model, train_set, max_steps=args.max_steps, batch_size=args.per_device_batch_size,
-            learning_rate=args.learning_rate, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
-            max_grad_norm=args.max_grad_norm, seed=args.seed, num_workers=args.num_workers,
-            logging_steps=args.logging_steps, accelerator=accelerator,
-            max_consecutive_nonfinite_steps=args.max_consecutive_nonfinite_steps,
-        )
+    before = evaluate(model) if accelerator.is_main_process else None
+    run_arguments = {
+        **asdict(model_args),
+        **asdict(args),
+        **asdict(world_args),
+        **asdict(train_args),
+        "num_processes": accelerator.num_processes,
+    }
+    result = train(
+        accelerator,
+        model,
+        grounding_dataloader(train_set, train_args.per_device_batch_size, train_args.seed, train_args.num_workers),
+        grounding_loss,
+        train_args,
+        evaluate=lambda trained: evaluate(trained).metrics,
+        run_arguments=run_arguments,
+        tracker_project="locvtp-finetune-grounding",
+    )
 
     # ---- save, report ----------------------------------------------------------------------------------------------
     if accelerator.is_main_process:
-        after = evaluate()
+        after = evaluate(model)
         model.save_pretrained(output_dir)
         processor.save_pretrained(output_dir)
         results.update(
-            before=before.metrics, after=after.metrics, steps=len(losses), first_loss=losses[0], last_loss=losses[-1],
+            before=before.metrics,
+            after=after.metrics,
+            steps=result.completed_steps,
+            first_loss=result.losses[0] if result.losses else None,
+            last_loss=result.losses[-1] if result.losses else None,
             top_k=top_k,
             # shared on the Hub with the model: no folder of this machine
             arguments={
                 name: Path(value).name if isinstance(value, str) and Path(value).is_absolute() else value
-                for name, value in asdict(args).items()
+                for name, value in run_arguments.items()
             },
         )
         print_table(before.metrics, after.metrics)
@@ -488,9 +495,9 @@ def main():
             plots = save_plots(output_dir / "plots", eval_queries, after.predictions, args.num_plots)
             logger.info(f"{len(plots)} plots in {output_dir / 'plots'}")
         logger.info(f"Model, processor and grounding_results.json saved in {output_dir}")
-        if args.push_to_hub:
-            card = grounding_model_card(model, args, results)
-            commit = push_to_hub(args.hub_model_id, model, processor, card, extra_files=[results_file])
+        if train_args.push_to_hub:
+            card = grounding_model_card(model, args, world_args, train_args, results)
+            commit = push_to_hub(train_args.hub_model_id, model, processor, card, extra_files=[results_file])
             logger.info(f"Pushed to {commit.commit_url}")
     accelerator.end_training()
 

@@ -7,6 +7,8 @@ from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
+from .moment_geometry import default_pooling_counts, pooling_counts_reach
+
 
 VISION_POOLING_MODES = ("auto", "cls", "mean", "pooler")
 SENTENCE_POOLING_MODES = ("cls", "mean", "pooler")
@@ -295,19 +297,6 @@ class LocVTPConfig(PreTrainedConfig):
                 f"grounding_num_positions={self.grounding_num_positions}: moments longer than {longest} positions "
                 f"could not be predicted. Add groups, e.g. {default_pooling_counts(self.grounding_num_positions)}."
             )
-
-
-def pooling_counts_reach(pooling_counts: list[int]) -> int:
-    """The longest span, `j - i`, among the candidate moments `(i, j)` that 2D-TAN's pooling counts make."""
-    return sum(count * 2**group for group, count in enumerate(pooling_counts))
-
-
-def default_pooling_counts(num_positions: int) -> list[int]:
-    """2D-TAN's sparse layout for a map of `num_positions`: 15 dense diagonals, then groups of 8 until it is full."""
-    counts = [min(15, max(num_positions - 1, 1))]
-    while pooling_counts_reach(counts) < num_positions - 1:
-        counts.append(8)
-    return counts
 
 
 __all__ = ["LocVTPConfig"]

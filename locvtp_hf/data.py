@@ -9,21 +9,19 @@ import math
 import tarfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import datasets
 import fsspec
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import torch
-from datasets.data_files import resolve_pattern
 from transformers import BatchFeature
 
 from .processing_locvtp import LocVTPProcessor
 from .video_io import EncodedVideo, VideoDecodingError
 
+
+if TYPE_CHECKING:  # `datasets` and `pyarrow` are imported by the readers that use them
+    import datasets
 
 logger = logging.getLogger(__name__)
 
@@ -45,9 +43,12 @@ def _report_dropped(dropped: list[str], source: str) -> None:
 
 
 def _drop_rows_without_caption(
-    rows: datasets.Dataset, column: str, source: str
-) -> tuple[datasets.Dataset, list[str]]:
+    rows: "datasets.Dataset", column: str, source: str
+) -> tuple["datasets.Dataset", list[str]]:
     """`rows` without those whose `column` is missing, empty or blank, and the dropped rows as `"<source> row <i>"`."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     captions = rows.data.column(column)
     if not pa.types.is_string(captions.type):
         captions = captions.cast(pa.string())  # a column of numbers, or of nulls only
@@ -59,7 +60,7 @@ def _drop_rows_without_caption(
 
 def videofolder_rows(
     folder: str | Path, return_dropped: bool = False
-) -> datasets.Dataset | tuple[datasets.Dataset, list[str]]:
+) -> "datasets.Dataset | tuple[datasets.Dataset, list[str]]":
     """
     Rows `video` (path), `text`, and `start` / `end` when the metadata has them, from a folder of videos with a
     `metadata.jsonl` or `metadata.csv` (`file_name` relative to the folder, `text`, optional `start`, `end`): the
@@ -68,6 +69,8 @@ def videofolder_rows(
     Rows whose `text` is missing, empty or blank are dropped, with a warning naming them (`"<metadata file> row <i>"`,
     counting data rows from 0); `return_dropped=True` also returns that list.
     """
+    import datasets
+
     folder = Path(folder)
     for name, builder in (("metadata.jsonl", "json"), ("metadata.csv", "csv")):
         if (folder / name).exists():
@@ -86,7 +89,7 @@ def videofolder_rows(
 
 def howto100m_rows(
     captions_file: str | Path, video_dir: str | Path, extension: str = ".mp4", return_dropped: bool = False
-) -> datasets.Dataset | tuple[datasets.Dataset, list[str]]:
+) -> "datasets.Dataset | tuple[datasets.Dataset, list[str]]":
     """
     Rows `video`, `start`, `end`, `text` from HowTo100M-style ASR captions: a JSON file
     `{video_id: {"start": [s, ...], "end": [e, ...], "text": [sentence, ...]}}`; video `video_id` is
@@ -95,6 +98,8 @@ def howto100m_rows(
     Captions that are missing (`null`), empty or blank are dropped, with a warning naming them
     (`"<file> video <video_id> caption <i>"`); `return_dropped=True` also returns that list.
     """
+    import datasets
+
     captions = json.loads(Path(captions_file).read_text())
 
     def segments():
@@ -127,7 +132,7 @@ def howto100m_rows(
 
 def webvid_rows(
     csv_file: str | Path, video_dir: str | Path, extension: str = ".mp4", return_dropped: bool = False
-) -> datasets.Dataset | tuple[datasets.Dataset, list[str]]:
+) -> "datasets.Dataset | tuple[datasets.Dataset, list[str]]":
     """
     Rows `video`, `text` (whole videos) from a WebVid-style CSV with columns `videoid`, `name` (the caption) and
     `page_dir`; video `videoid` is `<video_dir>/<page_dir>/<videoid><extension>`, as the WebVid download tools lay
@@ -136,6 +141,8 @@ def webvid_rows(
     Rows whose `name` is missing, empty or blank are dropped, with a warning naming them (`"<file> row <i>"`, counting
     data rows from 0); `return_dropped=True` also returns that list.
     """
+    import datasets
+
     rows = datasets.load_dataset("csv", data_files=str(csv_file), split="train")
     for column in ("videoid", "name", "page_dir"):
         if column not in rows.column_names:
@@ -329,6 +336,8 @@ class StreamingVideoTextDataset(torch.utils.data.IterableDataset):
         training: bool = True,
         seed: int = 0,
     ):
+        from datasets.data_files import resolve_pattern
+
         patterns = [data_files] if isinstance(data_files, str) else list(data_files)
         self.files = sorted({file for pattern in patterns for file in resolve_pattern(pattern, base_path=".")})
         if not self.files:
@@ -412,6 +421,8 @@ class StreamingVideoTextDataset(torch.utils.data.IterableDataset):
 
     def _read_shard(self, file: str, start: int) -> Iterator[dict]:
         """The samples of a shard from its `start`-th on, as dicts; a shard that breaks raises `ShardReadError`."""
+        import pyarrow as pa
+
         read = self._tar_samples if self.format == "webdataset" else self._parquet_samples
         try:
             yield from read(file, start)
@@ -453,6 +464,8 @@ class StreamingVideoTextDataset(torch.utils.data.IterableDataset):
     @staticmethod
     def _parquet_samples(file: str, start: int) -> Iterator[dict]:
         """The rows of a parquet file as dicts; the row groups of the first `start` rows are not read."""
+        import pyarrow.parquet as pq
+
         with fsspec.open(file, "rb") as stream:
             parquet = pq.ParquetFile(stream)
             for group in range(parquet.num_row_groups):

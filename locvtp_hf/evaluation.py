@@ -1,150 +1,18 @@
 """Evaluation of LocVTP features: text-video retrieval (zero-shot or fine-tuned) and head-free localization measures."""
 
-import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
-from .grounding_metrics import temporal_iou
+from .encoding import encode_texts, encode_videos
 from .modeling_locvtp import LocVTPForRetrieval, LocVTPModel
+from .moment_geometry import temporal_iou
 from .processing_locvtp import LocVTPProcessor
 from .retrieval_datasets import flatten_captions
 from .retrieval_metrics import rank_metrics, retrieval_ranks, text_video_retrieval_metrics
-from .video_io import VideoDecodingError
 from .zero_shot_grounding import zero_shot_grounding
-
-
-# What "this video cannot be read" means to the retrieval evaluation; anything else (a bug, a bad model) propagates.
-UNREADABLE_VIDEO_ERRORS = (FileNotFoundError, VideoDecodingError)
-
-
-@dataclass
-class UnreadableVideo:
-    """A video of a collection that could not be read: its `index` in the collection, the `video` (its path or id,
-    as a string) and the error, in words (`reason`)."""
-
-    index: int
-    video: str
-    reason: str
-
-
-class _WholeVideosDataset(torch.utils.data.Dataset):
-    """One video per item, decoded and cut into centred clips; an unreadable video gives its error instead."""
-
-    def __init__(self, videos: Sequence, processor: LocVTPProcessor, load_video, video_fps, num_clips):
-        self.videos, self.processor, self.load_video, self.video_fps = videos, processor, load_video, video_fps
-        self.overrides = {"num_clips": num_clips} if num_clips is not None else {}
-
-    def __len__(self) -> int:
-        return len(self.videos)
-
-    def __getitem__(self, index: int) -> dict:
-        video = self.videos[index]
-        try:
-            decoded = self.load_video(video) if self.load_video is not None else video
-            inputs = self.processor.video_processor(
-                [decoded], video_fps=self.video_fps, return_tensors="pt", **self.overrides
-            )
-        except UNREADABLE_VIDEO_ERRORS as error:
-            return {"index": index, "error": error}
-        return {"pixel_values_videos": inputs["pixel_values_videos"], "clip_spans": inputs["clip_spans"]}
-
-
-@torch.no_grad()
-def encode_videos(
-    model: LocVTPModel,
-    processor: LocVTPProcessor,
-    videos: Sequence,
-    load_video: Callable | None = None,
-    video_fps: float | None = None,
-    num_clips: int | None = None,
-    batch_size: int = 16,
-    num_workers: int = 0,
-    progress_bar: bool = False,
-    skip_unreadable: bool = False,
-):
-    """
-    Encodes whole videos, with clips centred in `num_clips` (default: the processor's) equal segments, `batch_size`
-    videos per forward pass. The videos are decoded by `num_workers` DataLoader worker processes (0: in this
-    process); the embeddings do not depend on it.
-
-    Args:
-        load_video (`Callable`, *optional*): Turns an entry of `videos` into what the video processor takes (e.g.
-            `SyntheticWorld.render`); by default the entries are given to it as they are (paths or frame arrays).
-        progress_bar (`bool`, *optional*, defaults to `False`): Show a tqdm progress bar over the videos.
-        skip_unreadable (`bool`, *optional*, defaults to `False`): Leave out the videos that cannot be read (a
-            missing file or a [`~video_io.VideoDecodingError`]) and return them as a fourth value, a list of
-            [`UnreadableVideo`]; by default the first such video raises its error, naming its index.
-
-    Returns:
-        `(video_embeds [N, D], clip_embeds [N, T, D], clip_spans [N, T, 2])` on the CPU, and with `skip_unreadable`
-        the list of [`UnreadableVideo`]; the tensors then hold the readable videos only, in their order.
-
-    Raises:
-        [`~video_io.VideoDecodingError`]: with `skip_unreadable`, when none of the videos can be read.
-    """
-    dataset = _WholeVideosDataset(videos, processor, load_video, video_fps, num_clips)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=list)
-    video_embeds, clip_embeds, clip_spans, unreadable = [], [], [], []
-    with tqdm(total=len(videos), desc="encoding videos", unit="video", disable=not progress_bar) as progress:
-        for items in loader:
-            readable = []
-            for item in items:
-                if "error" not in item:
-                    readable.append(item)
-                    continue
-                error = item["error"]
-                # the processor names the video by its place in its one-video call: name its place in `videos`
-                reason = str(error).removeprefix("videos[0]: ")
-                if not skip_unreadable:
-                    raise type(error)(f"videos[{item['index']}]: {reason}") from error
-                index = item["index"]
-                video = os.fspath(videos[index]) if isinstance(videos[index], str | os.PathLike) else f"videos[{index}]"
-                unreadable.append(UnreadableVideo(index, video, f"{type(error).__name__}: {reason}"))
-            if readable:
-                pixels = torch.cat([item["pixel_values_videos"] for item in readable])
-                out = model.get_video_features(pixels.to(model.device, model.dtype))
-                video_embeds.append(out.pooler_output.float().cpu())
-                clip_embeds.append(out.clip_embeds.float().cpu())
-                clip_spans.extend(item["clip_spans"] for item in readable)
-            progress.update(len(items))
-    if unreadable and len(unreadable) == len(videos):
-        raise VideoDecodingError(
-            f"None of the {len(videos)} videos could be read, e.g. {unreadable[0].video}: {unreadable[0].reason}"
-        )
-    encoded = (torch.cat(video_embeds), torch.cat(clip_embeds), torch.cat(clip_spans))
-    return (*encoded, unreadable) if skip_unreadable else encoded
-
-
-@torch.no_grad()
-def encode_texts(
-    model: LocVTPModel,
-    processor: LocVTPProcessor,
-    texts: Sequence[str],
-    batch_size: int = 128,
-    return_words: bool = False,
-):
-    """
-    `[N, D]` sentence embeddings on the CPU; with `return_words`, `(sentence_embeds [N, D], word_embeds [N, L, D],
-    word_mask [N, L])`, every batch padded to the longest text `L`.
-    """
-    embeds, words, masks = [], [], []
-    for start in range(0, len(texts), batch_size):
-        inputs = processor(text=list(texts[start : start + batch_size]), return_tensors="pt").to(model.device)
-        out = model.get_text_features(**inputs)
-        embeds.append(out.pooler_output.float().cpu())
-        words.append(out.word_embeds.float().cpu())
-        masks.append(out.word_mask.cpu())
-    if not return_words:
-        return torch.cat(embeds)
-    length = max(mask.shape[1] for mask in masks)
-    words = [F.pad(word, (0, 0, 0, length - word.shape[1])) for word in words]
-    masks = [F.pad(mask, (0, length - mask.shape[1])) for mask in masks]
-    return torch.cat(embeds), torch.cat(words), torch.cat(masks)
 
 
 def text_to_video_retrieval(
@@ -189,14 +57,14 @@ def retrieval_evaluation(
     `locvtp_hf.retrieval_datasets`): every caption against every video, scored as the model scores them (a
     [`LocVTPForRetrieval`] fuses the fine-grained score when its `retrieval_fusion_weight` is positive; a
     [`LocVTPModel`] uses `<s, z>`). Videos are encoded with centred clips, `batch_size` at a time, decoded by
-    `num_workers` DataLoader workers (see [`encode_videos`], also for `progress_bar`).
+    `num_workers` DataLoader workers (see [`~encoding.encode_videos`], also for `progress_bar`).
 
     With `skip_unreadable`, the videos that cannot be read are left out together with their captions, and the
     evaluation runs on the others (`num_videos` and `num_texts` count what was evaluated).
 
     Returns:
         The metrics of [`~retrieval_metrics.text_video_retrieval_metrics`]; with `skip_unreadable`, `(metrics,
-        unreadable)` with the list of [`UnreadableVideo`] (indices are rows of `dataset`).
+        unreadable)` with the list of [`~encoding.UnreadableVideo`] (indices are rows of `dataset`).
     """
     was_training = model.training
     model.eval()

@@ -1,7 +1,7 @@
 """
-Per-clip features of whole videos for temporal grounding: batched extraction in the clip layout of
-`LocVTPProcessor(..., task="grounding")`, and the two file layouts that `examples/extract_features.py` writes and
-`examples/finetune_grounding.py` reads (see `docs/feature_extraction.md`).
+Per-clip features of whole videos for temporal grounding, as [`~encoding.encode_clip_features`] computes them in the
+clip layout of `LocVTPProcessor(..., task="grounding")`: the two file layouts that `examples/extract_features.py`
+writes and `examples/finetune_grounding.py` reads (see `docs/feature_extraction.md`).
 
 - **A folder of safetensors files**, one per video, `<folder>/<video_id>.safetensors`: tensors `features`
   (`[num_clips, D]` float32, the output of [`~LocVTPForTemporalGrounding.get_clip_features`]) and `clip_spans`
@@ -21,8 +21,7 @@ import glob
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .data import VIDEO_EXTENSIONS
-from .video_io import probe_video
+from .encoding import VideoClipFeatures
 
 
 FEATURES_INFO_FILE = "features_info.json"
@@ -51,46 +50,6 @@ HDF5_SUFFIXES = (".h5", ".hdf5")
 # fields of the task heads (`model_fingerprint` hashes the encoder only).
 _UNHASHED_CONFIG_KEYS = ("_name_or_path", "architectures", "auto_map", "dtype", "torch_dtype", "transformers_version")
 _TASK_HEAD_PREFIXES = ("grounding_", "retrieval_")
-
-
-@dataclass
-class VideoClipFeatures:
-    """
-    The clip features of one whole video.
-
-    Attributes:
-        video_id (`str`): The video's id (its file name without the extension).
-        features (`torch.FloatTensor` of shape `[num_clips, D]`): One feature per clip, in temporal order.
-        clip_spans (`torch.FloatTensor` of shape `[num_clips, 2]`): Each clip's `(start, end)` in seconds.
-        duration (`float`): The video's duration in seconds; the clips tile `[0, duration]`.
-        video_fps (`float`, *optional*): The video's frame rate.
-    """
-
-    video_id: str
-    features: torch.Tensor
-    clip_spans: torch.Tensor
-    duration: float
-    video_fps: float | None = None
-
-    def metadata(self) -> dict[str, str]:
-        """The per-video metadata written beside the features (as strings, the safetensors metadata type)."""
-        num_clips = len(self.features)
-        return {
-            "video_id": self.video_id,
-            "duration": repr(float(self.duration)),
-            "video_fps": "" if self.video_fps is None else repr(float(self.video_fps)),
-            "clip_seconds": repr(float(self.duration) / num_clips),
-            "num_clips": str(num_clips),
-        }
-
-
-@dataclass
-class FailedVideo:
-    """A video whose features could not be extracted: `video_id`, its `source` (path) and the `error`."""
-
-    video_id: str
-    source: str
-    error: str
 
 
 def model_fingerprint(model) -> str:
@@ -171,108 +130,6 @@ def list_videos(source: str | os.PathLike) -> dict[str, str]:
             )
         videos[video_id] = path
     return dict(sorted(videos.items()))
-
-
-class WholeVideoClipsDataset(torch.utils.data.Dataset):
-    """
-    Whole videos cut into clips by the processor's grounding route, one video per item, for DataLoader workers.
-
-    Args:
-        videos (`Sequence[tuple[str, Any]]`): `(video_id, video)` pairs: a video is a file path, or anything
-            `load_video` turns into a video the processor takes.
-        processor ([`LocVTPProcessor`]): Cuts each video into clips (`task="grounding"`).
-        load_video (`Callable`, *optional*): Maps a pair's `video` to a decoded video (e.g. the synthetic world's
-            `render`); by default the processor decodes the file.
-        video_fps (`float`, *optional*): Frame rate of the videos `load_video` returns.
-
-    Items are dicts with `video_id`, `source`, and either `pixel_values_videos` (`[num_clips, F, C, H, W]`),
-    `clip_spans` (`[num_clips, 2]`), `duration` and `video_fps`, or `error` (a video that is missing, cannot be
-    opened or decoded, e.g. a truncated file, or is shorter than one clip: `"<video>: <reason>"`).
-    """
-
-    def __init__(
-        self,
-        videos: Sequence[tuple[str, Any]],
-        processor,
-        load_video: Callable | None = None,
-        video_fps: float | None = None,
-    ):
-        self.videos = list(videos)
-        self.processor = processor
-        self.load_video = load_video
-        self.video_fps = video_fps
-
-    def __len__(self) -> int:
-        return len(self.videos)
-
-    def __getitem__(self, index: int) -> dict:
-        video_id, video = self.videos[index]
-        item = {"video_id": video_id, "source": str(video), "error": None}
-        try:
-            if self.load_video is not None:
-                decoded, video_fps = self.load_video(video), self.video_fps
-            else:
-                decoded, video_fps = video, probe_video(video).fps
-            inputs = self.processor(videos=[decoded], task="grounding", video_fps=video_fps, return_tensors="pt")
-        except (OSError, ValueError) as error:  # VideoDecodingError is a ValueError
-            item["error"] = f"{video}: {error}"
-            return item
-        item.update(
-            pixel_values_videos=inputs["pixel_values_videos"][0],
-            clip_spans=inputs["clip_spans"][0],
-            duration=float(inputs["video_durations"][0]),
-            video_fps=video_fps,
-        )
-        return item
-
-
-def extract_clip_features(
-    model,
-    dataset: WholeVideoClipsDataset,
-    batch_size: int = 4,
-    num_workers: int = 0,
-    clip_batch_size: int | None = None,
-) -> Iterator[VideoClipFeatures | FailedVideo]:
-    """
-    The clip features of every video of `dataset`, `batch_size` videos per forward pass, decoded by `num_workers`
-    DataLoader workers, on the model's device.
-
-    Args:
-        model ([`LocVTPForTemporalGrounding`]): Its [`~LocVTPForTemporalGrounding.get_clip_features`] makes the
-            features; it is put in eval mode.
-        dataset ([`WholeVideoClipsDataset`]): The videos.
-        batch_size (`int`, *optional*, defaults to 4): Videos decoded and encoded together.
-        num_workers (`int`, *optional*, defaults to 0): DataLoader worker processes that decode videos.
-        clip_batch_size (`int`, *optional*): Clips encoded at once; defaults to `config.grounding_clip_chunk_size`.
-
-    Yields:
-        [`VideoClipFeatures`] (features on the CPU, float32) or [`FailedVideo`], in the dataset's order.
-    """
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=list)
-    parameter = next(model.parameters())
-    model.eval()
-    for items in loader:
-        readable = [item for item in items if item["error"] is None]
-        features = []
-        if readable:
-            # all clips of the batch as one sequence: each clip is encoded on its own, so this equals per-video calls
-            clips = torch.cat([item["pixel_values_videos"] for item in readable])[None]
-            clips = clips.to(parameter.device, parameter.dtype)
-            with torch.no_grad():
-                encoded = model.get_clip_features(clips, chunk_size=clip_batch_size)
-            features = encoded[0].float().cpu().split([len(item["clip_spans"]) for item in readable])
-        readable_features = iter(features)
-        for item in items:
-            if item["error"] is not None:
-                yield FailedVideo(item["video_id"], item["source"], item["error"])
-            else:
-                yield VideoClipFeatures(
-                    video_id=item["video_id"],
-                    features=next(readable_features).contiguous(),
-                    clip_spans=item["clip_spans"].float(),
-                    duration=item["duration"],
-                    video_fps=item["video_fps"],
-                )
 
 
 # ---------------------------------------------------------------------------------------------------------------------

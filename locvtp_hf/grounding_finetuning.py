@@ -1,12 +1,13 @@
 """
 Fine-tuning and evaluation of [`LocVTPForTemporalGrounding`]: the reusable core of `examples/finetune_grounding.py`.
 
-- [`compute_clip_features`] encodes each video once (the fast path: with the encoder frozen the head trains on these
-  cached features); [`clip_features_for_queries`] reads them from a features folder or HDF5 file instead.
+- [`~encoding.encode_clip_features`] encodes each video once (the fast path: with the encoder frozen the head trains
+  on these cached features); [`clip_features_for_queries`] reads them from a features folder or HDF5 file instead.
 - [`GroundingFeatureDataset`] (cached clip features) and [`GroundingVideoDataset`] (raw videos, decoded for every
   item: the route where the clip encoder trains too) turn queries of the `GROUNDING_FEATURES` schema
   (`locvtp_hf.grounding_datasets`) into model inputs; [`GroundingCollator`] pads them into batches.
-- [`train_grounding_model`] runs the training loop with Accelerate; [`evaluate_grounding_model`] predicts the best
+- [`grounding_dataloader`] and [`grounding_loss`] are what the training loop of `locvtp_hf.training` needs;
+  [`train_grounding_model`] runs it without checkpoints; [`evaluate_grounding_model`] predicts the best
   moments of every query and computes the metrics of `locvtp_hf.grounding_metrics`.
 
 Example (the head on the clip features of a small random model, on the synthetic world):
@@ -14,14 +15,14 @@ Example (the head on the clip features of a small random model, on the synthetic
 ```python
 >>> from transformers import BertTokenizer
 >>> from locvtp_hf import LocVTPConfig, LocVTPForTemporalGrounding, LocVTPProcessor, LocVTPVideoProcessor
+>>> from locvtp_hf.encoding import encode_clip_features
 >>> from locvtp_hf.grounding_finetuning import (
-...     GroundingFeatureDataset, compute_clip_features, evaluate_grounding_model, synthetic_grounding_queries,
-...     train_grounding_model)
->>> from locvtp_hf.synthetic_world import SyntheticWorld
+...     GroundingFeatureDataset, evaluate_grounding_model, train_grounding_model)
+>>> from locvtp_hf.synthetic import SyntheticWorld
 
 >>> world = SyntheticWorld(num_train=4, num_test=2, size=32)
->>> train_queries = synthetic_grounding_queries(world, "train")
->>> test_queries = synthetic_grounding_queries(world, "test")
+>>> train_queries = world.grounding_dataset("train")
+>>> test_queries = world.grounding_dataset("test")
 >>> words = sorted({word for query in [*train_queries["query"], *test_queries["query"]] for word in query.split()})
 >>> tokenizer = BertTokenizer(vocab={w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", *words])})
 >>> tower = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
@@ -35,8 +36,8 @@ Example (the head on the clip features of a small random model, on the synthetic
 ...                                        crop_size={"height": 32, "width": 32}, grounding_clip_seconds=2.0)
 >>> processor = LocVTPProcessor(video_processor, tokenizer)
 >>> videos = {video.video_id: video.video_id for split in ("train", "test") for video in world.videos(split)}
->>> features, failures = compute_clip_features(model, processor, videos, load_video=world.render,
-...                                            video_fps=world.fps, progress=False)
+>>> features = {found.video_id: found.features for found in encode_clip_features(
+...     model, processor, videos, load_video=world.render, video_fps=world.fps)}
 >>> losses = train_grounding_model(model, GroundingFeatureDataset(train_queries, features, processor, training=True),
 ...                                max_steps=3, batch_size=4, progress=False)
 >>> evaluation = evaluate_grounding_model(model, processor, GroundingFeatureDataset(test_queries, features, processor))
@@ -54,75 +55,14 @@ import datasets
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration
-from tqdm.auto import tqdm
-from transformers import get_cosine_schedule_with_warmup
 
 from .grounding_datasets import GROUNDING_FEATURES
-from .grounding_features import ClipFeatureStore, FailedVideo, WholeVideoClipsDataset, extract_clip_features
+from .grounding_features import ClipFeatureStore
 from .grounding_metrics import MAP_IOU_THRESHOLDS, grounding_metrics
-from .optimization import adamw_optimizer
-from .training_utils import NonFiniteLossGuard
+from .training import TrainingArguments, TrainingStep, train
 
 
 logger = logging.getLogger(__name__)
-
-
-def synthetic_grounding_queries(world, split: str) -> datasets.Dataset:
-    """
-    The synthetic world's grounding queries of a split (one per event) in the `GROUNDING_FEATURES` schema of the
-    benchmark loaders: `query_id` is `"{video_id}#{i}"` for the `i`-th event of the video.
-    """
-    queries = world.grounding_queries(split)
-    rows, events_per_video = [], {}
-    for row in queries:
-        index = events_per_video.get(row["video_id"], 0)
-        events_per_video[row["video_id"]] = index + 1
-        rows.append(
-            {
-                "query_id": f"{row['video_id']}#{index}",
-                "video_id": row["video_id"],
-                "duration": row["duration"],
-                "query": row["query"],
-                "moments": [[row["start"], row["end"]]],
-            }
-        )
-    return datasets.Dataset.from_list(rows, features=GROUNDING_FEATURES)
-
-
-def compute_clip_features(
-    model,
-    processor,
-    videos: Mapping[str, Any],
-    load_video: Callable | None = None,
-    video_fps: float | None = None,
-    batch_size: int = 4,
-    num_workers: int = 0,
-    progress: bool = True,
-) -> tuple[dict[str, torch.Tensor], list[FailedVideo]]:
-    """
-    The clip features of every video, computed once (as `examples/extract_features.py` does, in memory).
-
-    Args:
-        model ([`LocVTPForTemporalGrounding`]): The encoder, on the device it should run on.
-        processor ([`LocVTPProcessor`]): Cuts each whole video into clips (`task="grounding"`).
-        videos (`Mapping[str, Any]`): `video_id -> video` (a file path, or what `load_video` takes).
-        load_video (`Callable`, *optional*), video_fps (`float`, *optional*): See [`WholeVideoClipsDataset`].
-        batch_size (`int`), num_workers (`int`): Videos per forward pass; DataLoader workers that decode.
-        progress (`bool`): Show a progress bar.
-
-    Returns:
-        `tuple[dict[str, torch.Tensor], list[FailedVideo]]`: `video_id -> [num_clips, D]` features (CPU, float32) and
-        the videos that could not be read.
-    """
-    dataset = WholeVideoClipsDataset(list(videos.items()), processor, load_video=load_video, video_fps=video_fps)
-    features, failures = {}, []
-    results = extract_clip_features(model, dataset, batch_size=batch_size, num_workers=num_workers)
-    for result in tqdm(results, total=len(dataset), desc="clip features", unit="video", disable=not progress):
-        if isinstance(result, FailedVideo):
-            failures.append(result)
-        else:
-            features[result.video_id] = result.features
-    return features, failures
 
 
 @dataclass
@@ -157,26 +97,6 @@ def clip_features_for_queries(queries: datasets.Dataset, store: ClipFeatureStore
         if abs(video.duration - duration) > video.duration / len(video.features):
             mismatches.append((video_id, duration, video.duration))
     return FeatureMatch(features, missing, mismatches)
-
-
-def select_trainable_parameters(model, train_text_encoder: bool, train_clip_encoder: bool) -> None:
-    """
-    Choose what trains in a [`LocVTPForTemporalGrounding`]: the head always, the text tower (with its projection) and
-    the clip encoder (with its projection) as asked. The pre-training-only parameters (context head, logit scale)
-    never do; leaving unused parameters trainable would stop DDP. `config.grounding_freeze_encoder` is set when
-    neither tower trains, so that the encoder runs without gradients.
-    """
-    locvtp = model.locvtp
-    locvtp.requires_grad_(False)
-    model.grounding_head.requires_grad_(True)
-    for modules, trains in (
-        ((locvtp.text_model, locvtp.text_projection), train_text_encoder),
-        ((locvtp.vision_model, locvtp.visual_projection), train_clip_encoder),
-    ):
-        for module in modules:
-            module.requires_grad_(trains)
-    model.config.grounding_freeze_encoder = not (train_text_encoder or train_clip_encoder)
-    model.train(model.training)
 
 
 class _GroundingQueries(torch.utils.data.Dataset):
@@ -229,7 +149,7 @@ class GroundingFeatureDataset(_GroundingQueries):
     Args:
         queries (`datasets.Dataset`): Queries of the `GROUNDING_FEATURES` schema.
         clip_features (`Mapping[str, torch.Tensor]`): `video_id -> [num_clips, D]` features of every video of the
-            queries (e.g. from [`compute_clip_features`] or [`clip_features_for_queries`]).
+            queries (e.g. from [`~encoding.encode_clip_features`] or [`clip_features_for_queries`]).
         processor ([`LocVTPProcessor`]): Tokenizes the queries.
         training (`bool`, *optional*, defaults to `False`): One item per `(query, moment)` with its target moment;
             else one item per query, in order.
@@ -261,7 +181,7 @@ class GroundingVideoDataset(_GroundingQueries):
         queries (`datasets.Dataset`): Queries of the `GROUNDING_FEATURES` schema.
         videos (`Mapping[str, Any]`): `video_id -> video` (a file path, or what `load_video` takes).
         processor ([`LocVTPProcessor`]): Cuts the videos and tokenizes the queries.
-        load_video (`Callable`, *optional*), video_fps (`float`, *optional*): See [`WholeVideoClipsDataset`].
+        load_video (`Callable`, *optional*), video_fps (`float`, *optional*): See [`~encoding.WholeVideoClipsDataset`].
         training (`bool`, *optional*, defaults to `False`): As in [`GroundingFeatureDataset`]; training also samples
             frames at random offsets inside each clip's segment.
     """
@@ -313,6 +233,26 @@ class GroundingCollator:
         return batch
 
 
+def grounding_dataloader(
+    dataset: torch.utils.data.Dataset, batch_size: int, seed: int = 0, num_workers: int = 0
+) -> torch.utils.data.DataLoader:
+    """Training batches of `dataset` (a [`GroundingFeatureDataset`] or [`GroundingVideoDataset`]), reshuffled every
+    epoch from `seed` and padded by [`GroundingCollator`]."""
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(seed),
+        collate_fn=GroundingCollator(),
+        num_workers=num_workers,
+    )
+
+
+def grounding_loss(model, batch: dict, step: TrainingStep) -> dict:
+    """The loss function of [`~training.train`] for grounding: the head's scaled-IoU loss of the batch."""
+    return {"loss": model(**batch).loss}
+
+
 def train_grounding_model(
     model,
     dataset: torch.utils.data.Dataset,
@@ -330,11 +270,12 @@ def train_grounding_model(
     max_consecutive_nonfinite_steps: int = 10,
 ) -> list[float]:
     """
-    Train `model` on `dataset` for `max_steps` optimizer steps (AdamW with weight decay on linear and convolution
-    weights, linear warm-up then cosine decay), reshuffling every epoch. Only the parameters that require gradients
-    train: freeze the encoder before (`model.locvtp.requires_grad_(False)` and `config.grounding_freeze_encoder`) to
-    train the head alone. The model is trained in place. A step whose loss is NaN or infinite (on any process) is
-    skipped: no weight update, a warning naming the step (see [`~training_utils.NonFiniteLossGuard`]).
+    Train `model` on `dataset` for `max_steps` optimizer steps with the training loop of [`~training.train`] (AdamW
+    with weight decay on linear and convolution weights, linear warm-up then cosine decay), reshuffling every epoch;
+    without checkpoints (`examples/finetune_grounding.py` calls the loop itself for those). Only the parameters that
+    require gradients train: `model.freeze_towers(vision=True, text=True)` before trains the head alone. The model is
+    trained in place. A step whose loss is NaN or infinite (on any process) is skipped: no weight update, a warning
+    naming the step (see [`~training.NonFiniteLossGuard`]).
 
     Args:
         model ([`LocVTPForTemporalGrounding`]): The model.
@@ -345,7 +286,7 @@ def train_grounding_model(
         weight_decay (`float`): AdamW weight decay of linear and convolution weights.
         warmup_steps (`int`): Linear warm-up steps before the cosine decay.
         max_grad_norm (`float`): Gradient clipping norm; 0 disables clipping.
-        seed (`int`): Seed of the data order.
+        seed (`int`): Seed of the data order and of each step's random draws.
         num_workers (`int`): DataLoader workers (useful for raw videos).
         logging_steps (`int`): Log the loss every this many steps.
         accelerator (`Accelerator`, *optional*): Device placement and several processes; by default a new one on the
@@ -365,51 +306,21 @@ def train_grounding_model(
         )
     if not any(parameter.requires_grad for parameter in model.parameters()):
         raise ValueError("The model has no trainable parameter.")
-    generator = torch.Generator().manual_seed(seed)
-    dataloader = torch.utils.data.DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=True,
-        generator=generator,
-        collate_fn=GroundingCollator(),
+    args = TrainingArguments(
+        max_steps=max_steps,
+        per_device_batch_size=batch_size,
+        learning_rate=learning_rate,
+        weight_decay=weight_decay,
+        warmup_steps=warmup_steps,
+        max_grad_norm=max_grad_norm,
+        seed=seed,
         num_workers=num_workers,
+        logging_steps=logging_steps,
+        max_consecutive_nonfinite_steps=max_consecutive_nonfinite_steps,
+        checkpointing_steps=0,
     )
-    optimizer = adamw_optimizer(model, learning_rate, weight_decay)
-    # the prepared scheduler steps once per process at every optimizer step: count its steps that way
-    scheduler = get_cosine_schedule_with_warmup(
-        optimizer, warmup_steps * accelerator.num_processes, max_steps * accelerator.num_processes
-    )
-    prepared_model, optimizer, dataloader, scheduler = accelerator.prepare(model, optimizer, dataloader, scheduler)
-
-    losses, epoch = [], 0
-    nonfinite_guard = NonFiniteLossGuard(accelerator, max_consecutive_nonfinite_steps)
-    bar = tqdm(total=max_steps, desc="training", disable=not (progress and accelerator.is_local_main_process))
-    prepared_model.train()
-    while len(losses) < max_steps:
-        if hasattr(dataloader, "set_epoch"):
-            dataloader.set_epoch(epoch)
-        for batch in dataloader:
-            loss = prepared_model(**batch).loss
-            accelerator.backward(loss)
-            nonfinite_guard.observe(loss)
-            if nonfinite_guard.should_step(len(losses) + 1):
-                if max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(prepared_model.parameters(), max_grad_norm)
-                optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
-            losses.append(loss.item())
-            bar.update(1)
-            if len(losses) % logging_steps == 0 or len(losses) == max_steps:
-                recent = losses[-logging_steps:]
-                mean_loss = sum(recent) / len(recent)
-                logger.info(f"step {len(losses)}: loss {mean_loss:.4f}, lr {scheduler.get_last_lr()[0]:.3g}")
-            if len(losses) == max_steps:
-                break
-        epoch += 1
-    bar.close()
-    accelerator.wait_for_everyone()
-    return losses
+    dataloader = grounding_dataloader(dataset, batch_size, seed, num_workers)
+    return train(accelerator, model, dataloader, grounding_loss, args, progress=progress).losses
 
 
 @dataclass

@@ -26,9 +26,10 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from .moment_geometry import temporal_iou
+
 
 IOU_COMPARISONS = (">=", ">")
-IOU_UNIONS = ("hull", "sum")
 # R@{1,5} at IoU {0.3, 0.5, 0.7}: the Charades-STA / ActivityNet Captions / TACoS tables (2D-TAN and LocVTP).
 RECALL_AT = (1, 5)
 RECALL_IOU_THRESHOLDS = (0.3, 0.5, 0.7)
@@ -41,42 +42,6 @@ QVHIGHLIGHTS_LENGTH_RANGES = {"short": (0.0, 10.0), "middle": (10.0, 30.0), "lon
 # Moment-DETR's highlight levels: a clip is relevant for an annotator who scored it at least this (scores are 0-4).
 HIGHLIGHT_SALIENCY_THRESHOLDS = {"Fair": 2, "Good": 3, "VeryGood": 4}
 QVHIGHLIGHTS_CLIP_SECONDS = 2.0
-
-
-def temporal_iou(moments: torch.Tensor, others: torch.Tensor, union: str = "hull") -> torch.Tensor:
-    """
-    Pairwise temporal IoU.
-
-    The intersection is `min(ends) - max(starts)`, clipped at 0. The union has two formulas, equal in exact arithmetic
-    whenever the moments overlap but rounded differently in floating point, which decides IoUs that sit exactly on a
-    threshold (an IoU of 7/10 can come out as 0.7, 0.7000000000000001 or 0.6999999999999998). Each caller uses the
-    one of the code it reproduces:
-
-    - `"hull"`: `max(ends) - min(starts)`, as 2D-TAN's `iou` (its R@k, mIoU and training targets) and Moment-DETR's
-      R1 (`compute_temporal_iou_batch_paired`).
-    - `"sum"`: `length + other_length - intersection`, as 2D-TAN's `nms` and Moment-DETR's mAP
-      (`compute_temporal_iou_batch_cross`).
-
-    Args:
-        moments (`[..., M, 2]`): `(start, end)` moments.
-        others (`[..., K, 2]`): `(start, end)` moments, in the same unit.
-        union (`str`, *optional*, defaults to `"hull"`): `"hull"` or `"sum"`, see above.
-
-    Returns:
-        `[..., M, K]` IoU of every moment with every other moment, in the dtype of the inputs; 0 where the union is
-        empty.
-    """
-    starts, ends = moments[..., :, None, 0], moments[..., :, None, 1]
-    other_starts, other_ends = others[..., None, :, 0], others[..., None, :, 1]
-    intersection = (torch.minimum(ends, other_ends) - torch.maximum(starts, other_starts)).clamp(min=0)
-    if union == "hull":
-        union_length = torch.maximum(ends, other_ends) - torch.minimum(starts, other_starts)
-    elif union == "sum":
-        union_length = (ends - starts).clamp(min=0) + (other_ends - other_starts).clamp(min=0) - intersection
-    else:
-        raise ValueError(f"`union` must be one of {IOU_UNIONS}, got {union!r}.")
-    safe_union = union_length.clamp(min=torch.finfo(union_length.dtype).tiny)
-    return torch.where(union_length > 0, intersection / safe_union, 0.0)
 
 
 def as_ranked_moments(prediction, where: str = "prediction") -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -2,8 +2,7 @@
 
 import torch
 
-from .grounding_metrics import temporal_iou
-from .modeling_locvtp import candidate_moment_times
+from .moment_geometry import candidate_moment_times, temporal_iou
 
 
 def temporal_nms(
@@ -15,7 +14,7 @@ def temporal_nms(
 
     The IoUs are computed as 2D-TAN's `nms` does: in float64 whatever the dtype of `moments` (float32 rounding would
     put overlaps of exactly `iou_threshold`, common on a grid of candidate moments, on either side of it), with the
-    `"sum"` union of [`~grounding_metrics.temporal_iou`].
+    `"sum"` union of [`~moment_geometry.temporal_iou`].
 
     Args:
         moments (`torch.Tensor` of shape `[M, 2]`): `(start, end)` of each moment.

@@ -1,5 +1,6 @@
 """The LocVTP losses: coarse video-sentence alignment, fine-grained clip-word alignment with correspondence discovery,
-and the temporal-aware contrastive loss of the context projection head.
+and the temporal-aware contrastive loss of the context projection head; and the fine-tuning losses of retrieval
+and temporal grounding.
 
 Every contrastive term runs over the *global* batch: the embeddings of all processes are gathered with gradients and
 each process scores its own rows against every column, as open_clip's `ClipLoss(local_loss=True,
@@ -17,6 +18,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .configuration_locvtp import FINE_NEGATIVES
+from .moment_geometry import temporal_iou
 
 
 def _world_size() -> int:
@@ -534,3 +536,28 @@ def retrieval_contrastive_loss(
         all_text, video_embeds, fusion_weight, all_words, all_word_mask, clip_embeds
     ).T
     return symmetric_infonce(logits_per_video, logits_per_text, offset)
+
+
+def temporal_grounding_loss(
+    logits: torch.Tensor,
+    candidate_moments: torch.Tensor,
+    target_moments: torch.Tensor,
+    iou_min: float,
+    iou_max: float,
+) -> torch.Tensor:
+    """
+    2D-TAN's loss: binary cross-entropy of every candidate moment's score against its (hull) IoU with the target
+    moment, the IoU scaled from `[iou_min, iou_max]` to `[0, 1]` (clamped), averaged over the candidates of the batch.
+
+    Args:
+        logits (`[B, K]`): the score logit of each of the `K` candidate moments of each query.
+        candidate_moments (`[B, K, 2]`): their `(start, end)`.
+        target_moments (`[B, 2]`): the ground-truth `(start, end)` of each query, in the same unit.
+        iou_min, iou_max (`float`): IoUs at or below `iou_min` are a target of 0, at or above `iou_max` of 1.
+
+    Returns:
+        `torch.Tensor` of shape `()`.
+    """
+    iou = temporal_iou(candidate_moments, target_moments[:, None, :])[..., 0]
+    scaled_iou = ((iou - iou_min) / (iou_max - iou_min)).clamp(0, 1)
+    return F.binary_cross_entropy_with_logits(logits, scaled_iou.to(logits.dtype))

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jinja2
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
@@ -121,7 +120,8 @@ print(inputs["clip_spans"][0], clip_scores)''',
             "This is a LocVTP text-video retrieval model (`LocVTPForRetrieval`). It scores every text against every "
             "video by the similarity of their embeddings (optionally fused with a clip-word score), so it ranks "
             "videos for a text query and texts for a video (zero-shot video classification); "
-            "`model.build_index(...)` makes a searchable index of a video collection."
+            "`locvtp_hf.build_video_index(model, processor, videos)` makes a searchable index of a video "
+            "collection."
         ),
         usage='''\
 import torch
@@ -300,6 +300,8 @@ def create_model_card(
     Returns:
         `huggingface_hub.ModelCard`: `card.data` holds the metadata, `str(card)` the whole `README.md`.
     """
+    import jinja2
+
     check_locvtp_model(model)
     config = model.config
     card_info = class_card(type(model))

@@ -1,5 +1,6 @@
-"""PyTorch LocVTP model: a clip encoder and a text encoder projected to a joint space, trained with LocVTP's coarse,
-fine-grained and temporal-aware contrastive losses."""
+"""PyTorch LocVTP: a clip encoder and a text encoder projected to a joint space (`LocVTPModel`), pre-trained with
+LocVTP's coarse, fine-grained and temporal-aware contrastive losses (`LocVTPForPreTraining`), and its retrieval and
+temporal grounding heads."""
 
 import contextlib
 import copy
@@ -7,20 +8,24 @@ import inspect
 import math
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoConfig, AutoModel, CLIPModel, PreTrainedModel
+from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.auto.modeling_auto import MODEL_MAPPING
 from transformers.utils import ModelOutput, can_return_tuple, logging
 
 from .configuration_locvtp import LocVTPConfig
-from .grounding_metrics import temporal_iou
-from .loss import LocVTPLoss, retrieval_contrastive_loss, retrieval_similarity
+from .loss import LocVTPLoss, retrieval_contrastive_loss, retrieval_similarity, temporal_grounding_loss
+from .moment_geometry import candidate_diagonals, candidate_moment_times, pool_clips_to_positions
+
+
+if TYPE_CHECKING:
+    from transformers import CLIPModel
 
 
 logger = logging.get_logger(__name__)
@@ -70,10 +75,50 @@ class LocVTPOutput(ModelOutput):
     r"""
     Output of [`LocVTPModel`].
 
-    loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `return_loss=True`):
+    logits_per_video (`torch.FloatTensor` of shape `(video_batch_size, text_batch_size)`):
+        `exp(alpha) * <z_i, s_j>`: the scaled similarity of every video to every text of this batch.
+    logits_per_text (`torch.FloatTensor` of shape `(text_batch_size, video_batch_size)`):
+        The transpose of `logits_per_video`.
+    video_embeds (`torch.FloatTensor` of shape `(video_batch_size, projection_dim)`):
+        L2-normalised video embeddings `z`.
+    clip_embeds (`torch.FloatTensor` of shape `(video_batch_size, num_clips, projection_dim)`):
+        L2-normalised clip embeddings `v`.
+    text_embeds (`torch.FloatTensor` of shape `(text_batch_size, projection_dim)`):
+        L2-normalised sentence embeddings `s`.
+    word_embeds (`torch.FloatTensor` of shape `(text_batch_size, sequence_length, projection_dim)`):
+        L2-normalised word embeddings `w` (zero where `word_mask` is False).
+    word_mask (`torch.BoolTensor` of shape `(text_batch_size, sequence_length)`):
+        True for real words (special tokens and padding are False).
+    clip_spans (`torch.FloatTensor` of shape `(batch_size, num_clips, 2)`, *optional*):
+        Each clip's `(start, end)` in seconds, passed through from the processor.
+    vision_model_output, text_model_output:
+        The outputs of [`LocVTPModel.get_video_features`] and [`LocVTPModel.get_text_features`].
+    """
+
+    logits_per_video: torch.FloatTensor | None = None
+    logits_per_text: torch.FloatTensor | None = None
+    video_embeds: torch.FloatTensor | None = None
+    clip_embeds: torch.FloatTensor | None = None
+    text_embeds: torch.FloatTensor | None = None
+    word_embeds: torch.FloatTensor | None = None
+    word_mask: torch.BoolTensor | None = None
+    clip_spans: torch.FloatTensor | None = None
+    vision_model_output: LocVTPVideoModelOutput | None = None
+    text_model_output: LocVTPTextModelOutput | None = None
+
+    def to_tuple(self) -> tuple[Any]:
+        return tuple(v.to_tuple() if isinstance(v, ModelOutput) else v for v in self.values())
+
+
+@dataclass
+class LocVTPForPreTrainingOutput(ModelOutput):
+    r"""
+    Output of [`LocVTPForPreTraining`]: the losses, and the outputs of [`LocVTPModel`] they were computed from.
+
+    loss (`torch.FloatTensor` of shape `()`):
         `coarse_loss_weight * loss_coarse + fine_loss_weight * loss_fine + temporal_loss_weight * loss_temporal`.
     loss_coarse, loss_fine, loss_temporal (`torch.FloatTensor` of shape `()`, *optional*):
-        Each term of the loss; `None` when its weight is 0 (it is then not computed) or when `return_loss` is False.
+        Each term of the loss; `None` when its weight is 0 (it is then not computed).
     logits_per_video (`torch.FloatTensor` of shape `(video_batch_size, text_batch_size)`):
         `exp(alpha) * <z_i, s_j>`: the scaled similarity of every video to every text of this batch.
     logits_per_text (`torch.FloatTensor` of shape `(text_batch_size, video_batch_size)`):
@@ -113,6 +158,92 @@ class LocVTPOutput(ModelOutput):
         return tuple(v.to_tuple() if isinstance(v, ModelOutput) else v for v in self.values())
 
 
+@dataclass
+class LocVTPRetrievalOutput(ModelOutput):
+    r"""
+    Output of [`LocVTPForRetrieval`].
+
+    loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `return_loss=True`):
+        Symmetric InfoNCE of the paired texts and videos over the global batch (all processes) on the scaled score.
+    logits_per_text (`torch.FloatTensor` of shape `(text_batch_size, video_batch_size)`):
+        `exp(alpha) * score(text_i, video_j)`, where the score is `(1 - w) * <s, z> + w * fine` with
+        `w = config.retrieval_fusion_weight` (see [`LocVTPForRetrieval.similarity`]).
+    logits_per_video (`torch.FloatTensor` of shape `(video_batch_size, text_batch_size)`):
+        The transpose of `logits_per_text`.
+    text_embeds (`torch.FloatTensor` of shape `(text_batch_size, projection_dim)`):
+        L2-normalised sentence embeddings `s`.
+    video_embeds (`torch.FloatTensor` of shape `(video_batch_size, projection_dim)`):
+        L2-normalised video embeddings `z`.
+    clip_embeds (`torch.FloatTensor` of shape `(video_batch_size, num_clips, projection_dim)`):
+        L2-normalised clip embeddings `v`.
+    word_embeds (`torch.FloatTensor` of shape `(text_batch_size, sequence_length, projection_dim)`):
+        L2-normalised word embeddings `w` (zero where `word_mask` is False).
+    word_mask (`torch.BoolTensor` of shape `(text_batch_size, sequence_length)`):
+        True for real words.
+    vision_model_output, text_model_output:
+        The outputs of [`LocVTPModel.get_video_features`] and [`LocVTPModel.get_text_features`].
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits_per_text: torch.FloatTensor | None = None
+    logits_per_video: torch.FloatTensor | None = None
+    text_embeds: torch.FloatTensor | None = None
+    video_embeds: torch.FloatTensor | None = None
+    clip_embeds: torch.FloatTensor | None = None
+    word_embeds: torch.FloatTensor | None = None
+    word_mask: torch.BoolTensor | None = None
+    vision_model_output: LocVTPVideoModelOutput | None = None
+    text_model_output: LocVTPTextModelOutput | None = None
+
+    def to_tuple(self) -> tuple[Any]:
+        return tuple(v.to_tuple() if isinstance(v, ModelOutput) else v for v in self.values())
+
+
+@dataclass
+class LocVTPTemporalGroundingOutput(ModelOutput):
+    r"""
+    Output of [`LocVTPForTemporalGrounding`]. `N` is `config.grounding_num_positions`; the candidate moment `(i, j)`
+    covers positions `i` to `j` of the video cut into `N` equal positions, i.e. from `i / N` to `(j + 1) / N` of its
+    duration.
+
+    loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `target_moments` is given):
+        Binary cross-entropy of every candidate moment's score against its IoU with the target moment, scaled from
+        `[grounding_iou_min, grounding_iou_max]` to `[0, 1]`, averaged over the candidates of the batch.
+    logits (`torch.FloatTensor` of shape `(batch_size, N, N)`):
+        Score logit of every candidate moment; `-inf` in the cells that are not candidates (`j < i`, and the cells
+        that the sparse layout leaves out), see `moment_mask`.
+    scores (`torch.FloatTensor` of shape `(batch_size, N, N)`):
+        `sigmoid(logits)`: the predicted scaled IoU of every candidate; 0 where `moment_mask` is False.
+    moment_mask (`torch.BoolTensor` of shape `(N, N)`):
+        True for the cells that are candidate moments.
+    candidate_moments (`torch.FloatTensor` of shape `(batch_size, N, N, 2)`, *optional*, returned when
+    `video_durations` is given):
+        `(start, end)` in seconds of the moment of every cell.
+    video_durations (`torch.FloatTensor` of shape `(batch_size,)`, *optional*):
+        The durations in seconds the model was given, so that post-processing needs nothing else.
+    video_features (`torch.FloatTensor` of shape `(batch_size, num_clips, projection_dim)`):
+        The clip features the head consumed: computed by [`~LocVTPForTemporalGrounding.get_clip_features`] from
+        `pixel_values_videos`, or the `video_features` that were given. Zero at padded clips.
+    video_mask (`torch.BoolTensor` of shape `(batch_size, num_clips)`):
+        True for real clips, False for padding.
+    text_embeds (`torch.FloatTensor` of shape `(batch_size, projection_dim)`):
+        The L2-normalised sentence embeddings `s` of the queries.
+    clip_spans (`torch.FloatTensor` of shape `(batch_size, num_clips, 2)`, *optional*):
+        Each clip's `(start, end)` in seconds, passed through from the processor.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    scores: torch.FloatTensor | None = None
+    moment_mask: torch.BoolTensor | None = None
+    candidate_moments: torch.FloatTensor | None = None
+    video_durations: torch.FloatTensor | None = None
+    video_features: torch.FloatTensor | None = None
+    video_mask: torch.BoolTensor | None = None
+    text_embeds: torch.FloatTensor | None = None
+    clip_spans: torch.FloatTensor | None = None
+
+
 class LocVTPContextProjectionHead(nn.Module):
     """
     `g(x, delta) = normalize(MLP([x ; e(delta)]))`: warps the embedding of a context clip to the position of a
@@ -143,6 +274,90 @@ class LocVTPContextProjectionHead(nn.Module):
         return F.normalize(self.mlp(features), dim=-1)
 
 
+class LocVTPMaskedConv2d(nn.Conv2d):
+    """A zero-padded ("same") 2D convolution over the temporal map and a ReLU; non-candidate cells are zeroed."""
+
+    def __init__(self, channels: int, kernel_size: int):
+        super().__init__(channels, channels, kernel_size, padding=kernel_size // 2)
+
+    def forward(self, hidden_states: torch.Tensor, moment_mask: torch.Tensor) -> torch.Tensor:
+        return F.relu(super().forward(hidden_states)) * moment_mask
+
+
+class LocVTPTemporalGroundingHead(nn.Module):
+    """
+    The 2D temporal adjacent network (2D-TAN) head over LocVTP features: clip features pooled to `N` positions, a 2D
+    map whose cell `(i, j)` is the max over positions `i..j` (only at candidate cells), fused with the sentence
+    embedding by a Hadamard product and L2 normalisation, masked 2D convolutions, and one score logit per cell.
+    """
+
+    def __init__(self, config: LocVTPConfig):
+        super().__init__()
+        hidden_size = config.grounding_hidden_size
+        self.num_positions = config.grounding_num_positions
+        self.diagonals = candidate_diagonals(config.grounding_num_positions, config.grounding_pooling_counts)
+        self.clip_projection = nn.Linear(config.projection_dim, hidden_size)
+        self.text_projection = nn.Linear(config.projection_dim, hidden_size)
+        self.map_projection = nn.Conv2d(hidden_size, hidden_size, kernel_size=1)
+        self.map_convs = nn.ModuleList(
+            LocVTPMaskedConv2d(hidden_size, config.grounding_conv_kernel_size)
+            for _ in range(config.grounding_num_conv_layers)
+        )
+        self.score = nn.Conv2d(hidden_size, 1, kernel_size=1)
+
+    def moment_mask(self, device: torch.device | None = None) -> torch.Tensor:
+        """`[N, N]` bool: True for the cells that are candidate moments."""
+        mask = torch.eye(self.num_positions, dtype=torch.bool, device=device)
+        for offset, stride in self.diagonals:
+            starts = torch.arange(0, self.num_positions - offset, stride, device=device)
+            mask[starts, starts + offset] = True
+        return mask
+
+    def span_max_map(self, position_features: torch.Tensor) -> torch.Tensor:
+        """
+        `[B, C, N]` -> `[B, C, N, N]`: cell `(i, j)` is the max over positions `i..j` at candidate cells, else 0.
+        Each diagonal is pooled from the previous one (a max of 2 neighbours, or of 3 with stride 2 where the stride
+        doubles), so the map costs one max per candidate cell.
+        """
+        batch_size, channels, num_positions = position_features.shape
+        span_map = position_features.new_zeros(batch_size, channels, num_positions, num_positions)
+        positions = torch.arange(num_positions, device=position_features.device)
+        span_map[:, :, positions, positions] = position_features
+        pooled, previous_stride = position_features, 1
+        for offset, stride in self.diagonals:
+            if stride == previous_stride:
+                pooled = torch.maximum(pooled[..., :-1], pooled[..., 1:])
+            else:
+                pooled = F.max_pool1d(pooled, kernel_size=3, stride=2)
+            previous_stride = stride
+            starts = torch.arange(0, num_positions - offset, stride, device=position_features.device)
+            span_map[:, :, starts, starts + offset] = pooled[..., : len(starts)]
+        return span_map
+
+    def forward(
+        self, video_features: torch.Tensor, video_mask: torch.Tensor, text_embeds: torch.Tensor
+    ) -> torch.Tensor:
+        """
+        Args:
+            video_features (`[B, num_clips, projection_dim]`): clip features.
+            video_mask (`[B, num_clips]`, bool): True for real clips.
+            text_embeds (`[B, projection_dim]`): sentence embeddings.
+
+        Returns:
+            `[B, N, N]` score logits, `-inf` where the cell is not a candidate.
+        """
+        clip_hidden = F.relu(self.clip_projection(video_features))
+        position_hidden = pool_clips_to_positions(clip_hidden, video_mask, self.num_positions)
+        span_map = self.map_projection(self.span_max_map(position_hidden.transpose(1, 2)))
+        moment_mask = self.moment_mask(video_features.device)
+        text_hidden = self.text_projection(text_embeds)[:, :, None, None]
+        hidden_states = F.normalize(text_hidden * span_map, dim=1) * moment_mask
+        for conv in self.map_convs:
+            hidden_states = conv(hidden_states, moment_mask)
+        logits = self.score(hidden_states).squeeze(1)
+        return logits.masked_fill(~moment_mask, float("-inf"))
+
+
 def _tower_from_config(config, **kwargs) -> PreTrainedModel:
     """The base model of `config`'s type, without the pooling layer that LocVTP does not use (BERT, ViT)."""
     return AutoModel.from_config(config, **_no_pooler_kwargs(config), **kwargs)
@@ -166,6 +381,30 @@ def _word_mask(attention_mask: torch.Tensor, special_tokens_mask: torch.Tensor |
     return mask & (positions[None, :] > 0) & (positions[None, :] != last)
 
 
+def _pretrained_tower(name_or_path: str, sub_config: str, **kwargs) -> PreTrainedModel:
+    """Loads a pretrained base model; for a two-tower checkpoint (e.g. CLIP) the tower named by `sub_config`."""
+    config = kwargs.pop("config", None) or AutoConfig.from_pretrained(
+        name_or_path, **{key: kwargs[key] for key in ("revision", "token", "cache_dir") if key in kwargs}
+    )
+    if sub_config in getattr(config, "sub_configs", {}):
+        config = getattr(config, sub_config)
+    model_class = MODEL_MAPPING[type(config)]
+    return model_class.from_pretrained(name_or_path, config=config, **_no_pooler_kwargs(config), **kwargs)
+
+
+def _check_mask(name: str, mask: torch.Tensor | None, shape: torch.Size, device: torch.device) -> torch.Tensor:
+    """A padding mask as bool of `shape`, with at least one real clip per video; all True when not given."""
+    if mask is None:
+        return torch.ones(shape, dtype=torch.bool, device=device)
+    if tuple(mask.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)} (batch, clips), got {tuple(mask.shape)}.")
+    mask = mask.bool()
+    empty = (~mask.any(dim=1)).nonzero().flatten().tolist()
+    if empty:
+        raise ValueError(f"{name} marks no clip of video(s) {empty} of the batch as real: each video needs one.")
+    return mask
+
+
 class LocVTPPreTrainedModel(PreTrainedModel):
     config: LocVTPConfig
     config_class = LocVTPConfig
@@ -186,6 +425,126 @@ class LocVTPPreTrainedModel(PreTrainedModel):
         if isinstance(module, LocVTPModel):
             init.constant_(module.logit_scale, self.config.logit_scale_init_value)
 
+    @classmethod
+    def from_vision_text_pretrained(
+        cls,
+        vision_model_name_or_path: str,
+        text_model_name_or_path: str,
+        **kwargs,
+    ) -> "LocVTPPreTrainedModel":
+        r"""
+        Builds a [`LocVTPModel`] or a [`LocVTPForPreTraining`] (the classes that take ready towers) from a pretrained
+        clip encoder and a pretrained text encoder (Hub ids or local folders); the projections, the logit scale and
+        the context projection head of [`LocVTPForPreTraining`] are new.
+
+        Args:
+            vision_model_name_or_path (`str`):
+                A video backbone (e.g. `facebook/timesformer-base-finetuned-k400`, `MCG-NJU/videomae-base`) or an
+                image backbone (e.g. `google/vit-base-patch16-224-in21k`, `openai/clip-vit-base-patch16`, whose vision
+                tower is used).
+            text_model_name_or_path (`str`):
+                A BERT-like encoder (e.g. `google-bert/bert-base-uncased`).
+            kwargs:
+                `vision_*` / `text_*` arguments go to the `from_pretrained` of that tower (e.g. `vision_revision`,
+                `text_dtype`); the others are [`LocVTPConfig`] fields (e.g. `projection_dim=256`). For a video
+                backbone `frames_per_clip` defaults to the backbone's `num_frames`.
+
+        Example:
+
+        ```python
+        >>> model = LocVTPModel.from_vision_text_pretrained(  # doctest: +SKIP
+        ...     "facebook/timesformer-base-finetuned-k400", "google-bert/bert-base-uncased", projection_dim=256
+        ... )
+        ```
+        """
+        vision_kwargs = {key[len("vision_") :]: kwargs.pop(key) for key in list(kwargs) if key.startswith("vision_")}
+        text_kwargs = {key[len("text_") :]: kwargs.pop(key) for key in list(kwargs) if key.startswith("text_")}
+        vision_model = _pretrained_tower(vision_model_name_or_path, sub_config="vision_config", **vision_kwargs)
+        text_model = _pretrained_tower(text_model_name_or_path, sub_config="text_config", **text_kwargs)
+        if hasattr(vision_model.config, "num_frames"):
+            kwargs.setdefault("frames_per_clip", vision_model.config.num_frames)
+        config = LocVTPConfig(vision_config=vision_model.config, text_config=text_model.config, **kwargs)
+        model = cls(config, vision_model=vision_model, text_model=text_model)
+        logger.warning(
+            f"The projections and the logit scale of {cls.__name__} (and its context projection head, if any) are "
+            "newly initialized: pre-train the model before using its embeddings."
+        )
+        return model
+
+    @classmethod
+    def from_clip(cls, clip_model_name_or_path: "str | os.PathLike | CLIPModel", **kwargs) -> "LocVTPPreTrainedModel":
+        r"""
+        Builds a LocVTP model from a CLIP checkpoint: CLIP's vision tower encodes the frames of each clip, CLIP's text
+        tower the sentences, and CLIP's projections and logit scale are copied, so the model is a working zero-shot
+        video-text model before any LocVTP pre-training. A clip embedding is then
+        `normalize(mean over the clip's frames of CLIP's image embedding)` and a sentence embedding is CLIP's text
+        embedding (the end-of-text token state, `sentence_pooling="pooler"`). Any class of LocVTP can be built so;
+        only what it adds to [`LocVTPModel`] is new (the context projection head of [`LocVTPForPreTraining`], used by
+        the temporal loss alone, or a task head).
+
+        Pair it with a [`LocVTPProcessor`] built on CLIP's tokenizer and a [`LocVTPVideoProcessor`] with CLIP's image
+        size and normalisation (`image_mean` / `image_std`).
+
+        Args:
+            clip_model_name_or_path (`str`, `os.PathLike` or `CLIPModel`):
+                A CLIP checkpoint (Hub id, e.g. `openai/clip-vit-base-patch32`, or local folder), or a loaded
+                `CLIPModel`, whose weights are copied (it is left unchanged).
+            kwargs:
+                `clip_*` arguments go to `CLIPModel.from_pretrained` (e.g. `clip_revision`, `clip_dtype`); the others
+                are [`LocVTPConfig`] fields (e.g. `num_clips=8, frames_per_clip=4`). `projection_dim` is CLIP's.
+
+        Example:
+
+        ```python
+        >>> model = LocVTPModel.from_clip(  # doctest: +SKIP
+        ...     "openai/clip-vit-base-patch32", num_clips=8, frames_per_clip=4
+        ... )
+        ```
+        """
+        from transformers import CLIPModel  # only this constructor needs CLIP's modeling code
+
+        clip_kwargs = {key[len("clip_") :]: kwargs.pop(key) for key in list(kwargs) if key.startswith("clip_")}
+        if isinstance(clip_model_name_or_path, (str, os.PathLike)):
+            hub_kwargs = {key: clip_kwargs[key] for key in ("revision", "token", "cache_dir") if key in clip_kwargs}
+            model_type = AutoConfig.from_pretrained(clip_model_name_or_path, **hub_kwargs).model_type
+            if model_type != "clip":
+                raise ValueError(
+                    f"from_clip needs a CLIP checkpoint (model_type 'clip'), but {str(clip_model_name_or_path)!r} is "
+                    f"a {model_type!r} one: use from_vision_text_pretrained for other towers."
+                )
+            clip = CLIPModel.from_pretrained(clip_model_name_or_path, **clip_kwargs)
+        elif isinstance(clip_model_name_or_path, CLIPModel):
+            if clip_kwargs:
+                raise ValueError(f"{sorted(clip_kwargs)} only apply when from_clip loads the CLIP checkpoint itself.")
+            clip = clip_model_name_or_path
+        else:
+            raise TypeError(
+                "from_clip takes a CLIP Hub id, a local folder or a transformers CLIPModel, got "
+                f"{type(clip_model_name_or_path).__name__}."
+            )
+        projection_dim = kwargs.pop("projection_dim", clip.config.projection_dim)
+        if projection_dim != clip.config.projection_dim:
+            raise ValueError(
+                f"projection_dim={projection_dim} but CLIP's projections map to {clip.config.projection_dim} "
+                "dimensions: from_clip keeps CLIP's projections, so leave projection_dim out."
+            )
+        kwargs.setdefault("sentence_pooling", "pooler")
+        kwargs.setdefault("vision_pooling", "pooler")
+        config = LocVTPConfig(
+            vision_config=copy.deepcopy(clip.config.vision_config),
+            text_config=copy.deepcopy(clip.config.text_config),
+            projection_dim=projection_dim,
+            logit_scale_init_value=clip.config.logit_scale_init_value,
+            **kwargs,
+        )
+        model = cls(config)
+        encoder = model.base_model
+        for name in ("vision_model", "text_model", "visual_projection", "text_projection"):
+            getattr(encoder, name).load_state_dict(getattr(clip, name).state_dict())
+        with torch.no_grad():
+            encoder.logit_scale.copy_(clip.logit_scale.reshape(1))
+        return model.to(clip.dtype)
+
 
 class LocVTPModel(LocVTPPreTrainedModel):
     r"""
@@ -193,9 +552,12 @@ class LocVTPModel(LocVTPPreTrainedModel):
 
     Every clip of `pixel_values_videos` (`[B, T, F, C, H, W]`) goes through the clip encoder on its own and is
     projected to `v[b, t]`; the video embedding `z[b]` is the normalised mean of its clips. Texts give a sentence
-    embedding `s[b]` and word embeddings `w[b, n]`. With `return_loss=True` the forward computes the coarse,
-    fine-grained and temporal-aware losses over the global batch (all processes).
+    embedding `s[b]` and word embeddings `w[b, n]`. The forward scores every video against every text, as
+    `CLIPModel` does; [`LocVTPForPreTraining`] adds the pre-training losses.
     """
+
+    # pre-training checkpoints (LocVTPForPreTraining, and LocVTPModel before it existed) hold the context head
+    _keys_to_ignore_on_load_unexpected = [r"(^|\.)context_head\."]
 
     def __init__(
         self,
@@ -223,22 +585,6 @@ class LocVTPModel(LocVTPPreTrainedModel):
         self.text_projection = nn.Linear(config.text_config.hidden_size, config.projection_dim, bias=False)
         # one element rather than a scalar: FSDP2 cannot shard 0-d parameters
         self.logit_scale = nn.Parameter(torch.tensor([config.logit_scale_init_value]))
-        self.context_head = LocVTPContextProjectionHead(config)
-        self.locvtp_loss = LocVTPLoss(
-            coarse_weight=config.coarse_loss_weight,
-            fine_weight=config.fine_loss_weight,
-            temporal_weight=config.temporal_loss_weight,
-            fine_temperature=config.fine_temperature,
-            fine_topk_words=config.fine_topk_words,
-            fine_topk_clips=config.fine_topk_clips,
-            context_window=config.context_window,
-            temporal_sigma=config.temporal_sigma,
-            temporal_temperature=config.temporal_temperature,
-            chunk_size=config.loss_chunk_size,
-            fine_negatives=config.fine_negatives,
-            temporal_cross_modal_weight=config.temporal_cross_modal_weight,
-            temporal_intra_video_weight=config.temporal_intra_video_weight,
-        )
         self.post_init()
 
     def get_logit_scale(self) -> torch.Tensor:
@@ -251,6 +597,14 @@ class LocVTPModel(LocVTPPreTrainedModel):
 
     def set_input_embeddings(self, value: nn.Module) -> None:
         self.text_model.set_input_embeddings(value)
+
+    def freeze_towers(self, vision: bool = False, text: bool = False) -> None:
+        """
+        Fixes the weights of the clip encoder (`vision=True`) and/or of the text encoder (`text=True`); a tower not
+        frozen trains. The projections and the logit scale are left as they are.
+        """
+        self.vision_model.requires_grad_(not vision)
+        self.text_model.requires_grad_(not text)
 
     def _pool_vision_output(self, outputs) -> torch.Tensor:
         mode = self.config.vision_pooling
@@ -450,44 +804,30 @@ class LocVTPModel(LocVTPPreTrainedModel):
         position_ids: torch.LongTensor | None = None,
         special_tokens_mask: torch.Tensor | None = None,
         clip_spans: torch.FloatTensor | None = None,
-        return_loss: bool | None = None,
-        context_offsets: torch.LongTensor | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
     ) -> LocVTPOutput:
         r"""
-        pixel_values_videos (`torch.FloatTensor` of shape `(batch_size, num_clips, frames_per_clip, num_channels,
-        height, width)`):
+        pixel_values_videos (`torch.FloatTensor` of shape `(video_batch_size, num_clips, frames_per_clip,
+        num_channels, height, width)`):
             Clips from [`LocVTPVideoProcessor`].
         input_ids, attention_mask, token_type_ids, position_ids, special_tokens_mask:
-            Text inputs, see [`~LocVTPModel.get_text_features`].
+            Text inputs, see [`~LocVTPModel.get_text_features`]; any number of texts, each scored against every
+            video (`logits_per_video` is `[videos, texts]`), as with `CLIPModel`.
         clip_spans (`torch.FloatTensor` of shape `(batch_size, num_clips, 2)`, *optional*):
             Each clip's time span in seconds, from the processor; returned unchanged in the output.
-        return_loss (`bool`, *optional*):
-            Compute the LocVTP losses over the global batch; video `i` is paired with text `i`, so both batches must
-            have the same size. Without it, any number of videos and texts is scored against each other
-            (`logits_per_video` is `[videos, texts]`), as with `CLIPModel`.
-        context_offsets (`torch.LongTensor` of shape `(batch_size, num_clips)`, *optional*):
-            The offset `delta` of the context clip for each reference clip in the temporal loss; drawn at random when
-            not given.
 
         Example:
 
         ```python
         >>> inputs = processor(videos=["a.mp4", "b.mp4"], text=["a man opens a door", "a dog runs"],  # doctest: +SKIP
-        ...                    spans=[(3.0, 9.5), None], return_tensors="pt")
-        >>> outputs = model(**inputs, return_loss=True)  # doctest: +SKIP
-        >>> outputs.loss, outputs.clip_embeds.shape  # doctest: +SKIP
+        ...                    return_tensors="pt")
+        >>> outputs = model(**inputs)  # doctest: +SKIP
+        >>> outputs.logits_per_video.shape, outputs.clip_embeds.shape  # doctest: +SKIP
         ```
         """
         if pixel_values_videos is None or input_ids is None:
             raise ValueError("LocVTPModel needs both pixel_values_videos and input_ids.")
-        if return_loss and pixel_values_videos.shape[0] != input_ids.shape[0]:
-            raise ValueError(
-                f"Got {pixel_values_videos.shape[0]} videos and {input_ids.shape[0]} texts: return_loss=True pairs "
-                "video i with text i, so give one text per video (without return_loss, any numbers are scored "
-                "against each other)."
-            )
         video_outputs = self.get_video_features(
             pixel_values_videos, output_attentions=output_attentions, output_hidden_states=output_hidden_states
         )
@@ -501,31 +841,8 @@ class LocVTPModel(LocVTPPreTrainedModel):
             output_hidden_states=output_hidden_states,
         )
         video_embeds, text_embeds = video_outputs.pooler_output, text_outputs.pooler_output
-        logit_scale = self.get_logit_scale()
-        logits_per_video = logit_scale * video_embeds @ text_embeds.T
-
-        losses = None
-        if return_loss:
-            discovery_mask = None
-            if self.config.discovery_excluded_token_ids:
-                excluded = torch.tensor(self.config.discovery_excluded_token_ids, device=input_ids.device)
-                discovery_mask = text_outputs.word_mask & ~torch.isin(input_ids, excluded)
-            losses = self.locvtp_loss(
-                clip_embeds=video_outputs.clip_embeds,
-                video_embeds=video_embeds,
-                text_embeds=text_embeds,
-                word_embeds=text_outputs.word_embeds,
-                word_mask=text_outputs.word_mask,
-                logit_scale=logit_scale,
-                context_head=self.context_head,
-                context_offsets=context_offsets,
-                discovery_mask=discovery_mask,
-            )
+        logits_per_video = self.get_logit_scale() * video_embeds @ text_embeds.T
         return LocVTPOutput(
-            loss=losses.loss if losses is not None else None,
-            loss_coarse=losses.coarse if losses is not None else None,
-            loss_fine=losses.fine if losses is not None else None,
-            loss_temporal=losses.temporal if losses is not None else None,
             logits_per_video=logits_per_video,
             logits_per_text=logits_per_video.T,
             video_embeds=video_embeds,
@@ -538,172 +855,140 @@ class LocVTPModel(LocVTPPreTrainedModel):
             text_model_output=text_outputs,
         )
 
-    @classmethod
-    def from_vision_text_pretrained(
-        cls,
-        vision_model_name_or_path: str,
-        text_model_name_or_path: str,
-        **kwargs,
-    ) -> "LocVTPModel":
-        r"""
-        Builds a LocVTP model from a pretrained clip encoder and a pretrained text encoder (Hub ids or local folders);
-        the projections, logit scale and context head are new.
 
-        Args:
-            vision_model_name_or_path (`str`):
-                A video backbone (e.g. `facebook/timesformer-base-finetuned-k400`, `MCG-NJU/videomae-base`) or an
-                image backbone (e.g. `google/vit-base-patch16-224-in21k`, `openai/clip-vit-base-patch16`, whose vision
-                tower is used).
-            text_model_name_or_path (`str`):
-                A BERT-like encoder (e.g. `google-bert/bert-base-uncased`).
-            kwargs:
-                `vision_*` / `text_*` arguments go to the `from_pretrained` of that tower (e.g. `vision_revision`,
-                `text_dtype`); the others are [`LocVTPConfig`] fields (e.g. `projection_dim=256`). For a video
-                backbone `frames_per_clip` defaults to the backbone's `num_frames`.
-
-        Example:
-
-        ```python
-        >>> model = LocVTPModel.from_vision_text_pretrained(  # doctest: +SKIP
-        ...     "facebook/timesformer-base-finetuned-k400", "google-bert/bert-base-uncased", projection_dim=256
-        ... )
-        ```
-        """
-        vision_kwargs = {key[len("vision_") :]: kwargs.pop(key) for key in list(kwargs) if key.startswith("vision_")}
-        text_kwargs = {key[len("text_") :]: kwargs.pop(key) for key in list(kwargs) if key.startswith("text_")}
-        vision_model = _pretrained_tower(vision_model_name_or_path, sub_config="vision_config", **vision_kwargs)
-        text_model = _pretrained_tower(text_model_name_or_path, sub_config="text_config", **text_kwargs)
-        if hasattr(vision_model.config, "num_frames"):
-            kwargs.setdefault("frames_per_clip", vision_model.config.num_frames)
-        config = LocVTPConfig(vision_config=vision_model.config, text_config=text_model.config, **kwargs)
-        model = cls(config, vision_model=vision_model, text_model=text_model)
-        logger.warning(
-            "The projections, the logit scale and the context projection head of LocVTPModel are newly initialized: "
-            "pre-train the model before using its embeddings."
-        )
-        return model
-
-    @classmethod
-    def from_clip(cls, clip_model_name_or_path: str | os.PathLike | CLIPModel, **kwargs) -> "LocVTPModel":
-        r"""
-        Builds a LocVTP model from a CLIP checkpoint: CLIP's vision tower encodes the frames of each clip, CLIP's text
-        tower the sentences, and CLIP's projections and logit scale are copied, so the model is a working zero-shot
-        video-text model before any LocVTP pre-training. A clip embedding is then
-        `normalize(mean over the clip's frames of CLIP's image embedding)` and a sentence embedding is CLIP's text
-        embedding (the end-of-text token state, `sentence_pooling="pooler"`). Only the context projection head is
-        new; it is used by the temporal loss alone.
-
-        Pair it with a [`LocVTPProcessor`] built on CLIP's tokenizer and a [`LocVTPVideoProcessor`] with CLIP's image
-        size and normalisation (`image_mean` / `image_std`).
-
-        Args:
-            clip_model_name_or_path (`str`, `os.PathLike` or `CLIPModel`):
-                A CLIP checkpoint (Hub id, e.g. `openai/clip-vit-base-patch32`, or local folder), or a loaded
-                `CLIPModel`, whose weights are copied (it is left unchanged).
-            kwargs:
-                `clip_*` arguments go to `CLIPModel.from_pretrained` (e.g. `clip_revision`, `clip_dtype`); the others
-                are [`LocVTPConfig`] fields (e.g. `num_clips=8, frames_per_clip=4`). `projection_dim` is CLIP's.
-
-        Example:
-
-        ```python
-        >>> model = LocVTPModel.from_clip(  # doctest: +SKIP
-        ...     "openai/clip-vit-base-patch32", num_clips=8, frames_per_clip=4
-        ... )
-        ```
-        """
-        clip_kwargs = {key[len("clip_") :]: kwargs.pop(key) for key in list(kwargs) if key.startswith("clip_")}
-        if isinstance(clip_model_name_or_path, (str, os.PathLike)):
-            hub_kwargs = {key: clip_kwargs[key] for key in ("revision", "token", "cache_dir") if key in clip_kwargs}
-            model_type = AutoConfig.from_pretrained(clip_model_name_or_path, **hub_kwargs).model_type
-            if model_type != "clip":
-                raise ValueError(
-                    f"from_clip needs a CLIP checkpoint (model_type 'clip'), but {str(clip_model_name_or_path)!r} is "
-                    f"a {model_type!r} one: use from_vision_text_pretrained for other towers."
-                )
-            clip = CLIPModel.from_pretrained(clip_model_name_or_path, **clip_kwargs)
-        elif isinstance(clip_model_name_or_path, CLIPModel):
-            if clip_kwargs:
-                raise ValueError(f"{sorted(clip_kwargs)} only apply when from_clip loads the CLIP checkpoint itself.")
-            clip = clip_model_name_or_path
-        else:
-            raise TypeError(
-                "from_clip takes a CLIP Hub id, a local folder or a transformers CLIPModel, got "
-                f"{type(clip_model_name_or_path).__name__}."
-            )
-        projection_dim = kwargs.pop("projection_dim", clip.config.projection_dim)
-        if projection_dim != clip.config.projection_dim:
-            raise ValueError(
-                f"projection_dim={projection_dim} but CLIP's projections map to {clip.config.projection_dim} "
-                "dimensions: from_clip keeps CLIP's projections, so leave projection_dim out."
-            )
-        kwargs.setdefault("sentence_pooling", "pooler")
-        kwargs.setdefault("vision_pooling", "pooler")
-        config = LocVTPConfig(
-            vision_config=copy.deepcopy(clip.config.vision_config),
-            text_config=copy.deepcopy(clip.config.text_config),
-            projection_dim=projection_dim,
-            logit_scale_init_value=clip.config.logit_scale_init_value,
-            **kwargs,
-        )
-        model = cls(config)
-        for name in ("vision_model", "text_model", "visual_projection", "text_projection"):
-            getattr(model, name).load_state_dict(getattr(clip, name).state_dict())
-        with torch.no_grad():
-            model.logit_scale.copy_(clip.logit_scale.reshape(1))
-        return model.to(clip.dtype)
-
-
-def _pretrained_tower(name_or_path: str, sub_config: str, **kwargs) -> PreTrainedModel:
-    """Loads a pretrained base model; for a two-tower checkpoint (e.g. CLIP) the tower named by `sub_config`."""
-    config = kwargs.pop("config", None) or AutoConfig.from_pretrained(
-        name_or_path, **{key: kwargs[key] for key in ("revision", "token", "cache_dir") if key in kwargs}
-    )
-    if sub_config in getattr(config, "sub_configs", {}):
-        config = getattr(config, sub_config)
-    model_class = MODEL_MAPPING[type(config)]
-    return model_class.from_pretrained(name_or_path, config=config, **_no_pooler_kwargs(config), **kwargs)
-
-
-@dataclass
-class LocVTPRetrievalOutput(ModelOutput):
+class LocVTPForPreTraining(LocVTPPreTrainedModel):
     r"""
-    Output of [`LocVTPForRetrieval`].
+    LocVTP pre-training: a [`LocVTPModel`], the context projection head `g(x, delta)` and the coarse, fine-grained
+    and temporal-aware losses, computed over the global batch (all processes) on paired videos and texts.
 
-    loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `return_loss=True`):
-        Symmetric InfoNCE of the paired texts and videos over the global batch (all processes) on the scaled score.
-    logits_per_text (`torch.FloatTensor` of shape `(text_batch_size, video_batch_size)`):
-        `exp(alpha) * score(text_i, video_j)`, where the score is `(1 - w) * <s, z> + w * fine` with
-        `w = config.retrieval_fusion_weight` (see [`LocVTPForRetrieval.similarity`]).
-    logits_per_video (`torch.FloatTensor` of shape `(video_batch_size, text_batch_size)`):
-        The transpose of `logits_per_text`.
-    text_embeds (`torch.FloatTensor` of shape `(text_batch_size, projection_dim)`):
-        L2-normalised sentence embeddings `s`.
-    video_embeds (`torch.FloatTensor` of shape `(video_batch_size, projection_dim)`):
-        L2-normalised video embeddings `z`.
-    clip_embeds (`torch.FloatTensor` of shape `(video_batch_size, num_clips, projection_dim)`):
-        L2-normalised clip embeddings `v`.
-    word_embeds (`torch.FloatTensor` of shape `(text_batch_size, sequence_length, projection_dim)`):
-        L2-normalised word embeddings `w` (zero where `word_mask` is False).
-    word_mask (`torch.BoolTensor` of shape `(text_batch_size, sequence_length)`):
-        True for real words.
-    vision_model_output, text_model_output:
-        The outputs of [`LocVTPModel.get_video_features`] and [`LocVTPModel.get_text_features`].
+    Its checkpoints load into [`LocVTPModel`], [`LocVTPForRetrieval`] and [`LocVTPForTemporalGrounding`] (the context
+    head is then left out), and it loads the checkpoints of `LocVTPModel` saved before this class existed (keys
+    without the `locvtp.` prefix, with their context head).
     """
 
-    loss: torch.FloatTensor | None = None
-    logits_per_text: torch.FloatTensor | None = None
-    logits_per_video: torch.FloatTensor | None = None
-    text_embeds: torch.FloatTensor | None = None
-    video_embeds: torch.FloatTensor | None = None
-    clip_embeds: torch.FloatTensor | None = None
-    word_embeds: torch.FloatTensor | None = None
-    word_mask: torch.BoolTensor | None = None
-    vision_model_output: LocVTPVideoModelOutput | None = None
-    text_model_output: LocVTPTextModelOutput | None = None
+    def __init__(
+        self,
+        config: LocVTPConfig,
+        vision_model: PreTrainedModel | None = None,
+        text_model: PreTrainedModel | None = None,
+    ):
+        r"""
+        vision_model, text_model (`PreTrainedModel`, *optional*):
+            Ready towers for the [`LocVTPModel`], see there.
+        """
+        super().__init__(config)
+        self.locvtp = LocVTPModel(config, vision_model=vision_model, text_model=text_model)
+        self.context_head = LocVTPContextProjectionHead(config)
+        self.locvtp_loss = LocVTPLoss(
+            coarse_weight=config.coarse_loss_weight,
+            fine_weight=config.fine_loss_weight,
+            temporal_weight=config.temporal_loss_weight,
+            fine_temperature=config.fine_temperature,
+            fine_topk_words=config.fine_topk_words,
+            fine_topk_clips=config.fine_topk_clips,
+            context_window=config.context_window,
+            temporal_sigma=config.temporal_sigma,
+            temporal_temperature=config.temporal_temperature,
+            chunk_size=config.loss_chunk_size,
+            fine_negatives=config.fine_negatives,
+            temporal_cross_modal_weight=config.temporal_cross_modal_weight,
+            temporal_intra_video_weight=config.temporal_intra_video_weight,
+        )
+        self.post_init()
 
-    def to_tuple(self) -> tuple[Any]:
-        return tuple(v.to_tuple() if isinstance(v, ModelOutput) else v for v in self.values())
+    def get_input_embeddings(self) -> nn.Module:
+        """The text encoder's token embeddings."""
+        return self.locvtp.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.locvtp.set_input_embeddings(value)
+
+    def freeze_towers(self, vision: bool = False, text: bool = False) -> None:
+        """
+        [`LocVTPModel.freeze_towers`], and the parameters of a loss term switched off stay fixed (the context head
+        when `temporal_loss_weight` is 0, the logit scale when `coarse_loss_weight` is 0): DDP needs every trainable
+        parameter to get a gradient.
+        """
+        self.locvtp.freeze_towers(vision=vision, text=text)
+        self.context_head.requires_grad_(self.config.temporal_loss_weight > 0)
+        self.locvtp.logit_scale.requires_grad_(self.config.coarse_loss_weight > 0)
+
+    @can_return_tuple
+    def forward(
+        self,
+        pixel_values_videos: torch.FloatTensor | None = None,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        special_tokens_mask: torch.Tensor | None = None,
+        clip_spans: torch.FloatTensor | None = None,
+        context_offsets: torch.LongTensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+    ) -> LocVTPForPreTrainingOutput:
+        r"""
+        pixel_values_videos (`torch.FloatTensor` of shape `(batch_size, num_clips, frames_per_clip, num_channels,
+        height, width)`):
+            Clips from [`LocVTPVideoProcessor`].
+        input_ids, attention_mask, token_type_ids, position_ids, special_tokens_mask:
+            Text inputs, see [`~LocVTPModel.get_text_features`]. Video `i` is paired with text `i`: as many texts as
+            videos.
+        clip_spans (`torch.FloatTensor` of shape `(batch_size, num_clips, 2)`, *optional*):
+            Each clip's time span in seconds, from the processor; returned unchanged in the output.
+        context_offsets (`torch.LongTensor` of shape `(batch_size, num_clips)`, *optional*):
+            The offset `delta` of the context clip for each reference clip in the temporal loss; drawn at random when
+            not given.
+
+        Example:
+
+        ```python
+        >>> inputs = processor(videos=["a.mp4", "b.mp4"], text=["a man opens a door", "a dog runs"],  # doctest: +SKIP
+        ...                    spans=[(3.0, 9.5), None], return_tensors="pt")
+        >>> outputs = model(**inputs)  # doctest: +SKIP
+        >>> outputs.loss, outputs.clip_embeds.shape  # doctest: +SKIP
+        ```
+        """
+        if pixel_values_videos is None or input_ids is None:
+            raise ValueError("LocVTPForPreTraining needs both pixel_values_videos and input_ids.")
+        if pixel_values_videos.shape[0] != input_ids.shape[0]:
+            raise ValueError(
+                f"Got {pixel_values_videos.shape[0]} videos and {input_ids.shape[0]} texts: pre-training pairs "
+                "video i with text i, so give one text per video (LocVTPModel scores any numbers against each other)."
+            )
+        outputs = self.locvtp(
+            pixel_values_videos=pixel_values_videos,
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            special_tokens_mask=special_tokens_mask,
+            clip_spans=clip_spans,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+        )
+        discovery_mask = None
+        if self.config.discovery_excluded_token_ids:
+            excluded = torch.tensor(self.config.discovery_excluded_token_ids, device=input_ids.device)
+            discovery_mask = outputs.word_mask & ~torch.isin(input_ids, excluded)
+        losses = self.locvtp_loss(
+            clip_embeds=outputs.clip_embeds,
+            video_embeds=outputs.video_embeds,
+            text_embeds=outputs.text_embeds,
+            word_embeds=outputs.word_embeds,
+            word_mask=outputs.word_mask,
+            logit_scale=self.locvtp.get_logit_scale(),
+            context_head=self.context_head,
+            context_offsets=context_offsets,
+            discovery_mask=discovery_mask,
+        )
+        return LocVTPForPreTrainingOutput(
+            loss=losses.loss,
+            loss_coarse=losses.coarse,
+            loss_fine=losses.fine,
+            loss_temporal=losses.temporal,
+            **outputs,
+        )
 
 
 class LocVTPForRetrieval(LocVTPPreTrainedModel):
@@ -712,9 +997,10 @@ class LocVTPForRetrieval(LocVTPPreTrainedModel):
     optionally fused with the fine-grained clip-word score (`config.retrieval_fusion_weight`), and fine-tuned with a
     symmetric InfoNCE loss over the global batch.
 
-    A pre-training checkpoint of [`LocVTPModel`] loads with all its weights (`LocVTPForRetrieval.from_pretrained`);
-    the pre-training losses are not used. transformers has no `Auto` class for retrieval: load with this class (an
-    `AutoModel` load of a retrieval checkpoint gives the underlying [`LocVTPModel`]).
+    A pre-training checkpoint ([`LocVTPForPreTraining`] or [`LocVTPModel`]) loads with all the weights of its
+    [`LocVTPModel`] (`LocVTPForRetrieval.from_pretrained`); its context projection head is left out. transformers has
+    no `Auto` class for retrieval: load with this class (an `AutoModel` load of a retrieval checkpoint gives the
+    underlying [`LocVTPModel`]).
     """
 
     def __init__(self, config: LocVTPConfig):
@@ -842,212 +1128,6 @@ class LocVTPForRetrieval(LocVTPPreTrainedModel):
             text_model_output=text_outputs,
         )
 
-    def build_index(self, videos, processor, batch_size: int = 16, **kwargs):
-        r"""
-        Embeds `videos` and returns a searchable [`~retrieval_index.VideoIndex`] (FAISS over a `datasets.Dataset`);
-        see [`~retrieval_index.build_video_index`] for `videos` and the keyword arguments (`index_type`,
-        `load_video`, ...). The index searches by the coarse score `<s, z>` (the fine-grained term needs every video's
-        clips at query time).
-        """
-        from .retrieval_index import build_video_index  # it imports this module
-
-        return build_video_index(self, processor, videos, batch_size, **kwargs)
-
-
-@dataclass
-class LocVTPTemporalGroundingOutput(ModelOutput):
-    r"""
-    Output of [`LocVTPForTemporalGrounding`]. `N` is `config.grounding_num_positions`; the candidate moment `(i, j)`
-    covers positions `i` to `j` of the video cut into `N` equal positions, i.e. from `i / N` to `(j + 1) / N` of its
-    duration.
-
-    loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `target_moments` is given):
-        Binary cross-entropy of every candidate moment's score against its IoU with the target moment, scaled from
-        `[grounding_iou_min, grounding_iou_max]` to `[0, 1]`, averaged over the candidates of the batch.
-    logits (`torch.FloatTensor` of shape `(batch_size, N, N)`):
-        Score logit of every candidate moment; `-inf` in the cells that are not candidates (`j < i`, and the cells
-        that the sparse layout leaves out), see `moment_mask`.
-    scores (`torch.FloatTensor` of shape `(batch_size, N, N)`):
-        `sigmoid(logits)`: the predicted scaled IoU of every candidate; 0 where `moment_mask` is False.
-    moment_mask (`torch.BoolTensor` of shape `(N, N)`):
-        True for the cells that are candidate moments.
-    candidate_moments (`torch.FloatTensor` of shape `(batch_size, N, N, 2)`, *optional*, returned when
-    `video_durations` is given):
-        `(start, end)` in seconds of the moment of every cell.
-    video_durations (`torch.FloatTensor` of shape `(batch_size,)`, *optional*):
-        The durations in seconds the model was given, so that post-processing needs nothing else.
-    video_features (`torch.FloatTensor` of shape `(batch_size, num_clips, projection_dim)`):
-        The clip features the head consumed: computed by [`~LocVTPForTemporalGrounding.get_clip_features`] from
-        `pixel_values_videos`, or the `video_features` that were given. Zero at padded clips.
-    video_mask (`torch.BoolTensor` of shape `(batch_size, num_clips)`):
-        True for real clips, False for padding.
-    text_embeds (`torch.FloatTensor` of shape `(batch_size, projection_dim)`):
-        The L2-normalised sentence embeddings `s` of the queries.
-    clip_spans (`torch.FloatTensor` of shape `(batch_size, num_clips, 2)`, *optional*):
-        Each clip's `(start, end)` in seconds, passed through from the processor.
-    """
-
-    loss: torch.FloatTensor | None = None
-    logits: torch.FloatTensor | None = None
-    scores: torch.FloatTensor | None = None
-    moment_mask: torch.BoolTensor | None = None
-    candidate_moments: torch.FloatTensor | None = None
-    video_durations: torch.FloatTensor | None = None
-    video_features: torch.FloatTensor | None = None
-    video_mask: torch.BoolTensor | None = None
-    text_embeds: torch.FloatTensor | None = None
-    clip_spans: torch.FloatTensor | None = None
-
-
-def candidate_diagonals(num_positions: int, pooling_counts: list[int]) -> list[tuple[int, int]]:
-    """
-    The diagonals of the 2D map, beyond the main one, that hold candidate moments, as 2D-TAN's pooling counts lay them
-    out: group `g` adds `pooling_counts[g]` diagonals `stride = 2**g` apart, each keeping the moments that start at a
-    multiple of `stride`.
-
-    Returns:
-        `list[tuple[int, int]]`: `(offset, stride)` per diagonal: its cells are `(i, i + offset)` for `i` in
-        `range(0, num_positions - offset, stride)`.
-    """
-    diagonals, offset = [], 0
-    for group, count in enumerate(pooling_counts):
-        stride = 2**group
-        for _ in range(count):
-            offset += stride
-            if offset >= num_positions:
-                return diagonals
-            diagonals.append((offset, stride))
-    return diagonals
-
-
-def candidate_moment_times(num_positions: int, video_durations: torch.Tensor) -> torch.Tensor:
-    """
-    `(start, end)` in seconds of every cell of the 2D map: cell `(i, j)` covers `i / N` to `(j + 1) / N` of the video
-    (also for the cells that are not candidates).
-
-    Args:
-        num_positions (`int`): `N`.
-        video_durations (`[B]`): durations in seconds.
-
-    Returns:
-        `[B, N, N, 2]` float tensor.
-    """
-    edges = torch.arange(num_positions + 1, device=video_durations.device, dtype=video_durations.dtype)
-    edges = edges / num_positions
-    unit_moments = torch.stack(torch.broadcast_tensors(edges[:-1, None], edges[None, 1:]), dim=-1)
-    return unit_moments * video_durations[:, None, None, None]
-
-
-def pool_clips_to_positions(features: torch.Tensor, mask: torch.Tensor, num_positions: int) -> torch.Tensor:
-    """
-    Resample each video's clip features to `num_positions` equal positions: the real clips of a video (in order)
-    tile its timeline evenly, and each position is the mean of the clips it overlaps, weighted by the overlap. With
-    fewer clips than positions, neighbouring positions share a clip.
-
-    Args:
-        features (`[B, num_clips, C]`): clip features; padded clips are ignored.
-        mask (`[B, num_clips]`, bool): True for real clips; every video has at least one.
-        num_positions (`int`): `N`.
-
-    Returns:
-        `[B, N, C]` position features.
-    """
-    # float32 whatever the features' dtype: clip ranks beyond 256 are not exact in bfloat16
-    mask = mask.float()
-    num_real = mask.sum(dim=1, keepdim=True)
-    rank = mask.cumsum(dim=1) - 1
-    clip_start, clip_end = rank / num_real, (rank + 1) / num_real
-    edges = torch.arange(num_positions + 1, device=features.device, dtype=torch.float32) / num_positions
-    overlap = torch.minimum(clip_end[:, None, :], edges[None, 1:, None]) - torch.maximum(
-        clip_start[:, None, :], edges[None, :-1, None]
-    )
-    weights = overlap.clamp(min=0) * mask[:, None, :]
-    return (weights / weights.sum(dim=-1, keepdim=True)).to(features.dtype) @ features
-
-
-class LocVTPMaskedConv2d(nn.Conv2d):
-    """A zero-padded ("same") 2D convolution over the temporal map and a ReLU; non-candidate cells are zeroed."""
-
-    def __init__(self, channels: int, kernel_size: int):
-        super().__init__(channels, channels, kernel_size, padding=kernel_size // 2)
-
-    def forward(self, hidden_states: torch.Tensor, moment_mask: torch.Tensor) -> torch.Tensor:
-        return F.relu(super().forward(hidden_states)) * moment_mask
-
-
-class LocVTPTemporalGroundingHead(nn.Module):
-    """
-    The 2D temporal adjacent network (2D-TAN) head over LocVTP features: clip features pooled to `N` positions, a 2D
-    map whose cell `(i, j)` is the max over positions `i..j` (only at candidate cells), fused with the sentence
-    embedding by a Hadamard product and L2 normalisation, masked 2D convolutions, and one score logit per cell.
-    """
-
-    def __init__(self, config: LocVTPConfig):
-        super().__init__()
-        hidden_size = config.grounding_hidden_size
-        self.num_positions = config.grounding_num_positions
-        self.diagonals = candidate_diagonals(config.grounding_num_positions, config.grounding_pooling_counts)
-        self.clip_projection = nn.Linear(config.projection_dim, hidden_size)
-        self.text_projection = nn.Linear(config.projection_dim, hidden_size)
-        self.map_projection = nn.Conv2d(hidden_size, hidden_size, kernel_size=1)
-        self.map_convs = nn.ModuleList(
-            LocVTPMaskedConv2d(hidden_size, config.grounding_conv_kernel_size)
-            for _ in range(config.grounding_num_conv_layers)
-        )
-        self.score = nn.Conv2d(hidden_size, 1, kernel_size=1)
-
-    def moment_mask(self, device: torch.device | None = None) -> torch.Tensor:
-        """`[N, N]` bool: True for the cells that are candidate moments."""
-        mask = torch.eye(self.num_positions, dtype=torch.bool, device=device)
-        for offset, stride in self.diagonals:
-            starts = torch.arange(0, self.num_positions - offset, stride, device=device)
-            mask[starts, starts + offset] = True
-        return mask
-
-    def span_max_map(self, position_features: torch.Tensor) -> torch.Tensor:
-        """
-        `[B, C, N]` -> `[B, C, N, N]`: cell `(i, j)` is the max over positions `i..j` at candidate cells, else 0.
-        Each diagonal is pooled from the previous one (a max of 2 neighbours, or of 3 with stride 2 where the stride
-        doubles), so the map costs one max per candidate cell.
-        """
-        batch_size, channels, num_positions = position_features.shape
-        span_map = position_features.new_zeros(batch_size, channels, num_positions, num_positions)
-        positions = torch.arange(num_positions, device=position_features.device)
-        span_map[:, :, positions, positions] = position_features
-        pooled, previous_stride = position_features, 1
-        for offset, stride in self.diagonals:
-            if stride == previous_stride:
-                pooled = torch.maximum(pooled[..., :-1], pooled[..., 1:])
-            else:
-                pooled = F.max_pool1d(pooled, kernel_size=3, stride=2)
-            previous_stride = stride
-            starts = torch.arange(0, num_positions - offset, stride, device=position_features.device)
-            span_map[:, :, starts, starts + offset] = pooled[..., : len(starts)]
-        return span_map
-
-    def forward(
-        self, video_features: torch.Tensor, video_mask: torch.Tensor, text_embeds: torch.Tensor
-    ) -> torch.Tensor:
-        """
-        Args:
-            video_features (`[B, num_clips, projection_dim]`): clip features.
-            video_mask (`[B, num_clips]`, bool): True for real clips.
-            text_embeds (`[B, projection_dim]`): sentence embeddings.
-
-        Returns:
-            `[B, N, N]` score logits, `-inf` where the cell is not a candidate.
-        """
-        clip_hidden = F.relu(self.clip_projection(video_features))
-        position_hidden = pool_clips_to_positions(clip_hidden, video_mask, self.num_positions)
-        span_map = self.map_projection(self.span_max_map(position_hidden.transpose(1, 2)))
-        moment_mask = self.moment_mask(video_features.device)
-        text_hidden = self.text_projection(text_embeds)[:, :, None, None]
-        hidden_states = F.normalize(text_hidden * span_map, dim=1) * moment_mask
-        for conv in self.map_convs:
-            hidden_states = conv(hidden_states, moment_mask)
-        logits = self.score(hidden_states).squeeze(1)
-        return logits.masked_fill(~moment_mask, float("-inf"))
-
 
 class LocVTPForTemporalGrounding(LocVTPPreTrainedModel):
     r"""
@@ -1078,6 +1158,21 @@ class LocVTPForTemporalGrounding(LocVTPPreTrainedModel):
 
     def _encoder_context(self):
         return torch.no_grad() if self.config.grounding_freeze_encoder else contextlib.nullcontext()
+
+    def freeze_towers(self, vision: bool = False, text: bool = False) -> None:
+        """
+        Chooses what trains: the grounding head always; the clip encoder and the text encoder, each with its
+        projection, unless frozen; the logit scale, which grounding does not use, never (DDP needs every trainable
+        parameter to get a gradient). Freezing both towers sets `config.grounding_freeze_encoder`, so that the
+        encoder runs in eval mode and without gradients.
+        """
+        self.locvtp.freeze_towers(vision=vision, text=text)
+        self.locvtp.visual_projection.requires_grad_(not vision)
+        self.locvtp.text_projection.requires_grad_(not text)
+        self.locvtp.logit_scale.requires_grad_(False)
+        self.grounding_head.requires_grad_(True)
+        self.config.grounding_freeze_encoder = vision and text
+        self.train(self.training)
 
     def get_clip_features(
         self,
@@ -1182,10 +1277,13 @@ class LocVTPForTemporalGrounding(LocVTPPreTrainedModel):
             if video_durations is None:
                 raise ValueError("target_moments are in seconds: give video_durations (seconds) too.")
             targets = self._check_targets(target_moments, video_durations, batch_size)
-            iou = temporal_iou(candidate_moments[:, moment_mask], targets[:, None, :])[..., 0]
-            iou_min, iou_max = self.config.grounding_iou_min, self.config.grounding_iou_max
-            scaled_iou = ((iou - iou_min) / (iou_max - iou_min)).clamp(0, 1)
-            loss = F.binary_cross_entropy_with_logits(logits[:, moment_mask], scaled_iou.to(logits.dtype))
+            loss = temporal_grounding_loss(
+                logits[:, moment_mask],
+                candidate_moments[:, moment_mask],
+                targets,
+                self.config.grounding_iou_min,
+                self.config.grounding_iou_max,
+            )
 
         return LocVTPTemporalGroundingOutput(
             loss=loss,
@@ -1248,24 +1346,13 @@ class LocVTPForTemporalGrounding(LocVTPPreTrainedModel):
         return torch.minimum(targets.clamp(min=0), video_durations[:, None])
 
 
-def _check_mask(name: str, mask: torch.Tensor | None, shape: torch.Size, device: torch.device) -> torch.Tensor:
-    """A padding mask as bool of `shape`, with at least one real clip per video; all True when not given."""
-    if mask is None:
-        return torch.ones(shape, dtype=torch.bool, device=device)
-    if tuple(mask.shape) != tuple(shape):
-        raise ValueError(f"{name} must have shape {tuple(shape)} (batch, clips), got {tuple(mask.shape)}.")
-    mask = mask.bool()
-    empty = (~mask.any(dim=1)).nonzero().flatten().tolist()
-    if empty:
-        raise ValueError(f"{name} marks no clip of video(s) {empty} of the batch as real: each video needs one.")
-    return mask
-
-
 __all__ = [
+    "LocVTPForPreTraining",
     "LocVTPForRetrieval",
     "LocVTPForTemporalGrounding",
     "LocVTPModel",
     "LocVTPPreTrainedModel",
+    "LocVTPForPreTrainingOutput",
     "LocVTPOutput",
     "LocVTPRetrievalOutput",
     "LocVTPTemporalGroundingOutput",

@@ -1,12 +1,17 @@
 """Processor of LocVTP: the video processor (clip sampling) and a BERT-like tokenizer, saved and loaded together."""
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from transformers import BatchFeature, ProcessorMixin
 from transformers.utils import logging
 
 from .grounding_postprocessing import grounding_moments
 from .video_processing_locvtp import make_video_list
+
+
+if TYPE_CHECKING:
+    from .modeling_locvtp import LocVTPTemporalGroundingOutput
 
 
 logger = logging.get_logger(__name__)
@@ -124,7 +129,11 @@ class LocVTPProcessor(ProcessorMixin):
         return BatchFeature(data=data, tensor_type=return_tensors)
 
     def post_process_grounding(
-        self, outputs, top_k: int = 5, nms_threshold: float | None = 0.5, video_durations=None
+        self,
+        outputs: "LocVTPTemporalGroundingOutput",
+        top_k: int = 5,
+        nms_threshold: float | None = 0.5,
+        video_durations=None,
     ) -> list[list[dict[str, float]]]:
         r"""
         The best moments of each query from the output of [`LocVTPForTemporalGrounding`], in seconds.

@@ -5,8 +5,9 @@
   given (for a `load_video` function, e.g. the synthetic world's `render`);
 - `captions` (list of strings): the texts that describe the video (one paragraph for paragraph-to-video benchmarks).
 
-Readers: MSR-VTT (the 1k-A split), DiDeMo and ActivityNet Captions as paragraph-to-video retrieval, a generic
-(video, caption) jsonl, and the synthetic world's video-level captions. See docs/retrieval.md.
+Readers: MSR-VTT (the 1k-A split), DiDeMo and ActivityNet Captions as paragraph-to-video retrieval, and a generic
+(video, caption) jsonl; the synthetic world's video-level captions come in this schema from
+`SyntheticWorld.retrieval_dataset` (`locvtp_hf.synthetic`). See docs/retrieval.md.
 
 The file readers drop empty captions, captions without a video id, repeated DiDeMo `annotation_id`s and MSR-VTT
 videos listed without a caption, and list each in a [`RetrievalLoadReport`] with its line or entry and the reason (one
@@ -25,7 +26,6 @@ import numpy as np
 import torch
 
 from .grounding_datasets import LoadReport, _json_object_line, _lines, _read_json, _read_utf8
-from .synthetic_world import SyntheticWorld
 
 
 RETRIEVAL_FEATURES = datasets.Features(
@@ -364,36 +364,29 @@ def activitynet_paragraphs(
     return _dataset(_rows_from_captions(captions, video_dir, extension), report, return_report)
 
 
-def synthetic_retrieval(world: SyntheticWorld | None = None, split: str = "test") -> datasets.Dataset:
-    """
-    The synthetic world's video-level captions (every event's sentence in temporal order): one caption per video.
-    `video` is the video id, which `world.render` turns into frames (at `world.fps`).
-    """
-    world = world if world is not None else SyntheticWorld()
-    captions = world.captions(split)
-    rows = [
-        {"video_id": video_id, "video": video_id, "captions": [caption]}
-        for video_id, caption in zip(captions["video_id"], captions["caption"])
-    ]
-    return datasets.Dataset.from_list(rows, features=RETRIEVAL_FEATURES)
-
-
 def load_retrieval_dataset(
     name: str,
     annotations: str | Path | None = None,
     video_dir: str | Path | None = None,
     video_ids: str | Path | Iterable[str] | None = None,
-    world: SyntheticWorld | None = None,
+    world=None,
     split: str = "test",
 ) -> datasets.Dataset:
     """
-    One of the readers by name: `"synthetic"` (`world`, `split`), `"msrvtt"`, `"didemo"`, `"activitynet"` or
-    `"jsonl"` (`annotations`, `video_dir`; `video_ids` for MSR-VTT).
+    One of the readers by name: `"synthetic"` (`world`, a `locvtp_hf.synthetic.SyntheticWorld`, and `split`: its
+    `retrieval_dataset(split)`), `"msrvtt"`, `"didemo"`, `"activitynet"` or `"jsonl"` (`annotations`, `video_dir`;
+    `video_ids` for MSR-VTT).
     """
     if name not in DATASET_NAMES:
         raise ValueError(f"Unknown retrieval dataset {name!r}: use one of {DATASET_NAMES}.")
     if name == "synthetic":
-        return synthetic_retrieval(world, split)
+        if world is None:
+            # The world imports this module's schema, so this module never imports the world.
+            raise ValueError(
+                "The synthetic reader needs the world: load_retrieval_dataset('synthetic', world=SyntheticWorld(...)) "
+                "with `from locvtp_hf.synthetic import SyntheticWorld`."
+            )
+        return world.retrieval_dataset(split)
     if annotations is None:
         raise ValueError(f"The {name} reader needs an annotation file.")
     if video_ids is not None and name != "msrvtt":
@@ -457,5 +450,4 @@ __all__ = [
     "jsonl_retrieval",
     "load_retrieval_dataset",
     "msrvtt_retrieval",
-    "synthetic_retrieval",
 ]

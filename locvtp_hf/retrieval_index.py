@@ -8,7 +8,6 @@ import copy
 import json
 import math
 import os
-import re
 import tempfile
 import threading
 from collections.abc import Callable, Sequence
@@ -21,10 +20,11 @@ import numpy as np
 import pyarrow as pa
 import torch
 from datasets.fingerprint import generate_random_fingerprint
+from transformers import AutoModel, AutoProcessor, PreTrainedModel
 from transformers.utils import logging
 
-from .evaluation import encode_texts
-from .video_io import VideoDecodingError
+from . import modeling_locvtp
+from .encoding import encode_texts, encode_videos
 
 
 logger = logging.get_logger(__name__)
@@ -36,8 +36,6 @@ CONFIG_NAME = "index_config.json"
 FAISS_INDEX_NAME = "index.faiss"
 DATASET_FOLDER = "dataset"
 FORMAT_VERSION = 1
-# Errors that mean "this video cannot be read"; anything else (a bug, a bad model) propagates.
-UNREADABLE_VIDEO_ERRORS = (VideoDecodingError, OSError, ValueError)
 # At most this many vectors (a random sample) train an index that needs training; k-means subsamples further.
 MAX_TRAINING_VECTORS = 200_000
 HNSW_NEIGHBOURS = 32
@@ -365,12 +363,6 @@ class VideoIndex:
                 "This index has no model to embed text queries with, and records no model to load: call "
                 "`index.attach_model(model, processor)` (or pass them to `load_index`), or search by embedding."
             )
-        from transformers import AutoModel, AutoProcessor, PreTrainedModel
-
-        # relative: this module also ships as remote code, where an `import locvtp_hf` would make transformers
-        # require the package
-        from . import modeling_locvtp
-
         if self.model is None:
             model_class = getattr(modeling_locvtp, self.model_class or "", None)
             if not (isinstance(model_class, type) and issubclass(model_class, PreTrainedModel)):
@@ -503,55 +495,20 @@ def build_video_index(
     encoder = _inference_model(_feature_model(model))
     with tempfile.TemporaryDirectory(prefix="locvtp-index-") as scratch:
         entries, ids = _video_entries(videos, video_ids, video_column, id_column, scratch)
-        embeddings, kept_ids, skipped = [], [], []
-        for start in range(0, len(entries), batch_size):
-            batch, batch_ids = entries[start : start + batch_size], ids[start : start + batch_size]
-            pixels, readable_ids = _read_videos(processor, batch, batch_ids, load_video, video_fps, skipped)
-            if not readable_ids:
-                continue
-            # outside `_read_videos`: an error of the model (frame size, frames per clip) is no unreadable video
-            with torch.inference_mode():
-                outputs = encoder.get_video_features(pixels.to(encoder.device, encoder.dtype))
-            embeddings.append(outputs.pooler_output.float().cpu())
-            kept_ids.extend(readable_ids)
+        with torch.inference_mode():
+            embeddings, _, _, unreadable = encode_videos(
+                encoder, processor, entries, load_video, video_fps, batch_size=batch_size, skip_unreadable=True
+            )
+    skipped = [SkippedVideo(ids[video.index], video.reason) for video in unreadable]
     if skipped:
         listing = "; ".join(f"{video.video_id} ({video.reason})" for video in skipped[:10])
         more = f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""
         logger.warning(f"Skipped {len(skipped)} of {len(entries)} videos that could not be read: {listing}{more}.")
-    if not kept_ids:
-        raise VideoDecodingError(
-            f"None of the {len(entries)} videos could be read, e.g. {skipped[0].video_id}: {skipped[0].reason}"
-        )
+    unreadable_rows = {video.index for video in unreadable}
+    kept_ids = [video_id for row, video_id in enumerate(ids) if row not in unreadable_rows]
     return VideoIndex.from_embeddings(
-        torch.cat(embeddings), kept_ids, index_type, search_params, skipped, model=model, processor=processor
+        embeddings, kept_ids, index_type, search_params, skipped, model=model, processor=processor
     )
-
-
-def _read_videos(
-    processor, entries: list, ids: list[str], load_video, video_fps, skipped: list[SkippedVideo]
-) -> tuple[torch.Tensor | None, list[str]]:
-    """The clips (`pixel_values_videos`) of the videos of `entries` that can be read, and their ids; the others are
-    appended to `skipped`."""
-
-    def clips(videos):
-        videos = [load_video(video) for video in videos] if load_video is not None else videos
-        return processor.video_processor(videos, video_fps=video_fps, return_tensors="pt")["pixel_values_videos"]
-
-    try:
-        return clips(entries), list(ids)
-    except UNREADABLE_VIDEO_ERRORS:
-        pass
-    # Some video of the batch is unreadable: read them one by one to find which.
-    readable, readable_ids = [], []
-    for entry, video_id in zip(entries, ids, strict=True):
-        try:
-            readable.append(clips([entry]))
-            readable_ids.append(video_id)
-        except UNREADABLE_VIDEO_ERRORS as error:
-            # the processor names the video by its place in this one-video call: drop that
-            reason = re.sub(r"^videos\[0\]: ", "", str(error))
-            skipped.append(SkippedVideo(video_id, f"{type(error).__name__}: {reason}"))
-    return (torch.cat(readable) if readable else None), readable_ids
 
 
 def _video_entries(videos, video_ids, video_column: str, id_column: str, scratch: str) -> tuple[list, list[str]]:

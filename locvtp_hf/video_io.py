@@ -28,7 +28,6 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import av
 import numpy as np
 
 
@@ -179,10 +178,13 @@ def _check_path(path: VideoSource, backend: str) -> str | EncodedVideo:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# PyAV
+# PyAV: imported by the functions that decode, not with this module, which `import locvtp_hf` loads (through the
+# video processor) before any video is read.
 
 
 def _open_pyav(path: str | EncodedVideo):
+    import av
+
     try:
         return av.open(io.BytesIO(path.data) if isinstance(path, EncodedVideo) else path)
     except av.FFmpegError as err:
@@ -201,6 +203,8 @@ def _pyav_video_stream(container, path: str | EncodedVideo):
 
 
 def _pyav_info(container, stream, path: str | EncodedVideo) -> VideoInfo:
+    import av
+
     rate = stream.average_rate or stream.guessed_rate
     if not rate:
         raise VideoDecodingError(f"video '{path}' has no frame rate information")
@@ -225,6 +229,8 @@ def _decode_from(container, stream, seek_pts: int | None):
 
 
 def _read_frames_pyav(path: str | EncodedVideo, times: np.ndarray) -> tuple[np.ndarray, VideoInfo]:
+    import av
+
     order = np.argsort(times, kind="stable")
     with _open_pyav(path) as container:
         stream = _pyav_video_stream(container, path)

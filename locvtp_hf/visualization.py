@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .grounding_metrics import as_ranked_moments, as_reference_moments, temporal_iou
+from .grounding_metrics import as_ranked_moments, as_reference_moments
+from .moment_geometry import temporal_iou
 from .video_io import read_frames_at
 
 

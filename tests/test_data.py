@@ -17,7 +17,7 @@ from locvtp_hf.data import (
     webvid_rows,
     write_webdataset_shards,
 )
-from locvtp_hf.synthetic_world import SyntheticWorld
+from locvtp_hf.synthetic import SyntheticWorld
 from locvtp_hf.video_io import VideoDecodingError
 
 
@@ -83,7 +83,7 @@ def test_webvid_rows(tmp_path):
 
 def test_items_are_the_same_for_the_same_epoch_and_differ_across_epochs(exported, processor):
     world, _ = exported
-    rows = world.pretraining_pairs("train").rename_column("video_id", "video")
+    rows = world.pretraining_pairs("train")
     dataset = VideoTextPairDataset(rows, processor, load_video=world.render, video_fps=world.fps, seed=3)
     first = dataset[1]
     assert torch.equal(first["pixel_values_videos"], dataset[1]["pixel_values_videos"])

@@ -357,6 +357,8 @@ def test_documented_script_arguments_parse(command, fresh_folder):
     if command.target.startswith("-m "):
         module = command.target[3:]
         spec = importlib.util.find_spec(module)
+        if spec is not None and spec.submodule_search_locations is not None:  # `python -m package` runs its __main__
+            spec = importlib.util.find_spec(f"{module}.__main__")
         assert spec is not None and spec.origin, f"{where}: no module {module}"
         source = Path(spec.origin).read_text(encoding="utf-8")
 
@@ -387,11 +389,11 @@ def test_script_command_extraction():
     assert (command.launcher_args, command.target, command.script_args) == (
         ("--config_file", "a.yaml"), "examples/pretrain.py", ("--max_steps", "3", "--seed", "1")
     )
-    first, second = _commands("pip install -e . && python -m locvtp_hf.synthetic_world --export <folder>")
+    first, second = _commands("pip install -e . && python -m locvtp_hf.synthetic --export <folder>")
     assert _script_command(block, 1, "", first) is None
     assert _script_command(block, 1, "", second).script_args == ("--export", "<folder>")
-    assert _shell_lines("ls\n\npython -m locvtp_hf.synthetic_world \\\n  --export <folder> --seed ${SEED}\nls") == [
-        (0, "ls"), (2, "python -m locvtp_hf.synthetic_world    --export folder --seed 0"), (4, "ls")
+    assert _shell_lines("ls\n\npython -m locvtp_hf.synthetic \\\n  --export <folder> --seed ${SEED}\nls") == [
+        (0, "ls"), (2, "python -m locvtp_hf.synthetic    --export folder --seed 0"), (4, "ls")
     ]
     (slurm,) = _commands("srun -N 2 bash -c 'torchrun --nnodes 2 examples/pretrain.py --seed 0'")
     command = _script_command(block, 1, "", slurm)

@@ -23,10 +23,9 @@ from locvtp_hf.grounding_metrics import (
     recall_at_k,
     saliency_labels,
     select_by_moment_length,
-    temporal_iou,
 )
 from locvtp_hf.grounding_postprocessing import temporal_nms
-from locvtp_hf.modeling_locvtp import candidate_moment_times
+from locvtp_hf.moment_geometry import candidate_moment_times, temporal_iou
 
 
 # IoUs of each query's ranked predictions with its ground truth, by hand:

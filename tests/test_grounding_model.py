@@ -2,12 +2,14 @@
 and the video-temporal-grounding pipeline."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import FRAMES_PER_CLIP, IMAGE_SIZE, make_config, random_batch
+from testing_utils import FRAMES_PER_CLIP, IMAGE_SIZE, make_config, random_batch
+from safetensors.torch import load_file
 from transformers import AutoProcessor, pipeline
 
 from locvtp_hf import (
@@ -18,10 +20,10 @@ from locvtp_hf import (
     LocVTPProcessor,
     LocVTPVideoProcessor,
 )
-from locvtp_hf.grounding_metrics import temporal_iou
 from locvtp_hf.grounding_postprocessing import temporal_nms
-from locvtp_hf.modeling_locvtp import LocVTPTemporalGroundingHead, pool_clips_to_positions
-from locvtp_hf.synthetic_world import SyntheticWorld
+from locvtp_hf.modeling_locvtp import LocVTPForPreTraining, LocVTPTemporalGroundingHead
+from locvtp_hf.moment_geometry import pool_clips_to_positions, temporal_iou
+from locvtp_hf.synthetic import SyntheticWorld
 from locvtp_hf.zero_shot_grounding import zero_shot_grounding
 
 
@@ -204,8 +206,8 @@ def test_every_head_parameter_and_the_used_encoder_get_gradients(tokenizer):
     out.loss.backward()
     for name, parameter in model.grounding_head.named_parameters():
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
-    # the pre-training-only parts (logit scale, context head) are not used by grounding
-    unused = ("logit_scale", "context_head.")
+    # the pre-training-only part (logit scale) is not used by grounding
+    unused = ("logit_scale",)
     no_grad = [name for name, p in model.locvtp.named_parameters() if p.grad is None and not name.startswith(unused)]
     assert no_grad == []
 
@@ -269,14 +271,33 @@ def test_the_head_learns_to_find_a_marked_moment(tokenizer):
 # ----------------------------------------------------------------------------------------------------- loading
 
 
+def test_a_legacy_grounding_checkpoint_loads_with_identical_outputs():
+    """A grounding model saved while `LocVTPModel` held the context head (`locvtp.context_head.*` keys): the head
+    is dropped, every other weight loads, and the outputs are those it gave then."""
+    fixtures = Path(__file__).parent / "fixtures"
+    record = load_file(fixtures / "legacy_outputs.safetensors")
+    inputs = {name.removeprefix("inputs."): value for name, value in record.items() if name.startswith("inputs.")}
+    model, info = LocVTPForTemporalGrounding.from_pretrained(
+        fixtures / "legacy_locvtp_grounding", output_loading_info=True
+    )
+    assert info["missing_keys"] == set() and info["unexpected_keys"] == set()
+    assert not any("context_head" in name for name in model.state_dict())
+    names = ("pixel_values_videos", "clip_mask", "input_ids", "attention_mask", "special_tokens_mask",
+             "video_durations", "target_moments")
+    with torch.no_grad():
+        out = model.eval()(**{name: inputs[name] for name in names})
+    for name in ("loss", "logits", "scores", "video_features", "text_embeds"):
+        assert torch.equal(getattr(out, name), record[f"grounding.{name}"]), name
+
+
 def test_a_pretraining_checkpoint_keeps_the_encoder_and_initialises_the_head(tmp_path, tokenizer):
     torch.manual_seed(0)
-    pretrained = LocVTPModel(grounding_config())
+    pretrained = LocVTPForPreTraining(grounding_config())
     pretrained.save_pretrained(tmp_path / "pretrained")
     model, info = LocVTPForTemporalGrounding.from_pretrained(tmp_path / "pretrained", output_loading_info=True)
     head_keys = {f"grounding_head.{name}" for name in model.grounding_head.state_dict()}
     assert set(info["missing_keys"]) == head_keys and not info["unexpected_keys"]
-    expected, loaded = pretrained.state_dict(), model.locvtp.state_dict()
+    expected, loaded = pretrained.locvtp.state_dict(), model.locvtp.state_dict()
     assert expected.keys() == loaded.keys()
     assert all(torch.equal(expected[key], loaded[key]) for key in expected)
 

@@ -2,7 +2,8 @@
 process: the features written equal `get_clip_features` on the same clips, a second run skips the done videos (also
 with the checkpoint under another path), an output of a re-trained checkpoint is refused, an interrupted HDF5 run
 completes, fine-tuning after a short `pretrain.py` run learns on the synthetic world, and
-fine-tuning runs on a features folder with a benchmark annotation file (and pushes to a fake Hub)."""
+fine-tuning runs on a features folder with a benchmark annotation file (and pushes to a fake Hub), and a resumed
+fine-tuning ends with the same weights as an uninterrupted one."""
 
 import importlib.util
 import json
@@ -15,15 +16,17 @@ from pathlib import Path
 import pytest
 import torch
 from accelerate.state import AcceleratorState
-from conftest import TEXT_CONFIGS, VISION_CONFIGS
+from testing_utils import CROSS_PROCESS_TOLERANCE, TEXT_CONFIGS, VISION_CONFIGS
 from huggingface_hub import HfApi, ModelCard, constants
 from safetensors import safe_open
+from safetensors.torch import load_file
 from test_hub import FakeHub
 
 from locvtp_hf import LocVTPConfig, LocVTPForTemporalGrounding, LocVTPModel, LocVTPProcessor, LocVTPVideoProcessor
 from locvtp_hf.grounding_features import ClipFeatureStore, model_fingerprint
-from locvtp_hf.grounding_finetuning import GroundingFeatureDataset, synthetic_grounding_queries, train_grounding_model
-from locvtp_hf.synthetic_world import SyntheticWorld
+from locvtp_hf.grounding_finetuning import GroundingFeatureDataset, train_grounding_model
+from locvtp_hf.synthetic import SyntheticWorld
+from locvtp_hf.training import word_tokenizer
 
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -31,9 +34,7 @@ IMAGE_SIZE = 32
 
 
 def load_script(name: str):
-    """An example script as a module (its folder on sys.path, for its `from pretrain import ...`)."""
-    if str(EXAMPLES) not in sys.path:
-        sys.path.insert(0, str(EXAMPLES))
+    """An example script as a module."""
     spec = importlib.util.spec_from_file_location(f"{name}_under_test", EXAMPLES / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -51,8 +52,7 @@ def run_script(monkeypatch, module, *arguments: str) -> None:
 def save_checkpoint(folder: Path, sentences: list[str], seed: int = 0) -> Path:
     """A tiny pre-training checkpoint (LocVTPModel + processor) whose word-level tokenizer covers `sentences`, with
     the weights that `seed` draws."""
-    pretrain = load_script("pretrain")
-    tokenizer = pretrain.word_tokenizer(sentences)
+    tokenizer = word_tokenizer(sentences)
     text_config = {**TEXT_CONFIGS["bert"], "vocab_size": len(tokenizer)}
     config = LocVTPConfig(
         vision_config=dict(VISION_CONFIGS["vit"]), text_config=text_config, projection_dim=16, frames_per_clip=2
@@ -75,7 +75,7 @@ def world() -> SyntheticWorld:
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory, world) -> Path:
-    return save_checkpoint(tmp_path_factory.mktemp("checkpoint"), synthetic_grounding_queries(world, "train")["query"])
+    return save_checkpoint(tmp_path_factory.mktemp("checkpoint"), world.grounding_dataset("train")["query"])
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +172,7 @@ def test_extraction_refuses_a_store_written_by_a_checkpoint_retrained_in_the_sam
     run_script(monkeypatch, extract, *arguments)
     assert "1 extracted, 0 already done, 0 failed (of 1 videos)" in capsys.readouterr().out
 
-    save_checkpoint(retrained, synthetic_grounding_queries(world, "train")["query"], seed=1)
+    save_checkpoint(retrained, world.grounding_dataset("train")["query"], seed=1)
     with pytest.raises(ValueError, match=r"was written by a different model \(checkpoint 'run', model_sha256 "):
         run_script(monkeypatch, extract, *arguments)
     store = ClipFeatureStore(output)  # untouched
@@ -291,6 +291,28 @@ def test_finetuning_on_a_features_folder_with_charades_sta_annotations(
         assert str(tmp_path.parent).encode() not in commit["files"][name], name
 
 
+def test_a_resumed_grounding_finetuning_ends_with_the_same_weights(tmp_path, monkeypatch, checkpoint):
+    arguments = ["--model_name_or_path", checkpoint, "--world_train_videos", 3, "--world_test_videos", 2,
+                 "--max_steps", 5, "--per_device_batch_size", 4, "--warmup_steps", 1, "--checkpointing_steps", 2,
+                 "--grounding_num_positions", 8, "--grounding_hidden_size", 16]
+    run_script(monkeypatch, load_script("finetune_grounding"), *arguments, "--output_dir", tmp_path / "uninterrupted")
+    # a run stopped after its step-2 checkpoint, then resumed
+    shutil.copytree(tmp_path / "uninterrupted" / "checkpoints" / "step_2",
+                    tmp_path / "resumed" / "checkpoints" / "step_2")
+    run_script(monkeypatch, load_script("finetune_grounding"), *arguments, "--output_dir", tmp_path / "resumed",
+               "--resume_from_checkpoint", "latest")
+    assert json.loads((tmp_path / "resumed" / "grounding_results.json").read_text())["steps"] == 5
+    expected = load_file(tmp_path / "uninterrupted" / "model.safetensors")
+    resumed = load_file(tmp_path / "resumed" / "model.safetensors")
+    assert expected.keys() == resumed.keys()
+    for name in expected:
+        torch.testing.assert_close(resumed[name], expected[name], **CROSS_PROCESS_TOLERANCE, msg=name)
+
+    with pytest.raises(ValueError, match="grounding_hidden_size 16 -> 32"):
+        run_script(monkeypatch, load_script("finetune_grounding"), *arguments[:-2], "--grounding_hidden_size", 32,
+                   "--output_dir", tmp_path / "resumed", "--resume_from_checkpoint", "latest")
+
+
 def test_finetuning_a_pretraining_checkpoint_learns_on_the_synthetic_world(tmp_path, monkeypatch):
     """pretrain.py for a short while, then head-only fine-tuning on the cached clip features of the raw synthetic
     videos: R@1 at IoU 0.5 on held-out videos rises far above the untrained head's. (A random encoder only lets the
@@ -317,9 +339,8 @@ def test_grounding_steps_with_a_nan_loss_are_skipped_and_consecutive_ones_stop(c
     model = LocVTPForTemporalGrounding.from_pretrained(
         checkpoint, grounding_num_positions=8, grounding_hidden_size=16, grounding_num_conv_layers=1
     )
-    model.locvtp.requires_grad_(False)
-    model.config.grounding_freeze_encoder = True
-    queries = synthetic_grounding_queries(world, "train")
+    model.freeze_towers(vision=True, text=True)
+    queries = world.grounding_dataset("train")
     generator = torch.Generator().manual_seed(0)
     features = {video_id: torch.randn(8, 16, generator=generator) for video_id in set(queries["video_id"])}
     poisoned = sorted(features)[0]  # the queries of one video give a NaN loss

@@ -17,11 +17,10 @@ import pytest
 import setuptools
 import torch
 from accelerate.state import AcceleratorState
-from conftest import make_config, random_batch
 from huggingface_hub import CommitInfo, CommitOperationAdd, EvalResult, HfApi, ModelCard, RepoUrl, constants
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import load_file
-from testing_utils import CROSS_PROCESS_TOLERANCE
+from testing_utils import CROSS_PROCESS_TOLERANCE, make_config, random_batch
 from transformers import AutoModel, AutoProcessor, BertConfig, BertModel, pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
@@ -36,7 +35,7 @@ from locvtp_hf import (
 from locvtp_hf import modeling_locvtp
 from locvtp_hf.model_card import CLASS_CARDS, MODEL_CARD_TEMPLATE, class_card
 from locvtp_hf.pipeline_temporal_grounding import TASK as GROUNDING_TASK
-from locvtp_hf.synthetic_world import SyntheticWorld
+from locvtp_hf.synthetic import SyntheticWorld
 
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import make_config, random_batch
+from testing_utils import make_config, random_batch
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 from benchmark_utils import peak_memory  # noqa: E402
 
-from locvtp_hf import LocVTPLoss, LocVTPModel  # noqa: E402
+from locvtp_hf import LocVTPLoss  # noqa: E402
 from locvtp_hf.loss import discover_correspondence, sample_context_offsets  # noqa: E402
-from locvtp_hf.modeling_locvtp import LocVTPContextProjectionHead  # noqa: E402
+from locvtp_hf.modeling_locvtp import LocVTPContextProjectionHead, LocVTPForPreTraining  # noqa: E402
 
 
 TAU = 0.07
@@ -174,7 +174,7 @@ def test_stop_words_excluded_from_discovery_are_never_positives(tokenizer):
     assert not {vocab[word] for word in ("man", "door", "opens", "red", "square", "[CLS]", "[PAD]")} & set(excluded)
     torch.manual_seed(0)
     batch = random_batch(tokenizer)
-    model = LocVTPModel(make_config(discovery_excluded_token_ids=excluded))
+    model = LocVTPForPreTraining(make_config(discovery_excluded_token_ids=excluded))
     captured = {}
     original = model.locvtp_loss.forward
 
@@ -183,7 +183,7 @@ def test_stop_words_excluded_from_discovery_are_never_positives(tokenizer):
         return original(*args, **kwargs)
 
     model.locvtp_loss.forward = capture
-    out = model(**batch, return_loss=True)
+    out = model(**batch)
     stop = torch.isin(batch["input_ids"], torch.tensor(excluded))
     assert stop.any() and not captured["discovery_mask"][stop].any()
     words_of_clip, clips_of_word = discover_correspondence(
@@ -232,12 +232,12 @@ def test_context_offsets_stay_inside_the_video():
 
 def test_a_few_steps_drive_the_loss_down(tokenizer):
     torch.manual_seed(0)
-    model = LocVTPModel(make_config("vit", "bert")).train()
+    model = LocVTPForPreTraining(make_config("vit", "bert")).train()
     batch = random_batch(tokenizer, batch_size=4)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses = []
     for _ in range(25):
-        out = model(**batch, return_loss=True)
+        out = model(**batch)
         losses.append(out.loss.item())
         optimizer.zero_grad()
         out.loss.backward()
@@ -296,8 +296,8 @@ def test_chunking_keeps_the_memory_of_the_clip_word_terms_linear_in_the_batch():
 
 
 def test_chunk_size_comes_from_the_config_and_is_checked():
-    assert LocVTPModel(make_config(loss_chunk_size=3)).locvtp_loss.chunk_size == 3
-    assert LocVTPModel(make_config(loss_chunk_size=None)).locvtp_loss.chunk_size is None
+    assert LocVTPForPreTraining(make_config(loss_chunk_size=3)).locvtp_loss.chunk_size == 3
+    assert LocVTPForPreTraining(make_config(loss_chunk_size=None)).locvtp_loss.chunk_size is None
     with pytest.raises(ValueError, match="loss_chunk_size must be at least 1"):
         make_config(loss_chunk_size=0)
     with pytest.raises(ValueError, match="chunk_size must be at least 1"):
@@ -351,18 +351,18 @@ def test_two_processes_equal_one(tmp_path):
 
 
 def test_term_gradient_norms_measure_each_term_and_leave_grad_alone(tokenizer):
-    from locvtp_hf.training_utils import term_gradient_norms
+    from locvtp_hf.training import term_gradient_norms
 
     torch.manual_seed(0)
-    model = LocVTPModel(make_config())
-    out = model(**random_batch(tokenizer), return_loss=True)
+    model = LocVTPForPreTraining(make_config())
+    out = model(**random_batch(tokenizer))
     terms = {"coarse": out.loss_coarse, "fine": 2 * out.loss_fine, "temporal": out.loss_temporal, "none": None}
-    norms = term_gradient_norms(terms, model.vision_model.parameters())
+    norms = term_gradient_norms(terms, model.locvtp.vision_model.parameters())
     assert sorted(norms) == ["coarse", "fine", "temporal"]
     assert all(parameter.grad is None for parameter in model.parameters())
     out.loss_fine.backward(retain_graph=True)
-    by_hand = torch.cat([parameter.grad.flatten() for parameter in model.vision_model.parameters()]).norm()
+    by_hand = torch.cat([parameter.grad.flatten() for parameter in model.locvtp.vision_model.parameters()]).norm()
     assert norms["fine"] == pytest.approx(2 * by_hand.item(), rel=1e-5)
     # the context head is not part of the clip encoder, and a frozen tower is not measured
-    model.vision_model.requires_grad_(False)
-    assert term_gradient_norms(terms, model.vision_model.parameters()) == {}
+    model.freeze_towers(vision=True)
+    assert term_gradient_norms(terms, model.locvtp.vision_model.parameters()) == {}

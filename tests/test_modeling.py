@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TEXT_CONFIGS, VISION_CONFIGS, make_config, random_batch
-from testing_utils import CROSS_PROCESS_TOLERANCE
+from testing_utils import CROSS_PROCESS_TOLERANCE, TEXT_CONFIGS, VISION_CONFIGS, make_config, random_batch
+from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModel, BertModel, ViTModel
 
 from locvtp_hf import LocVTPConfig, LocVTPModel, LocVTPProcessor, LocVTPVideoProcessor
+from locvtp_hf.modeling_locvtp import LocVTPForPreTraining, LocVTPForRetrieval, LocVTPForTemporalGrounding
 
 
 def _outputs(model, batch):
@@ -26,10 +27,10 @@ def _outputs(model, batch):
 @pytest.mark.parametrize("vision", sorted(VISION_CONFIGS))
 def test_every_backbone_pairing_trains(vision, text, tokenizer):
     torch.manual_seed(0)
-    model = LocVTPModel(make_config(vision, text))
+    model = LocVTPForPreTraining(make_config(vision, text))
     assert sum(p.numel() for p in model.parameters()) < 1_000_000
     batch = random_batch(tokenizer)
-    out = model(**batch, return_loss=True)
+    out = model(**batch)
 
     batch_size, num_clips = batch["pixel_values_videos"].shape[:2]
     length = batch["input_ids"].shape[1]
@@ -139,11 +140,11 @@ print("remote code ok")
 
 
 def test_mismatched_batch_is_rejected(tokenizer):
-    model = LocVTPModel(make_config())
+    model = LocVTPForPreTraining(make_config())
     batch = random_batch(tokenizer, batch_size=3)
     batch["pixel_values_videos"] = batch["pixel_values_videos"][:2]
-    with pytest.raises(ValueError, match="2 videos and 3 texts: return_loss=True pairs video i with text i"):
-        model(**batch, return_loss=True)
+    with pytest.raises(ValueError, match="2 videos and 3 texts: pre-training pairs video i with text i"):
+        model(**batch)
 
 
 @pytest.mark.parametrize("name", ["attention_mask", "special_tokens_mask"])
@@ -175,40 +176,44 @@ def test_cls_pooling_needs_a_class_token(tokenizer):
 
 
 def test_all_zero_weights_build_an_inference_model(tokenizer):
-    model = LocVTPModel(make_config(coarse_loss_weight=0.0, fine_loss_weight=0.0, temporal_loss_weight=0.0))
-    assert model(**random_batch(tokenizer)).loss is None
+    model = LocVTPForPreTraining(
+        make_config(coarse_loss_weight=0.0, fine_loss_weight=0.0, temporal_loss_weight=0.0)
+    )
+    assert "loss" not in model.locvtp(**random_batch(tokenizer))
     with pytest.raises(ValueError, match="Every loss weight is 0"):
-        model(**random_batch(tokenizer), return_loss=True)
+        model(**random_batch(tokenizer))
 
 
 def test_unknown_arguments_are_rejected(tokenizer):
     with pytest.raises(TypeError):
         LocVTPModel(make_config())(**random_batch(tokenizer), return_losses=True)
+    with pytest.raises(TypeError):  # the losses are LocVTPForPreTraining's
+        LocVTPModel(make_config())(**random_batch(tokenizer), return_loss=True)
 
 
 def test_zero_weight_skips_a_term(tokenizer):
-    model = LocVTPModel(make_config(fine_loss_weight=0.0, temporal_loss_weight=0.0))
-    out = model(**random_batch(tokenizer), return_loss=True)
+    model = LocVTPForPreTraining(make_config(fine_loss_weight=0.0, temporal_loss_weight=0.0))
+    out = model(**random_batch(tokenizer))
     assert out.loss_fine is None and out.loss_temporal is None
     torch.testing.assert_close(out.loss, out.loss_coarse)
 
 
 def test_gradient_checkpointing_reaches_the_towers(tokenizer):
     torch.manual_seed(0)
-    model = LocVTPModel(make_config("vit", "bert")).train()
+    model = LocVTPForPreTraining(make_config("vit", "bert")).train()
     batch = random_batch(tokenizer)
     offsets = torch.ones(3, 4, dtype=torch.long)
     offsets[:, -1] = -1
 
     def loss_and_grads():
         model.zero_grad()
-        loss = model(**batch, return_loss=True, context_offsets=offsets).loss
+        loss = model(**batch, context_offsets=offsets).loss
         loss.backward()
         return loss.detach(), [p.grad.clone() for p in model.parameters()]
 
     reference = loss_and_grads()
     model.activation_checkpointing_enable()
-    for tower in (model.vision_model, model.text_model):
+    for tower in (model.locvtp.vision_model, model.locvtp.text_model):
         assert any(getattr(module, "gradient_checkpointing", False) for module in tower.modules())
     checkpointed = loss_and_grads()
     torch.testing.assert_close(reference[0], checkpointed[0])
@@ -237,11 +242,11 @@ def test_from_vision_text_pretrained_keeps_the_pretrained_towers(tmp_path, token
     vision.save_pretrained(tmp_path / "vit")
     text.save_pretrained(tmp_path / "bert")
 
-    model = LocVTPModel.from_vision_text_pretrained(
+    model = LocVTPForPreTraining.from_vision_text_pretrained(
         str(tmp_path / "vit"), str(tmp_path / "bert"), projection_dim=24, num_clips=4, frames_per_clip=2
     )
     assert model.config.projection_dim == 24 and model.config.vision_config.model_type == "vit"
-    for tower, pretrained in ((model.vision_model, vision), (model.text_model, text)):
+    for tower, pretrained in ((model.locvtp.vision_model, vision), (model.locvtp.text_model, text)):
         state = pretrained.state_dict()
         for name, value in tower.state_dict().items():
             assert torch.equal(value, state[name]), name
@@ -249,7 +254,7 @@ def test_from_vision_text_pretrained_keeps_the_pretrained_towers(tmp_path, token
     assert not any("pooler" in name for name, _ in model.named_parameters())
     batch = random_batch(tokenizer)
     batch["pixel_values_videos"] = batch["pixel_values_videos"][:, :, :2]
-    model(**batch, return_loss=True).loss.backward()
+    model(**batch).loss.backward()
     assert all(p.grad is not None for p in model.parameters())
 
 
@@ -400,3 +405,74 @@ def test_any_number_of_videos_and_texts_are_scored_without_loss(tokenizer):
     assert out.logits_per_video.shape == (2, 3) and out.logits_per_text.shape == (3, 2)
     assert torch.equal(out.logits_per_text, out.logits_per_video.T)
     torch.testing.assert_close(out.logits_per_video, paired.logits_per_video[:2])
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+EMBEDDINGS = ("video_embeds", "clip_embeds", "text_embeds", "word_embeds")
+
+
+def _legacy_inputs() -> tuple[dict, dict]:
+    """The inputs of `fixtures/make_legacy_checkpoints.py` and the outputs the legacy models gave on them."""
+    record = load_file(FIXTURES / "legacy_outputs.safetensors")
+    inputs = {name.removeprefix("inputs."): value for name, value in record.items() if name.startswith("inputs.")}
+    return inputs, record
+
+
+@pytest.mark.parametrize("model_class", [LocVTPForPreTraining, LocVTPModel, LocVTPForRetrieval, AutoModel])
+def test_a_legacy_pretraining_checkpoint_loads_with_identical_outputs(model_class):
+    """A `LocVTPModel` saved before `LocVTPForPreTraining` existed (no `locvtp.` prefix, with its context head) loads
+    into every class that holds a `LocVTPModel`; the pre-training class keeps the context head, the others drop it."""
+    inputs, record = _legacy_inputs()
+    model, info = model_class.from_pretrained(FIXTURES / "legacy_locvtp_model", output_loading_info=True)
+    assert info["missing_keys"] == set() and info["mismatched_keys"] == set() and info["unexpected_keys"] == set()
+    names = ("pixel_values_videos", "input_ids", "attention_mask", "special_tokens_mask")
+    batch = {name: inputs[name] for name in names}
+    if isinstance(model, LocVTPForPreTraining):
+        batch["context_offsets"] = inputs["context_offsets"]
+    with torch.no_grad():
+        out = model.eval()(**batch)
+    names = EMBEDDINGS + (("logits_per_video",) if not isinstance(model, LocVTPForRetrieval) else ())
+    if isinstance(model, LocVTPForPreTraining):
+        names += ("loss", "loss_coarse", "loss_fine", "loss_temporal")
+    for name in names:
+        assert torch.equal(getattr(out, name), record[f"model.{name}"]), name
+
+
+def test_a_pretraining_checkpoint_loads_into_the_base_model_and_both_heads(tmp_path):
+    torch.manual_seed(0)
+    pretraining = LocVTPForPreTraining(make_config("vit", "bert"))
+    pretraining.save_pretrained(tmp_path)
+    encoder_state = pretraining.locvtp.state_dict()
+    for model_class in (LocVTPModel, AutoModel, LocVTPForRetrieval, LocVTPForTemporalGrounding, LocVTPForPreTraining):
+        model, info = model_class.from_pretrained(tmp_path, output_loading_info=True)
+        assert not any(name.startswith("context_head.") for name, _ in model.base_model.named_parameters())
+        assert all(name.startswith("grounding_head.") for name in info["missing_keys"]), info["missing_keys"]
+        assert info["unexpected_keys"] == set()
+        for name, value in model.base_model.state_dict().items():
+            assert torch.equal(value, encoder_state[name]), (model_class.__name__, name)
+    assert torch.equal(model.context_head.mlp[0].weight, pretraining.context_head.mlp[0].weight)
+
+
+def test_freeze_towers_chooses_what_trains():
+    def trains(module):
+        return {parameter.requires_grad for parameter in module.parameters()}
+
+    model = LocVTPModel(make_config("vit", "bert"))
+    model.freeze_towers(vision=True)
+    assert trains(model.vision_model) == {False} and trains(model.text_model) == {True}
+    assert model.visual_projection.weight.requires_grad and model.logit_scale.requires_grad
+
+    # a loss term switched off leaves its parameters without gradient, which DDP does not allow
+    pretraining = LocVTPForPreTraining(make_config("vit", "bert", temporal_loss_weight=0.0, coarse_loss_weight=0.0))
+    pretraining.freeze_towers(text=True)
+    assert trains(pretraining.context_head) == {False} and not pretraining.locvtp.logit_scale.requires_grad
+    assert trains(pretraining.locvtp.text_model) == {False} and trains(pretraining.locvtp.vision_model) == {True}
+
+    grounding = LocVTPForTemporalGrounding(make_config("vit", "bert")).train()
+    grounding.freeze_towers(vision=True)
+    assert trains(grounding.locvtp.vision_model) == trains(grounding.locvtp.visual_projection) == {False}
+    assert trains(grounding.locvtp.text_model) == trains(grounding.locvtp.text_projection) == {True}
+    assert not grounding.locvtp.logit_scale.requires_grad and trains(grounding.grounding_head) == {True}
+    assert not grounding.config.grounding_freeze_encoder and grounding.locvtp.training
+    grounding.freeze_towers(vision=True, text=True)
+    assert grounding.config.grounding_freeze_encoder and not grounding.locvtp.training

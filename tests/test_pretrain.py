@@ -2,7 +2,6 @@
 evaluation is written, a run resumed from a checkpoint ends with the same weights as an uninterrupted one (also past
 the folder of an interrupted checkpoint write), and steps with a NaN loss are skipped."""
 
-import importlib.util
 import json
 import os
 import pickle
@@ -19,7 +18,7 @@ from transformers import AutoModel, AutoProcessor
 
 import locvtp_hf  # noqa: F401
 from locvtp_hf import LocVTPProcessor
-from locvtp_hf.training_utils import checkpoint_step, latest_checkpoint
+from locvtp_hf.training import checkpoint_step, latest_checkpoint, load_data_position
 
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "pretrain.py"
@@ -121,18 +120,15 @@ class TouchOnLoad:
 
 
 def test_the_stream_position_loads_without_running_pickled_code(tmp_path):
-    spec = importlib.util.spec_from_file_location("pretrain_under_test", SCRIPT)
-    pretrain = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(pretrain)
     # the shape of a StatefulDataLoader state with two workers: numbers in plain containers
     workers = {f"worker_{i}": {"dataset_state": {"epoch": 1, "shard": 2, "sample": 3}} for i in range(2)}
     state = {"_snapshot": {"_worker_snapshots": workers, "_main_snapshot": {"_base_seed": 8565450966900595977}},
              "_iterator_finished": False}
     torch.save(state, tmp_path / "data_position_0.pt")
-    assert pretrain.load_data_position(tmp_path, 0) == state
+    assert load_data_position(tmp_path, 0) == state
     torch.save({"epoch": TouchOnLoad(tmp_path / "pwned")}, tmp_path / "data_position_1.pt")
     with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
-        pretrain.load_data_position(tmp_path, 1)
+        load_data_position(tmp_path, 1)
     assert not (tmp_path / "pwned").exists()
 
 
@@ -151,7 +147,7 @@ def checkpoint_with_nan(source: Path, folder: Path, parameter: str, token: str |
 
 def test_steps_with_a_nan_loss_are_skipped_by_both_processes(uninterrupted_run, tmp_path):
     # the captions with the word "hoop" (a few of the pairs) give a NaN loss, the others a finite one
-    word = "text_model.embeddings.word_embeddings.weight"
+    word = "locvtp.text_model.embeddings.word_embeddings.weight"
     checkpoint = checkpoint_with_nan(uninterrupted_run, tmp_path / "checkpoint", word, token="hoop")
     result = launch_two_processes(tmp_path / "run", "--model_name_or_path", str(checkpoint), "--max_steps", "6",
                                   "--checkpointing_steps", "0")
@@ -165,7 +161,7 @@ def test_steps_with_a_nan_loss_are_skipped_by_both_processes(uninterrupted_run, 
 
 
 def test_consecutive_nan_losses_stop_the_run(uninterrupted_run, tmp_path):
-    checkpoint = checkpoint_with_nan(uninterrupted_run, tmp_path / "checkpoint", "visual_projection.weight")
+    checkpoint = checkpoint_with_nan(uninterrupted_run, tmp_path / "checkpoint", "locvtp.visual_projection.weight")
     result = run_pretrain(tmp_path / "run", "--model_name_or_path", str(checkpoint), "--max_steps", "6",
                           "--max_consecutive_nonfinite_steps", "3", check=False)
     assert result.returncode != 0
@@ -188,7 +184,7 @@ def test_a_few_hundred_steps_lift_the_localization_probe(tmp_path):
 
 
 def test_training_reads_a_videofolder_and_skips_unreadable_videos(tmp_path):
-    from locvtp_hf.synthetic_world import SyntheticWorld
+    from locvtp_hf.synthetic import SyntheticWorld
 
     folder = SyntheticWorld(seed=1, num_train=3, size=32).export(tmp_path / "data", "train")
     (folder / "broken.mp4").write_bytes(b"this is not a video" * 100)
@@ -208,6 +204,19 @@ def test_training_reads_a_videofolder_and_skips_unreadable_videos(tmp_path):
     assert f"3 row(s) of {folder / 'metadata.jsonl'} have an empty or missing caption" in result.stderr
     assert f"{folder / 'metadata.jsonl'} row {first_dropped}" in result.stderr
     assert list((tmp_path / "run" / "logs").rglob("events.out.tfevents.*"))  # the tensorboard tracker wrote
+
+
+def test_real_data_without_evaluation_builds_no_synthetic_world(tmp_path):
+    from locvtp_hf.synthetic import SyntheticWorld
+
+    folder = SyntheticWorld(seed=1, num_train=3, size=32).export(tmp_path / "data", "train")
+    result = run_pretrain(tmp_path / "run", "--train_data", str(folder), "--eval_data", "none", "--max_steps", "2",
+                          "--checkpointing_steps", "0", "--world_seed", "-1")  # a world of this seed cannot be built
+    results = json.loads((tmp_path / "run" / "eval_results.json").read_text())
+    assert results["steps"] == 2 and "text_to_video_R@1" not in results
+    refused = run_pretrain(tmp_path / "refused", "--eval_data", "none", "--push_to_hub", "--hub_model_id", "a/b",
+                           check=False)
+    assert refused.returncode != 0 and "--push_to_hub writes the evaluation into the model card" in refused.stderr
 
 
 def test_two_cpu_processes_follow_the_schedule_with_a_loss_switched_off(tmp_path):
@@ -231,7 +240,7 @@ def test_resuming_with_arguments_that_shape_the_run_changed_is_refused(uninterru
 
 def test_streamed_shards_resume_at_the_same_position(uninterrupted_run, tmp_path):
     from locvtp_hf.data import videofolder_rows, write_webdataset_shards
-    from locvtp_hf.synthetic_world import SyntheticWorld
+    from locvtp_hf.synthetic import SyntheticWorld
 
     folder = SyntheticWorld(seed=1, num_train=4, size=32).export(tmp_path / "data", "train")
     shards = write_webdataset_shards(videofolder_rows(folder), tmp_path / "shards", samples_per_shard=4)

@@ -3,7 +3,7 @@ import logging
 import numpy as np
 import pytest
 import torch
-from conftest import FRAMES_PER_CLIP, IMAGE_SIZE, NUM_CLIPS, make_config
+from testing_utils import FRAMES_PER_CLIP, IMAGE_SIZE, NUM_CLIPS, make_config
 from transformers import AutoProcessor, AutoVideoProcessor, pipeline
 
 from locvtp_hf import (
@@ -13,6 +13,7 @@ from locvtp_hf import (
     LocVTPVideoProcessor,
     VideoDecodingError,
 )
+from locvtp_hf.modeling_locvtp import LocVTPForPreTraining
 
 
 def _frames(num_frames=40, seed=0):
@@ -32,8 +33,8 @@ def test_processor_output_feeds_the_model(processor):
     assert inputs["clip_spans"][0].min() >= 0.2 - 1e-6 and inputs["clip_spans"][0].max() <= 1.0 + 1e-6
     assert set(inputs) >= {"input_ids", "attention_mask", "special_tokens_mask", "token_type_ids"}
 
-    model = LocVTPModel(make_config())
-    out = model(**inputs, return_loss=True)
+    model = LocVTPForPreTraining(make_config())
+    out = model(**inputs)
     assert torch.isfinite(out.loss)
     assert torch.equal(out.clip_spans, inputs["clip_spans"])
 
@@ -111,8 +112,8 @@ def test_real_videos_through_the_processor(processor, real_data):
     sub_interval = (9.5 - 3.0) / NUM_CLIPS / FRAMES_PER_CLIP
     assert 3.0 <= spans[0, 0] < 3.0 + sub_interval and 9.5 - sub_interval < spans[-1, 1] <= 9.5
     assert torch.all(spans[1:, 0] > spans[:-1, 0])
-    model = LocVTPModel(make_config("vit", "distilbert"))
-    assert torch.isfinite(model(**inputs, return_loss=True).loss)
+    model = LocVTPForPreTraining(make_config("vit", "distilbert"))
+    assert torch.isfinite(model(**inputs).loss)
 
 
 def test_a_corrupt_video_is_named(processor, real_data):

@@ -17,9 +17,8 @@ from locvtp_hf.retrieval_datasets import (
     jsonl_retrieval,
     load_retrieval_dataset,
     msrvtt_retrieval,
-    synthetic_retrieval,
 )
-from locvtp_hf.synthetic_world import SyntheticWorld
+from locvtp_hf.synthetic import SyntheticWorld
 
 
 MSRVTT_TEST = "annotations/msrvtt/MSRVTT_JSFUSION_test_semicolon.csv"
@@ -210,9 +209,11 @@ def test_generic_jsonl(tmp_path):
 def test_synthetic_captions_are_the_default():
     world = SyntheticWorld(seed=3, num_train=2, num_test=5)
     rows = load_retrieval_dataset("synthetic", world=world)
-    assert rows.to_list() == synthetic_retrieval(world, "test").to_list()
+    assert rows.to_list() == world.retrieval_dataset("test").to_list() and rows.features == RETRIEVAL_FEATURES
     assert rows["video_id"] == [f"test-0000{i}" for i in range(5)] and rows["video"] == rows["video_id"]
     assert [captions[0] for captions in rows["captions"]] == world.captions("test")["caption"]
+    with pytest.raises(ValueError, match="The synthetic reader needs the world"):
+        load_retrieval_dataset("synthetic")
     with pytest.raises(ValueError, match="Unknown retrieval dataset 'youcook'"):
         load_retrieval_dataset("youcook")
     with pytest.raises(ValueError, match="needs an annotation file"):

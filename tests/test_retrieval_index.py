@@ -13,12 +13,12 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from conftest import WORDS, make_config
+from testing_utils import WORDS, make_config
 
 from locvtp_hf import LocVTPForRetrieval, LocVTPModel, LocVTPProcessor, VideoIndex, build_video_index, load_index
-from locvtp_hf.evaluation import encode_texts, encode_videos
+from locvtp_hf.encoding import encode_texts, encode_videos
 from locvtp_hf.retrieval_index import SkippedVideo, nearest_neighbour_recall
-from locvtp_hf.synthetic_world import SyntheticWorld
+from locvtp_hf.synthetic import SyntheticWorld
 from locvtp_hf.video_io import VideoDecodingError
 
 
@@ -177,10 +177,7 @@ def test_loaded_index_embeds_text_with_the_recorded_model(model_class, world, pr
     model = model_class.from_pretrained(tmp_path / "ckpt")
     processor = LocVTPProcessor.from_pretrained(tmp_path / "ckpt")
     video_ids = [video.video_id for video in world.videos("test")]
-    if model_class is LocVTPForRetrieval:
-        index = model.build_index(video_ids, processor, load_video=world.render, video_fps=world.fps)
-    else:
-        index = build_video_index(model, processor, video_ids, load_video=world.render, video_fps=world.fps)
+    index = build_video_index(model, processor, video_ids, load_video=world.render, video_fps=world.fps)
     index.save_to_disk(tmp_path / "index")
     query = world.videos("test")[2].caption
 

@@ -1,20 +1,22 @@
 """`examples/finetune_retrieval.py` and `examples/evaluate_retrieval.py` end to end on tiny settings: the fine-tuned
 model saves and reloads, both evaluations are written, the evaluation script reproduces the fine-tuning script's
 figures and reads a jsonl of real video files, skipping and reporting the unreadable ones; a loss that stays NaN stops
-the fine-tuning."""
+the fine-tuning; a resumed fine-tuning ends with the same weights as an uninterrupted one."""
 
 import json
 import os
 import runpy
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import torch
-from conftest import make_config
+from safetensors.torch import load_file
+from testing_utils import CROSS_PROCESS_TOLERANCE, make_config
 
 from locvtp_hf import LocVTPForRetrieval, LocVTPModel, LocVTPProcessor
-from locvtp_hf.synthetic_world import SyntheticWorld
+from locvtp_hf.synthetic import SyntheticWorld
 
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -34,7 +36,6 @@ def run_script(name: str, cwd: Path, *arguments: str, check: bool = True) -> sub
 
 def evaluate_script(monkeypatch, *arguments: str) -> None:
     """`examples/evaluate_retrieval.py` in this process (it starts no Accelerator)."""
-    monkeypatch.syspath_prepend(str(EXAMPLES))
     monkeypatch.setattr(sys, "argv", ["evaluate_retrieval.py", *arguments])
     runpy.run_path(str(EXAMPLES / "evaluate_retrieval.py"), run_name="__main__")
 
@@ -137,3 +138,36 @@ def test_evaluation_skips_and_reports_unreadable_videos(tmp_path, monkeypatch, c
     arguments[5] = str(folder / "readable.jsonl")
     evaluate_script(monkeypatch, *arguments, "--output_file", str(tmp_path / "readable.json"))
     assert json.loads((tmp_path / "readable.json").read_text()) == {**metrics, "num_unreadable_videos": 0}
+
+
+def test_a_resumed_finetuning_ends_with_the_same_weights(tmp_path):
+    # 8 videos in batches of 4: the step-3 checkpoint is one batch into the second epoch; an evaluation every 2 steps
+    # (in the uninterrupted run only) does not change the training
+    arguments = ["--model_name_or_path", "new", "--world_train_videos", "8", "--world_test_videos", "4",
+                 "--per_device_batch_size", "4", "--max_steps", "5", "--warmup_steps", "1", "--num_workers", "0",
+                 "--checkpointing_steps", "3"]
+    result = run_script("finetune_retrieval.py", tmp_path, *arguments, "--output_dir", str(tmp_path / "uninterrupted"),
+                        "--eval_steps", "2")
+    evaluations = [line for line in result.stderr.splitlines() if ": eval_text_to_video_R@1 " in line]
+    assert [line.split(" INFO ")[1].split(":")[0] for line in evaluations] == ["step 2", "step 4"]
+    checkpoint = tmp_path / "resumed" / "checkpoints" / "step_3"
+    shutil.copytree(tmp_path / "uninterrupted" / "checkpoints" / "step_3", checkpoint)
+    result = run_script("finetune_retrieval.py", tmp_path, *arguments, "--output_dir", str(tmp_path / "resumed"),
+                        "--resume_from_checkpoint", "latest")
+    assert f"Resumed from {checkpoint} at step 3" in result.stderr
+    expected = load_file(tmp_path / "uninterrupted" / "model.safetensors")
+    resumed = load_file(tmp_path / "resumed" / "model.safetensors")
+    assert expected.keys() == resumed.keys()
+    for name in expected:
+        torch.testing.assert_close(resumed[name], expected[name], **CROSS_PROCESS_TOLERANCE, msg=name)
+
+    refused = run_script("finetune_retrieval.py", tmp_path, *arguments, "--output_dir", str(tmp_path / "resumed"),
+                         "--learning_rate", "0.5", "--resume_from_checkpoint", str(checkpoint), check=False)
+    assert refused.returncode != 0 and "learning_rate 0.0002 -> 0.5" in refused.stderr
+
+
+def test_finetuning_needs_an_explicit_model(tmp_path):
+    result = run_script("finetune_retrieval.py", tmp_path, "--max_steps", "1", check=False)
+    assert result.returncode != 0
+    assert "Give --model_name_or_path: a LocVTP checkpoint" in result.stderr and "or 'new'" in result.stderr
+    assert not (tmp_path / "outputs").exists()

@@ -1,5 +1,6 @@
-"""Tests of the procedural video-text world (`locvtp_hf.synthetic_world`): determinism, splits, spans, visibility of
-events, hard negatives, and the mp4 / `metadata.jsonl` export read back by `video_io` and `LocVTPVideoProcessor`."""
+"""Tests of the procedural video-text world (`locvtp_hf.synthetic`): determinism, splits, spans, visibility of
+events, hard negatives, the package schemas it emits, and the mp4 / `metadata.jsonl` export read back by `video_io`
+and `LocVTPVideoProcessor`."""
 
 import dataclasses
 import json
@@ -8,7 +9,10 @@ import re
 import numpy as np
 import pytest
 
-from locvtp_hf.synthetic_world import CAPTION_SEPARATOR, SyntheticWorld, draw_preview, main
+from locvtp_hf.grounding_datasets import GROUNDING_FEATURES
+from locvtp_hf.retrieval_datasets import RETRIEVAL_FEATURES
+from locvtp_hf.synthetic import CAPTION_SEPARATOR, SyntheticWorld, draw_preview
+from locvtp_hf.synthetic.__main__ import main
 from locvtp_hf.video_io import probe_video, read_frames_at
 from locvtp_hf.video_processing_locvtp import LocVTPVideoProcessor, sample_clip_times
 
@@ -87,7 +91,7 @@ def test_splits_are_disjoint_and_sized_as_configured(world):
         assert all(re.fullmatch(rf"{split}-\d{{5}}", video_id) for video_id in split_ids)
         assert all(world.video(video_id).split == split for video_id in split_ids)
     for split in world.SPLITS:
-        assert set(world.pretraining_pairs(split)["video_id"]) == set(ids[split])
+        assert set(world.pretraining_pairs(split)["video"]) == set(ids[split])
         assert set(world.grounding_queries(split)["video_id"]) == set(ids[split])
         assert world.captions(split)["video_id"] == ids[split]
     with pytest.raises(KeyError):
@@ -109,9 +113,10 @@ def test_durations_events_and_moments_are_within_bounds(world):
                 assert event.sentence == f"{event.subject} {event.predicate}"
 
         durations = {video.video_id: video.duration for video in world.videos(split)}
-        for dataset in (world.pretraining_pairs(split), world.grounding_queries(split)):
+        pairs, queries = world.pretraining_pairs(split), world.grounding_queries(split)
+        for dataset, video_column in ((pairs, "video"), (queries, "video_id")):
             for row in dataset:
-                assert 0 <= row["start"] < row["end"] <= durations[row["video_id"]]
+                assert 0 <= row["start"] < row["end"] <= durations[row[video_column]]
         queries = world.grounding_queries(split)
         assert len(queries) == sum(len(video.events) for video in world.videos(split))
         assert queries["duration"] == [durations[video_id] for video_id in queries["video_id"]]
@@ -119,13 +124,34 @@ def test_durations_events_and_moments_are_within_bounds(world):
 
 def test_pretraining_pairs_are_single_events_then_consecutive_pairs(world):
     video = world.videos("train")[0]
-    rows = [row for row in world.pretraining_pairs("train") if row["video_id"] == video.video_id]
+    rows = [row for row in world.pretraining_pairs("train") if row["video"] == video.video_id]
     events = video.events
     expected = [(event.start, event.end, event.sentence) for event in events]
     expected += [
         (first.start, second.end, f"{first.sentence}, then {second.sentence}") for first, second in zip(events, events[1:])
     ]
     assert [(row["start"], row["end"], row["text"]) for row in rows] == expected
+
+
+def test_the_world_emits_the_package_schemas(world):
+    """Pre-training rows as the `locvtp_hf.data` readers give them, and grounding and retrieval datasets in the
+    schemas of their loaders, with the same queries, moments and captions as the world's own tables."""
+    for split in world.SPLITS:
+        assert world.pretraining_pairs(split).column_names == ["video", "start", "end", "text"]
+
+        queries, grounding = world.grounding_queries(split), world.grounding_dataset(split)
+        assert grounding.features == GROUNDING_FEATURES
+        assert grounding["query_id"] == [
+            f"{video.video_id}#{index}" for video in world.videos(split) for index in range(len(video.events))
+        ]
+        assert [(row["video_id"], row["duration"], row["query"], row["moments"]) for row in grounding] == [
+            (row["video_id"], row["duration"], row["query"], [[row["start"], row["end"]]]) for row in queries
+        ]
+
+        captions, retrieval = world.captions(split), world.retrieval_dataset(split)
+        assert retrieval.features == RETRIEVAL_FEATURES
+        assert retrieval["video_id"] == retrieval["video"] == captions["video_id"]
+        assert retrieval["captions"] == [[caption] for caption in captions["caption"]]
 
 
 def test_render_picks_the_frame_shown_at_each_time(world):
@@ -188,9 +214,9 @@ def test_export_round_trip(world, tmp_path):
 
     video = world.video("validation-00000")
     metadata = [json.loads(line) for line in (folder / "metadata.jsonl").read_text().splitlines()]
-    pairs = [row for row in world.pretraining_pairs("validation") if row["video_id"] == video.video_id]
+    pairs = [row for row in world.pretraining_pairs("validation") if row["video"] == video.video_id]
     assert metadata == [
-        {"file_name": f"{row['video_id']}.mp4", "text": row["text"], "start": row["start"], "end": row["end"]}
+        {"file_name": f"{row['video']}.mp4", "text": row["text"], "start": row["start"], "end": row["end"]}
         for row in pairs
     ]
 
@@ -282,9 +308,9 @@ def test_pretraining_spans_widened_to_the_coverage_still_contain_their_events():
     durations = {video.video_id: video.duration for video in exact.videos("train")}
     coverages = []
     for original, row in zip(exact.pretraining_pairs("train"), widened.pretraining_pairs("train")):
-        assert row["text"] == original["text"] and row["video_id"] == original["video_id"]
+        assert row["text"] == original["text"] and row["video"] == original["video"]
         assert 0 <= row["start"] <= original["start"] + 0.005 and original["end"] - 0.005 <= row["end"]
-        assert row["end"] <= durations[row["video_id"]]
+        assert row["end"] <= durations[row["video"]]
         coverages.append((original["end"] - original["start"]) / (row["end"] - row["start"]))
     # half of each span, unless the video is too short to widen it that much
     assert np.median(coverages) == pytest.approx(0.5, abs=0.05) and min(coverages) >= 0.49

@@ -1,8 +1,11 @@
 """`evaluate` metric modules shipped with the package; they load offline with `evaluate.load(metric_path(name))`."""
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import evaluate
+
+if TYPE_CHECKING:
+    import evaluate
 
 
 METRICS_DIR = Path(__file__).parent
@@ -21,6 +24,8 @@ def metric_path(name: str = "temporal_grounding") -> str:
     return str(METRICS_DIR / name)
 
 
-def load(name: str = "temporal_grounding", **kwargs) -> evaluate.EvaluationModule:
+def load(name: str = "temporal_grounding", **kwargs) -> "evaluate.EvaluationModule":
     """`evaluate.load` of a shipped metric module (offline); `kwargs` go to `evaluate.load`."""
+    import evaluate
+
     return evaluate.load(metric_path(name), **kwargs)

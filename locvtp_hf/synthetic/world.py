@@ -19,41 +19,41 @@ event, so the frames inside a span differ from the rest of the video. Everything
 pure function of the world's seed and settings: video `i` of a split is drawn from
 `np.random.default_rng([seed, split_index, i])`, whatever the number of videos, the process or the call order.
 
-Run `python -m locvtp_hf.synthetic_world --help` for the command line (preview picture, export to mp4 files).
+The world gives its data in the package's own schemas, as methods of [`SyntheticWorld`]: [`pretraining_pairs`] (the
+rows of the pre-training readers), [`grounding_dataset`] (the grounding loaders' schema) and [`retrieval_dataset`]
+(the retrieval readers' schema).
 """
 
-import argparse
 import colorsys
 import itertools
 import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import datasets
 import numpy as np
 
-from .video_io import TIME_TOLERANCE
+from ..grounding_datasets import GROUNDING_FEATURES
+from ..retrieval_datasets import RETRIEVAL_FEATURES
+from ..video_io import TIME_TOLERANCE
+from .export import write_mp4
+from .language import (
+    ACTIONS,
+    CAPTION_SEPARATOR,
+    COLOURS,
+    MOVE_DIRECTIONS,
+    ROTATIONS,
+    SHAPES,
+    SIDES,
+    _describe_predicate,
+    _describe_subject,
+    _hard_negative_captions,
+    _pick,
+)
 
 
-SHAPES = ("square", "circle", "triangle", "diamond", "cross", "ring")
-COLOURS = {
-    "red": (230, 45, 45),
-    "green": (60, 200, 70),
-    "blue": (60, 110, 250),
-    "yellow": (245, 225, 50),
-    "purple": (170, 80, 225),
-    "orange": (250, 145, 35),
-    "white": (245, 245, 245),
-    "pink": (250, 140, 200),
-}
-ACTIONS = ("move", "grow", "shrink", "blink", "change_colour", "enter", "leave", "rotate")
-MOVE_DIRECTIONS = ("left", "right", "up", "down")
-SIDES = ("left", "right", "top", "bottom")
-ROTATIONS = ("clockwise", "counterclockwise")
 BACKGROUND_STYLES = ("plain", "gradient", "stripes", "checker")
 
 # Circles and rings look the same at every angle, so a rotation would not be visible.
@@ -72,56 +72,8 @@ MIN_SLOT_SECONDS = 3.0
 OVERLAP_PROBABILITY = 0.3
 # Every shape fits in a disc of this radius, in units of the object's half-size, at any angle.
 SHAPE_REACH = 1.15
-CAPTION_SEPARATOR = ", then "
 
-SHAPE_NOUNS = {
-    "square": ("square", "box", "block"),
-    "circle": ("circle", "disc", "dot", "ball"),
-    "triangle": ("triangle", "triangular shape"),
-    "diamond": ("diamond", "rhombus"),
-    "cross": ("cross", "plus sign"),
-    "ring": ("ring", "hoop", "donut"),
-}
-MOVE_VERBS = ("moves", "slides", "goes", "travels", "drifts", "shifts")
-MOVE_DIRECTION_PHRASES = {
-    "left": ("left", "to the left", "towards the left"),
-    "right": ("right", "to the right", "towards the right"),
-    "up": ("up", "upwards", "towards the top"),
-    "down": ("down", "downwards", "towards the bottom"),
-}
-VERTICAL_MOVE_PREDICATES = {"up": ("rises", "climbs", "floats up"), "down": ("falls", "sinks", "drops")}
-PREDICATE_TEMPLATES = {
-    "grow": ("grows", "grows bigger", "gets bigger", "becomes larger", "expands", "swells", "increases in size"),
-    "shrink": ("shrinks", "gets smaller", "becomes smaller", "contracts", "decreases in size", "shrinks down"),
-    "blink": ("blinks", "flashes", "flickers", "blinks on and off", "flashes on and off"),
-    "change_colour": (
-        "turns {target}",
-        "changes colour to {target}",
-        "becomes {target}",
-        "changes from {colour} to {target}",
-        "goes from {colour} to {target}",
-    ),
-    "enter": (
-        "enters from the {side}",
-        "comes in from the {side}",
-        "appears from the {side}",
-        "slides in from the {side}",
-        "moves in from the {side}",
-    ),
-    "leave": (
-        "leaves to the {side}",
-        "exits to the {side}",
-        "moves out to the {side}",
-        "slides off to the {side}",
-        "disappears off the {side} edge",
-    ),
-    "rotate": ("rotates {rotation}", "spins {rotation}", "turns {rotation}"),
-}
-ROTATION_PHRASES = {"clockwise": ("clockwise",), "counterclockwise": ("counterclockwise", "anticlockwise")}
-# Speed adverbs are only used where they are true: "slowly" for long events, "quickly" for short ones.
-SLOW_EVENT_SECONDS = 7.0
-FAST_EVENT_SECONDS = 3.0
-ADVERB_PROBABILITY = 0.35
+
 
 
 @dataclass(frozen=True)
@@ -331,48 +283,9 @@ def _draw_event(frames: np.ndarray, frame_times: np.ndarray, event: Event) -> No
     frames[indices, y0:y1, x0:x1] = np.where(mask[..., None], pixels, region)
 
 
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Generation
-
-
-def _pick(rng: np.random.Generator, options: Sequence):
-    return options[int(rng.integers(len(options)))]
-
-
-def _with_article(determiner: str, phrase: str) -> str:
-    if determiner == "a" and phrase[0] in "aeiou":
-        determiner = "an"
-    return f"{determiner} {phrase}"
-
-
-def _describe_subject(shape: str, colour: str, rng: np.random.Generator) -> str:
-    return _with_article(_pick(rng, ("the", "a")), f"{colour} {_pick(rng, SHAPE_NOUNS[shape])}")
-
-
-def _describe_predicate(
-    action: str,
-    direction: str | None,
-    colour: str,
-    target_colour: str | None,
-    seconds: float,
-    rng: np.random.Generator,
-) -> str:
-    """A verb phrase for an action, with wording picked by `rng`; `seconds` (the event's length) picks true adverbs."""
-    if action == "move":
-        if direction in VERTICAL_MOVE_PREDICATES and rng.random() < 0.3:
-            predicate = _pick(rng, VERTICAL_MOVE_PREDICATES[direction])
-        else:
-            predicate = f"{_pick(rng, MOVE_VERBS)} {_pick(rng, MOVE_DIRECTION_PHRASES[direction])}"
-    else:
-        rotation = _pick(rng, ROTATION_PHRASES[direction]) if action == "rotate" else None
-        predicate = _pick(rng, PREDICATE_TEMPLATES[action]).format(
-            target=target_colour, colour=colour, side=direction, rotation=rotation
-        )
-    if action != "blink" and rng.random() < ADVERB_PROBABILITY:
-        adverb = "slowly" if seconds >= SLOW_EVENT_SECONDS else "quickly" if seconds <= FAST_EVENT_SECONDS else None
-        if adverb is not None:
-            predicate = f"{adverb} {predicate}" if rng.random() < 0.5 else f"{predicate} {adverb}"
-    return predicate
 
 
 def _hsv_to_rgb(hsv: tuple[float, float, float]) -> tuple[int, int, int]:
@@ -524,28 +437,6 @@ def _sample_direction(rng: np.random.Generator, action: str) -> str | None:
         return _pick(rng, ROTATIONS)
     return None
 
-
-def _counterfactual_predicate(event: Event, rng: np.random.Generator) -> str:
-    """A predicate that describes something the object visibly does not do: another direction or another action."""
-    action, direction, target_colour = event.action, event.direction, event.target_colour
-    if action == "move":
-        direction = _pick(rng, [other for other in MOVE_DIRECTIONS if other != direction])
-    elif action in ("enter", "leave"):
-        if rng.random() < 0.5:
-            action = "leave" if action == "enter" else "enter"
-        else:
-            direction = _pick(rng, [other for other in SIDES if other != direction])
-    elif action in ("grow", "shrink"):
-        action = "shrink" if action == "grow" else "grow"
-    elif action == "rotate":
-        direction = "counterclockwise" if direction == "clockwise" else "clockwise"
-    else:
-        if action == "blink":
-            action = _pick(rng, ("grow", "shrink", "change_colour"))
-        # A changing colour gets another target; a blink that becomes a colour change gets any other colour.
-        if action == "change_colour":
-            target_colour = _pick(rng, [name for name in COLOURS if name not in (event.colour, target_colour)])
-    return _describe_predicate(action, direction, event.colour, target_colour, event.end - event.start, rng)
 
 
 class SyntheticWorld:
@@ -814,12 +705,12 @@ class SyntheticWorld:
         rows = []
         for video in videos:
             video_rows = [
-                dict(video_id=video.video_id, start=event.start, end=event.end, text=event.sentence)
+                dict(video=video.video_id, start=event.start, end=event.end, text=event.sentence)
                 for event in video.events
             ]
             for first, second in itertools.pairwise(video.events):
                 text = f"{first.sentence}{CAPTION_SEPARATOR}{second.sentence}"
-                video_rows.append(dict(video_id=video.video_id, start=first.start, end=second.end, text=text))
+                video_rows.append(dict(video=video.video_id, start=first.start, end=second.end, text=text))
             if self.pretraining_span_coverage < 1:
                 split, _, index = video.video_id.rpartition("-")
                 rng = self._rng(split, int(index), stream=2)
@@ -833,14 +724,20 @@ class SyntheticWorld:
     def pretraining_pairs(self, split: str) -> datasets.Dataset:
         """
         Text-span pairs for pre-training, like HowTo100M's ASR segments: per video, each event's sentence with its
-        span, then each two consecutive events' sentences joined with `", then "` (as in captions), spanning from the first start to the
-        second end. With `pretraining_span_coverage < 1` the spans are widened and shifted (see the class doc).
+        span, then each two consecutive events' sentences joined with `", then "` (as in captions), spanning from the
+        first start to the second end. With `pretraining_span_coverage < 1` the spans are widened and shifted (see the
+        class doc).
+
+        The rows are those the pre-training readers of `locvtp_hf.data` give (`videofolder_rows`, `howto100m_rows`),
+        ready for `VideoTextPairDataset(rows, processor, load_video=world.render, video_fps=world.fps)`: `video` is
+        the video id, which [`render`] turns into frames.
 
         Returns:
-            `datasets.Dataset` with columns `video_id` (string), `start` and `end` (float64 seconds), `text` (string).
+            `datasets.Dataset` with columns `video` (string, the video id), `start` and `end` (float64 seconds),
+            `text` (string).
         """
         features = datasets.Features(
-            video_id=datasets.Value("string"),
+            video=datasets.Value("string"),
             start=datasets.Value("float64"),
             end=datasets.Value("float64"),
             text=datasets.Value("string"),
@@ -849,7 +746,9 @@ class SyntheticWorld:
 
     def grounding_queries(self, split: str) -> datasets.Dataset:
         """
-        Temporal grounding queries: one per event, its sentence and its span.
+        Temporal grounding queries: one per event, its sentence and its span, flat (one exact span per row), as the
+        head-free probe `locvtp_hf.evaluation.localization_evaluation` reads them. [`grounding_dataset`] gives the
+        same queries in the grounding loaders' schema.
 
         Returns:
             `datasets.Dataset` with columns `video_id` (string), `duration` (float64 seconds), `query` (string),
@@ -874,6 +773,29 @@ class SyntheticWorld:
             end=datasets.Value("float64"),
         )
         return datasets.Dataset.from_list(rows, features=features)
+
+    def grounding_dataset(self, split: str) -> datasets.Dataset:
+        """
+        The grounding queries of a split (one per event, with its exact span) in the schema of the grounding loaders
+        (`GROUNDING_FEATURES` of `locvtp_hf.grounding_datasets`), which grounding fine-tuning and evaluation read:
+        `query_id` is `"{video_id}#{i}"` for the `i`-th event of the video, `moments` its one span.
+
+        Returns:
+            `datasets.Dataset` with columns `query_id`, `video_id` (string), `duration` (float64 seconds), `query`
+            (string) and `moments` (`[[start, end]]`, float64 seconds).
+        """
+        rows = [
+            dict(
+                query_id=f"{video.video_id}#{index}",
+                video_id=video.video_id,
+                duration=video.duration,
+                query=event.sentence,
+                moments=[[event.start, event.end]],
+            )
+            for video in self.videos(split)
+            for index, event in enumerate(video.events)
+        ]
+        return datasets.Dataset.from_list(rows, features=GROUNDING_FEATURES)
 
     def captions(self, split: str) -> datasets.Dataset:
         """
@@ -900,30 +822,25 @@ class SyntheticWorld:
         )
         return datasets.Dataset.from_list(rows, features=features)
 
+    def retrieval_dataset(self, split: str) -> datasets.Dataset:
+        """
+        The video-level captions of a split (see [`captions`]) in the schema of the retrieval readers
+        (`RETRIEVAL_FEATURES` of `locvtp_hf.retrieval_datasets`): one row per video with its one caption. `video` is
+        the video id, which [`render`] turns into frames (at `fps`).
+
+        Returns:
+            `datasets.Dataset` with columns `video_id`, `video` (string, both the video id) and `captions` (list of
+            one string).
+        """
+        rows = [
+            {"video_id": video.video_id, "video": video.video_id, "captions": [video.caption]}
+            for video in self.videos(split)
+        ]
+        return datasets.Dataset.from_list(rows, features=RETRIEVAL_FEATURES)
+
     def _hard_negatives(self, video: SyntheticVideo) -> list[str]:
         split, _, index = video.video_id.rpartition("-")
-        rng = self._rng(split, int(index), stream=1)
-        sentences = [event.sentence for event in video.events]
-        negatives: list[str] = []
-
-        num_reorders = min(self.num_hard_negatives // 2, math.factorial(len(sentences)) - 1)
-        while len(negatives) < num_reorders:
-            reordered = CAPTION_SEPARATOR.join(sentences[k] for k in rng.permutation(len(sentences)))
-            if reordered != video.caption and reordered not in negatives:
-                negatives.append(reordered)
-
-        for _ in range(20 * self.num_hard_negatives):
-            if len(negatives) >= self.num_hard_negatives:
-                break
-            position = int(rng.integers(len(sentences)))
-            event = video.events[position]
-            edited = list(sentences)
-            edited[position] = f"{event.subject} {_counterfactual_predicate(event, rng)}"
-            edited_caption = CAPTION_SEPARATOR.join(edited)
-            if edited_caption not in negatives:
-                negatives.append(edited_caption)
-        return negatives
-
+        return _hard_negative_captions(video, self.num_hard_negatives, self._rng(split, int(index), stream=1))
     # -----------------------------------------------------------------------------------------------------------------
     # Export
 
@@ -954,109 +871,10 @@ class SyntheticWorld:
         split_folder = Path(folder) / split
         split_folder.mkdir(parents=True, exist_ok=True)
         for video in videos:
-            _write_mp4(split_folder / f"{video.video_id}.mp4", video.render(), self.fps, crf)
+            write_mp4(split_folder / f"{video.video_id}.mp4", video.render(), self.fps, crf)
         with open(split_folder / "metadata.jsonl", "w") as metadata:
             for row in self._pretraining_rows(videos):
-                line = dict(file_name=f"{row['video_id']}.mp4", text=row["text"], start=row["start"], end=row["end"])
+                line = dict(file_name=f"{row['video']}.mp4", text=row["text"], start=row["start"], end=row["end"])
                 metadata.write(json.dumps(line) + "\n")
         return split_folder
 
-
-def _write_mp4(path: Path, frames: np.ndarray, fps: float, crf: int) -> None:
-    """Encode uint8 `[N, H, W, 3]` RGB frames as H.264 (yuv420p), frame `k` at time `k / fps`."""
-    rate = Fraction(fps).limit_denominator(1001)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=rate)
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        stream.options = {"crf": str(crf)}
-        for index, pixels in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
-            frame.pts, frame.time_base = index, 1 / rate
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode())
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Preview picture and command line
-
-
-def draw_preview(world: SyntheticWorld, video_ids: Sequence[str], num_frames: int = 10, scale: int = 2):
-    """
-    Draw a few videos as rows of frames (sampled at the centres of `num_frames` equal parts of each video), each above
-    a timeline of its events (one bar per event in the object's colour, ticks at the drawn frames) and the list of its
-    timestamped sentences.
-
-    Returns:
-        `PIL.Image.Image`: the picture (RGB).
-    """
-    from PIL import Image, ImageDraw, ImageFont
-
-    font = ImageFont.load_default(size=13)
-    frame_side, gap, margin, line = world.size * scale, 6, 16, 17
-    width = 2 * margin + num_frames * frame_side + (num_frames - 1) * gap
-    videos = [world.video(video_id) for video_id in video_ids]
-    # Per video: title, frames, time labels, timeline (one 9 px row per event), sentences, spacing.
-    heights = [
-        line + frame_side + line + (len(video.events) + 1) * 9 + 6 + len(video.events) * line + 20 for video in videos
-    ]
-    image = Image.new("RGB", (width, margin + sum(heights)), (24, 24, 28))
-    draw = ImageDraw.Draw(image)
-
-    top = margin
-    for video, height in zip(videos, heights):
-        title = f"{video.video_id}   {video.duration:.2f} s, {len(video.events)} events"
-        draw.text((margin, top), title, fill=(235, 235, 235), font=font)
-        times = (np.arange(num_frames) + 0.5) * video.duration / num_frames
-        frames = video.render(times)
-        strip_top, strip_width = top + line, width - 2 * margin
-        for position, (time, frame) in enumerate(zip(times, frames)):
-            left = margin + position * (frame_side + gap)
-            image.paste(Image.fromarray(frame).resize((frame_side, frame_side), Image.NEAREST), (left, strip_top))
-            draw.text((left + 2, strip_top + frame_side + 1), f"{time:.2f} s", fill=(180, 180, 180), font=font)
-
-        # The frames are centred on their times, so a time maps to the same x on the strip and on the timeline.
-        def x_of(seconds: float) -> float:
-            return margin + seconds / video.duration * strip_width
-
-        axis_top = strip_top + frame_side + line + 2
-        axis_height = (len(video.events) + 1) * 9
-        draw.rectangle([margin, axis_top, width - margin, axis_top + axis_height], outline=(90, 90, 90))
-        for time in times:
-            draw.line([x_of(time), axis_top, x_of(time), axis_top + axis_height], fill=(70, 70, 70))
-        for row, event in enumerate(video.events):
-            bar_top = axis_top + 5 + row * 9
-            draw.rectangle([x_of(event.start), bar_top, x_of(event.end), bar_top + 5], fill=COLOURS[event.colour])
-        for row, event in enumerate(video.events):
-            text = f"[{event.start:5.2f} - {event.end:5.2f} s]  {event.sentence}"
-            draw.text((margin, axis_top + axis_height + 6 + row * line), text, fill=COLOURS[event.colour], font=font)
-        top += height
-    return image
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m locvtp_hf.synthetic_world",
-        description="Preview or export the synthetic video-text world (default settings, the given seed).",
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--split", default="train", choices=SyntheticWorld.SPLITS)
-    parser.add_argument("--num-videos", type=int, help="videos to draw (default 3) or to export (default: all)")
-    parser.add_argument("--preview", metavar="PNG", help="draw the first videos of --split with their captions")
-    parser.add_argument("--export", metavar="FOLDER", help="write mp4 files and metadata.jsonl of --split")
-    args = parser.parse_args(argv)
-    if not args.preview and not args.export:
-        parser.error("give --preview PNG and/or --export FOLDER")
-    world = SyntheticWorld(seed=args.seed)
-    if args.preview:
-        video_ids = [video.video_id for video in world.videos(args.split)[: args.num_videos or 3]]
-        draw_preview(world, video_ids).save(args.preview)
-        print(f"wrote {args.preview}")
-    if args.export:
-        print(f"wrote {world.export(args.export, args.split, args.num_videos)}")
-
-
-__all__ = ["Background", "Event", "SyntheticVideo", "SyntheticWorld", "draw_preview"]
-
-
-if __name__ == "__main__":
-    main()

@@ -1,6 +1,7 @@
-"""The optimizer the training scripts share."""
+"""The optimizer and learning-rate schedule the training runs share."""
 
 import torch
+from transformers import get_cosine_schedule_with_warmup
 
 
 def adamw_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: float) -> torch.optim.AdamW:
@@ -17,3 +18,9 @@ def adamw_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: 
     return torch.optim.AdamW(
         [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=learning_rate
     )
+
+
+def cosine_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, max_steps: int, num_processes: int):
+    """Linear warm-up over `warmup_steps` optimizer steps, then cosine decay to 0 at `max_steps`."""
+    # the prepared scheduler steps once per process at every optimizer step: count its steps that way
+    return get_cosine_schedule_with_warmup(optimizer, warmup_steps * num_processes, max_steps * num_processes)

@@ -1,56 +1,11 @@
-"""
-Helpers shared by the training loops of `examples/pretrain.py`, `examples/finetune_retrieval.py` and
-[`~grounding_finetuning.train_grounding_model`]: finding the newest complete checkpoint of a run, skipping the
-optimizer steps whose loss is NaN or infinite, and measuring how hard each loss term pulls on an encoder.
-"""
+"""Skipping the optimizer steps whose loss is NaN or infinite, the same steps on every process."""
 
 import logging
-import re
-from pathlib import Path
 
 import torch
 
 
 logger = logging.getLogger(__name__)
-
-CHECKPOINT_NAME = re.compile(r"step_(\d+)")
-# A checkpoint is written under `step_<N>.partial` and renamed to `step_<N>` once complete.
-PARTIAL_SUFFIX = ".partial"
-
-
-def checkpoint_step(checkpoint: str | Path) -> int:
-    """The optimizer step `N` of a checkpoint folder `step_<N>`."""
-    name = Path(checkpoint).name
-    match = CHECKPOINT_NAME.fullmatch(name)
-    if match is not None:
-        return int(match.group(1))
-    if name.endswith(PARTIAL_SUFFIX):
-        raise ValueError(
-            f"{checkpoint} is an incomplete checkpoint: its write was interrupted. Resume from a complete step_<N> "
-            "folder, or with 'latest'."
-        )
-    raise ValueError(f"{checkpoint} is not a checkpoint folder: its name must be step_<N>.")
-
-
-def latest_checkpoint(checkpoints_dir: str | Path) -> Path | None:
-    """
-    The complete checkpoint `step_<N>` of `checkpoints_dir` with the largest `N`; `None` when there is none.
-
-    Folders left by an interrupted write (`step_<N>.partial`) are ignored with a warning that names them. They are
-    left in place (delete them to reclaim the space); a later save of the same step replaces them.
-    """
-    checkpoints, partial = [], []
-    for path in Path(checkpoints_dir).glob("step_*"):
-        if CHECKPOINT_NAME.fullmatch(path.name) and path.is_dir():
-            checkpoints.append(path)
-        elif path.name.endswith(PARTIAL_SUFFIX):
-            partial.append(path)
-    if partial:
-        logger.warning(
-            f"Ignoring {len(partial)} incomplete checkpoint(s) whose write was interrupted: "
-            + ", ".join(str(path) for path in sorted(partial))
-        )
-    return max(checkpoints, key=checkpoint_step, default=None)
 
 
 class NonFiniteLossGuard:
@@ -113,29 +68,3 @@ class NonFiniteLossGuard:
                 f"(now {self.max_consecutive_steps}) sets how many such steps in a row are tolerated."
             )
         return False
-
-
-def term_gradient_norms(terms: dict, parameters) -> dict[str, float]:
-    """
-    The L2 norm of the gradient of each loss term with respect to `parameters` (e.g. the clip encoder's), computed
-    with `torch.autograd.grad` so that the parameters' `.grad` is left alone; the graph is kept for the backward pass
-    of the total loss. Nominal loss weights are not effective weights: this shows which term the shared encoder
-    actually follows.
-
-    Args:
-        terms (`dict[str, torch.Tensor | None]`): the (weighted) scalar terms; `None` and constant terms are left out.
-        parameters: the parameters to measure against; those that do not require gradients are left out.
-
-    Returns:
-        `dict[str, float]`: the norm of each term's gradient (0.0 for a term that does not reach the parameters).
-    """
-    parameters = [parameter for parameter in parameters if parameter.requires_grad]
-    norms = {}
-    for name, term in terms.items():
-        if term is None or not term.requires_grad or not parameters:
-            continue
-        grads = torch.autograd.grad(term, parameters, retain_graph=True, allow_unused=True)
-        squares = [grad.float().square().sum() for grad in grads if grad is not None]
-        norms[name] = torch.stack(squares).sum().sqrt().item() if squares else 0.0
-    return norms
-

@@ -67,6 +67,7 @@ from locvtp_hf.training import (
     check_training_arguments,
     new_processor,
     parse_arguments,
+    recorded_arguments,
     setup_accelerator,
     small_model_config,
     train,
@@ -452,13 +453,7 @@ def main():
         )
 
     before = evaluate(model) if accelerator.is_main_process else None
-    run_arguments = {
-        **asdict(model_args),
-        **asdict(args),
-        **asdict(world_args),
-        **asdict(train_args),
-        "num_processes": accelerator.num_processes,
-    }
+    run_arguments = recorded_arguments((model_args, args, world_args, train_args), accelerator.num_processes)
     result = train(
         accelerator,
         model,

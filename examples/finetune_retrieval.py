@@ -26,7 +26,7 @@ Arguments: the `RetrievalArguments` dataclass below and the shared groups of `lo
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -46,6 +46,7 @@ from locvtp_hf.training import (
     check_training_arguments,
     new_processor,
     parse_arguments,
+    recorded_arguments,
     setup_accelerator,
     small_model_config,
     train,
@@ -227,13 +228,7 @@ def main():
         collate_fn=VideoTextCollator(processor),
         num_workers=train_args.num_workers,
     )
-    run_arguments = {
-        **asdict(model_args),
-        **asdict(args),
-        **asdict(world_args),
-        **asdict(train_args),
-        "num_processes": accelerator.num_processes,
-    }
+    run_arguments = recorded_arguments((model_args, args, world_args, train_args), accelerator.num_processes)
     result = train(
         accelerator,
         model,

@@ -38,13 +38,13 @@ not its set of negatives.
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from transformers import AutoTokenizer
 
-from locvtp_hf import LocVTPModel, LocVTPProcessor
+from locvtp_hf import LocVTPForPreTraining, LocVTPModel, LocVTPProcessor
 from locvtp_hf.data import (
     StreamingVideoTextDataset,
     VideoTextCollator,
@@ -57,7 +57,6 @@ from locvtp_hf.evaluation import localization_evaluation, text_to_video_retrieva
 from locvtp_hf.hub import push_to_hub
 from locvtp_hf.loss import sample_context_offsets
 from locvtp_hf.model_card import create_model_card, eval_results_from_metrics
-from locvtp_hf.modeling_locvtp import LocVTPForPreTraining
 from locvtp_hf.stop_words import stop_word_token_ids
 from locvtp_hf.training import (
     ModelArguments,
@@ -68,6 +67,7 @@ from locvtp_hf.training import (
     locvtp_fields,
     new_processor,
     parse_arguments,
+    recorded_arguments,
     setup_accelerator,
     small_model_config,
     term_gradient_norms,
@@ -415,13 +415,7 @@ def main():
         }
 
     # ---- train -----------------------------------------------------------------------------------------------------
-    run_arguments = {
-        **asdict(model_args),
-        **asdict(args),
-        **asdict(world_args),
-        **asdict(train_args),
-        "num_processes": accelerator.num_processes,
-    }
+    run_arguments = recorded_arguments((model_args, args, world_args, train_args), accelerator.num_processes)
     result = train(
         accelerator,
         model,

@@ -111,51 +111,21 @@ class LocVTPOutput(ModelOutput):
 
 
 @dataclass
-class LocVTPForPreTrainingOutput(ModelOutput):
+class LocVTPForPreTrainingOutput(LocVTPOutput):
     r"""
-    Output of [`LocVTPForPreTraining`]: the losses, and the outputs of [`LocVTPModel`] they were computed from.
+    Output of [`LocVTPForPreTraining`]: every field of [`LocVTPOutput`] (the outputs of [`LocVTPModel`] the losses were
+    computed from), then the losses.
 
     loss (`torch.FloatTensor` of shape `()`):
         `coarse_loss_weight * loss_coarse + fine_loss_weight * loss_fine + temporal_loss_weight * loss_temporal`.
     loss_coarse, loss_fine, loss_temporal (`torch.FloatTensor` of shape `()`, *optional*):
         Each term of the loss; `None` when its weight is 0 (it is then not computed).
-    logits_per_video (`torch.FloatTensor` of shape `(video_batch_size, text_batch_size)`):
-        `exp(alpha) * <z_i, s_j>`: the scaled similarity of every video to every text of this batch.
-    logits_per_text (`torch.FloatTensor` of shape `(text_batch_size, video_batch_size)`):
-        The transpose of `logits_per_video`.
-    video_embeds (`torch.FloatTensor` of shape `(video_batch_size, projection_dim)`):
-        L2-normalised video embeddings `z`.
-    clip_embeds (`torch.FloatTensor` of shape `(video_batch_size, num_clips, projection_dim)`):
-        L2-normalised clip embeddings `v`.
-    text_embeds (`torch.FloatTensor` of shape `(text_batch_size, projection_dim)`):
-        L2-normalised sentence embeddings `s`.
-    word_embeds (`torch.FloatTensor` of shape `(text_batch_size, sequence_length, projection_dim)`):
-        L2-normalised word embeddings `w` (zero where `word_mask` is False).
-    word_mask (`torch.BoolTensor` of shape `(text_batch_size, sequence_length)`):
-        True for real words (special tokens and padding are False).
-    clip_spans (`torch.FloatTensor` of shape `(batch_size, num_clips, 2)`, *optional*):
-        Each clip's `(start, end)` in seconds, passed through from the processor.
-    vision_model_output, text_model_output:
-        The outputs of [`LocVTPModel.get_video_features`] and [`LocVTPModel.get_text_features`].
     """
 
     loss: torch.FloatTensor | None = None
     loss_coarse: torch.FloatTensor | None = None
     loss_fine: torch.FloatTensor | None = None
     loss_temporal: torch.FloatTensor | None = None
-    logits_per_video: torch.FloatTensor | None = None
-    logits_per_text: torch.FloatTensor | None = None
-    video_embeds: torch.FloatTensor | None = None
-    clip_embeds: torch.FloatTensor | None = None
-    text_embeds: torch.FloatTensor | None = None
-    word_embeds: torch.FloatTensor | None = None
-    word_mask: torch.BoolTensor | None = None
-    clip_spans: torch.FloatTensor | None = None
-    vision_model_output: LocVTPVideoModelOutput | None = None
-    text_model_output: LocVTPTextModelOutput | None = None
-
-    def to_tuple(self) -> tuple[Any]:
-        return tuple(v.to_tuple() if isinstance(v, ModelOutput) else v for v in self.values())
 
 
 @dataclass

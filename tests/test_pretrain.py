@@ -210,8 +210,8 @@ def test_real_data_without_evaluation_builds_no_synthetic_world(tmp_path):
     from locvtp_hf.synthetic import SyntheticWorld
 
     folder = SyntheticWorld(seed=1, num_train=3, size=32).export(tmp_path / "data", "train")
-    result = run_pretrain(tmp_path / "run", "--train_data", str(folder), "--eval_data", "none", "--max_steps", "2",
-                          "--checkpointing_steps", "0", "--world_seed", "-1")  # a world of this seed cannot be built
+    run_pretrain(tmp_path / "run", "--train_data", str(folder), "--eval_data", "none", "--max_steps", "2",
+                 "--checkpointing_steps", "0", "--world_seed", "-1")  # a world of this seed cannot be built
     results = json.loads((tmp_path / "run" / "eval_results.json").read_text())
     assert results["steps"] == 2 and "text_to_video_R@1" not in results
     refused = run_pretrain(tmp_path / "refused", "--eval_data", "none", "--push_to_hub", "--hub_model_id", "a/b",

@@ -12,6 +12,7 @@ from .arguments import (
     TrainingArguments,
     check_training_arguments,
     parse_arguments,
+    recorded_arguments,
 )
 from .checkpointing import (
     PARTIAL_SUFFIX,
@@ -59,6 +60,7 @@ __all__ = [
     "locvtp_fields",
     "new_processor",
     "parse_arguments",
+    "recorded_arguments",
     "save_checkpoint",
     "setup_accelerator",
     "small_model_config",

@@ -5,7 +5,8 @@ beside these and gives its own defaults (e.g. its `output_dir`) to `parse_argume
 """
 
 import json
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
@@ -136,6 +137,15 @@ def parse_arguments(argument_classes: tuple, description: str, defaults: dict | 
         parser.set_defaults(**(yaml.safe_load(text) if config_file.endswith((".yaml", ".yml")) else json.loads(text)))
     *arguments, _ = parser.parse_args_into_dataclasses(return_remaining_strings=False, look_for_args_file=False)
     return tuple(arguments)
+
+
+def recorded_arguments(argument_groups: Sequence, num_processes: int) -> dict:
+    """
+    The run's arguments as one flat dict: every field of its argument groups (dataclass instances) and its number of
+    processes. Written beside every checkpoint, compared on resume and logged to the trackers.
+    """
+    return {**{name: value for group in argument_groups for name, value in asdict(group).items()},
+            "num_processes": num_processes}
 
 
 def check_training_arguments(args: TrainingArguments, min_steps: int = 1) -> None:

@@ -15,7 +15,10 @@ At the end the model and processor are saved with `save_pretrained` in `--output
 (default) the model is evaluated zero-shot on the synthetic world's held-out videos (text-to-video retrieval; in-video
 AUC, zero-shot grounding and the clip probe), and the figures are printed beside their chance levels and written to
 `<output_dir>/eval_results.json` (with the run's counts; `--eval_data none` writes the counts only and builds no
-world).
+world). `--eval_data` may also be validation data in the formats of `--train_data` (a videofolder, a .json or a .csv,
+with `--eval_video_dir`): text-to-video and video-to-text R@k among its captions, and, where its rows give spans, the
+head-free localization figures. `--eval_steps N` evaluates every N steps too (logged as `eval_*`), and
+`--metric_for_best_model` keeps the best of those models in `<output_dir>/best_model`.
 
 Resuming: checkpoints are written every `--checkpointing_steps` optimizer steps with `save_state`;
 `--resume_from_checkpoint latest` continues from the newest complete one (the folders of an interrupted write are
@@ -41,6 +44,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import datasets
 import torch
 from transformers import AutoTokenizer
 
@@ -53,12 +57,13 @@ from locvtp_hf.data import (
     videofolder_rows,
     webvid_rows,
 )
-from locvtp_hf.evaluation import localization_evaluation, text_to_video_retrieval
+from locvtp_hf.evaluation import localization_evaluation, retrieval_evaluation, text_to_video_retrieval
 from locvtp_hf.hub import push_to_hub
 from locvtp_hf.loss import sample_context_offsets
 from locvtp_hf.model_card import create_model_card, eval_results_from_metrics
 from locvtp_hf.stop_words import stop_word_token_ids
 from locvtp_hf.training import (
+    BestModel,
     ModelArguments,
     SyntheticWorldArguments,
     TrainingArguments,
@@ -74,6 +79,7 @@ from locvtp_hf.training import (
     train,
     word_tokenizer,
 )
+from locvtp_hf.video_io import probe_video
 
 
 logger = logging.getLogger(__name__)
@@ -95,7 +101,13 @@ class PreTrainingArguments:
     )
     eval_data: str = field(
         default="synthetic",
-        metadata={"help": "'synthetic': evaluate zero-shot on the synthetic world's held-out videos; 'none': do not."},
+        metadata={
+            "help": "'synthetic': evaluate zero-shot on the synthetic world's held-out videos; 'none': do not; or "
+            "validation data in the formats of --train_data (a folder, a .json or a .csv, with --eval_video_dir)."
+        },
+    )
+    eval_video_dir: str | None = field(
+        default=None, metadata={"help": "Where the videos of a .json / .csv --eval_data are (default: --video_dir)."}
     )
     probe_num_clips: int = field(default=16, metadata={"help": "Clips per whole video in the localization probe."})
     # a new model's towers and the pre-training losses
@@ -143,6 +155,47 @@ def is_sharded(train_data: str) -> bool:
     return train_data.endswith((".tar", ".parquet"))
 
 
+def read_rows(data: str, video_dir: str | None, option: str):
+    """The `(video, text, start, end)` rows of a videofolder, a HowTo100M-style .json or a WebVid-style .csv, and the
+    rows dropped for lack of a caption."""
+    if Path(data).is_dir():
+        return videofolder_rows(data, return_dropped=True)
+    if data.endswith(".json"):
+        return howto100m_rows(data, video_dir, return_dropped=True)
+    if data.endswith(".csv"):
+        return webvid_rows(data, video_dir, return_dropped=True)
+    raise ValueError(f"{option} {data!r} is neither 'synthetic', a folder, a .json, a .csv nor .tar / .parquet shards")
+
+
+def validation_sets(rows) -> tuple:
+    """
+    The validation rows as a retrieval set (`video`, `captions`: each video with all its captions) and, for the rows
+    with a span, localization queries (`video_id`, `query`, `start`, `end`, `duration`; None when no row has a span).
+    Videos whose duration cannot be read are left out of the queries (retrieval reports them itself).
+    """
+    captions = {}
+    for row in rows:
+        captions.setdefault(row["video"], []).append(row["text"])
+    retrieval_set = datasets.Dataset.from_dict({"video": list(captions), "captions": list(captions.values())})
+    spans = [row for row in rows if row.get("start") is not None and row.get("end") is not None]
+    durations = {}
+    for video in dict.fromkeys(row["video"] for row in spans):
+        try:
+            durations[video] = probe_video(video).duration
+        except (OSError, ValueError) as error:
+            logger.warning(f"Validation video {video} left out of the localization figures: {error}")
+    queries = [row for row in spans if row["video"] in durations]
+    if not queries:
+        return retrieval_set, None
+    return retrieval_set, datasets.Dataset.from_dict({
+        "video_id": [row["video"] for row in queries],
+        "query": [row["text"] for row in queries],
+        "start": [float(row["start"]) for row in queries],
+        "end": [float(row["end"]) for row in queries],
+        "duration": [durations[row["video"]] for row in queries],
+    })
+
+
 def check_arguments(
     model_args: ModelArguments, args: PreTrainingArguments, train_args: TrainingArguments
 ) -> None:
@@ -161,9 +214,20 @@ def check_arguments(
             "--model_name_or_path or a --text_model_name_or_path (with --vision_model_name_or_path) for its tokenizer."
         )
     if args.eval_data not in ("synthetic", "none"):
-        raise ValueError(f"--eval_data must be 'synthetic' or 'none', got {args.eval_data!r}.")
-    if train_args.push_to_hub and args.eval_data == "none":
-        raise ValueError("--push_to_hub writes the evaluation into the model card: it needs --eval_data synthetic.")
+        if not (Path(args.eval_data).is_dir() or args.eval_data.endswith((".json", ".csv"))):
+            raise ValueError(
+                f"--eval_data must be 'synthetic', 'none', or validation data: a videofolder, a .json or a .csv; got "
+                f"{args.eval_data!r}."
+            )
+        if args.eval_data.endswith((".json", ".csv")) and not (args.eval_video_dir or args.video_dir):
+            raise ValueError(f"--eval_data {args.eval_data} needs --eval_video_dir, the folder of its videos.")
+    if train_args.push_to_hub and args.eval_data != "synthetic":
+        raise ValueError(
+            "--push_to_hub writes the synthetic world's zero-shot figures into the model card: it needs --eval_data "
+            "synthetic."
+        )
+    if train_args.metric_for_best_model and args.eval_data == "none":
+        raise ValueError("--metric_for_best_model needs an evaluation: set --eval_data.")
     if args.log_term_gradient_norms and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ValueError("--log_term_gradient_norms measures one process's gradients: run it with one process.")
 
@@ -279,6 +343,8 @@ def pretraining_model_card(
 EVALUATION_TABLE = [
     ("text_to_video_R@1", "text_to_video_R@1_chance"),
     ("text_to_video_R@5", "text_to_video_R@5_chance"),
+    ("video_to_text_R@1", "video_to_text_R@1_chance"),
+    ("video_to_text_R@5", "video_to_text_R@5_chance"),
     ("in_video_auc", None),
     ("zero_shot_R@1,IoU=0.3", "zero_shot_random_R@1,IoU=0.3"),
     ("zero_shot_R@1,IoU=0.5", "zero_shot_random_R@1,IoU=0.5"),
@@ -288,16 +354,32 @@ EVALUATION_TABLE = [
 ]
 
 
-def print_evaluation_table(results: dict) -> None:
-    """The zero-shot figures beside their chance levels (for zero-shot grounding: the same search over random clip
-    features), then the run's other figures and counts."""
-    print("\n| zero-shot on held-out synthetic videos | value | chance |\n|---|---|---|")
+def print_evaluation_table(results: dict, data: str) -> None:
+    """The zero-shot figures on `data` beside their chance levels (for zero-shot grounding: the same search over random
+    clip features), then the run's other figures and counts."""
+    print(f"\n| zero-shot on {data} | value | chance |\n|---|---|---|")
     for name, reference in EVALUATION_TABLE:
-        print(f"| {name} | {results[name]:.3f} | {0.5 if reference is None else results[reference]:.3f} |")
+        if name in results:
+            print(f"| {name} | {results[name]:.3f} | {0.5 if reference is None else results[reference]:.3f} |")
     shown = {name for row in EVALUATION_TABLE for name in row}
     for name, value in results.items():
         if name not in shown:
             print(f"| {name} | {value:.3f} | |" if isinstance(value, float) else f"| {name} | {value} | |")
+
+
+def validation_evaluation(model, processor, retrieval_set, queries, args: PreTrainingArguments) -> dict:
+    """
+    Zero-shot on validation data: text-to-video and video-to-text R@k among its captions (with their chance levels;
+    unreadable videos are left out and counted), and the head-free localization figures on its rows with a span.
+    """
+    metrics, unreadable = retrieval_evaluation(model, processor, retrieval_set, ks=(1, 5), skip_unreadable=True)
+    results = {name: value for name, value in metrics.items() if "_R@" in name}
+    for direction, candidates in (("text_to_video", metrics["num_videos"]), ("video_to_text", metrics["num_texts"])):
+        results.update({f"{direction}_R@{k}_chance": min(k / candidates, 1.0) for k in (1, 5)})
+    results["validation_unreadable_videos"] = len(unreadable)
+    if queries is not None:
+        results.update(localization_evaluation(model, processor, queries, num_clips=args.probe_num_clips))
+    return results
 
 
 def main():
@@ -318,19 +400,17 @@ def main():
     if args.train_data == "synthetic":
         train_rows = world.pretraining_pairs("train")
         load_video, video_fps = world.render, world.fps
-    elif Path(args.train_data).is_dir():
-        train_rows, rows_without_caption = videofolder_rows(args.train_data, return_dropped=True)
-    elif args.train_data.endswith(".json"):
-        train_rows, rows_without_caption = howto100m_rows(args.train_data, args.video_dir, return_dropped=True)
-    elif args.train_data.endswith(".csv"):
-        train_rows, rows_without_caption = webvid_rows(args.train_data, args.video_dir, return_dropped=True)
     elif not streaming:
-        raise ValueError(
-            f"--train_data {args.train_data!r} is neither 'synthetic', a folder, a .json, a .csv nor .tar / "
-            ".parquet shards"
-        )
+        train_rows, rows_without_caption = read_rows(args.train_data, args.video_dir, "--train_data")
     if args.eval_data == "synthetic":
         test_captions, test_queries = world.captions("test"), world.grounding_queries("test")
+    elif args.eval_data != "none":
+        validation_rows, _ = read_rows(args.eval_data, args.eval_video_dir or args.video_dir, "--eval_data")
+        validation_retrieval, validation_queries = validation_sets(validation_rows)
+        logger.info(
+            f"Validation: {len(validation_retrieval)} videos, {len(validation_rows)} captions, "
+            f"{0 if validation_queries is None else len(validation_queries)} with a span ({args.eval_data})"
+        )
 
     # ---- model and processor ---------------------------------------------------------------------------------------
     if model_args.checkpoint:
@@ -346,6 +426,8 @@ def main():
                     *test_captions["caption"],
                     *(sentence for negatives in test_captions["hard_negatives"] for sentence in negatives),
                 ]
+            elif args.eval_data != "none":
+                sentences += list(validation_rows["text"])
             tokenizer = word_tokenizer(sentences)
         if args.vision_model_name_or_path:
             model = LocVTPForPreTraining.from_vision_text_pretrained(
@@ -394,7 +476,10 @@ def main():
         )
 
     def evaluate(trained: LocVTPModel) -> dict:
-        """Zero-shot on the synthetic world's held-out videos: retrieval and head-free localization."""
+        """Zero-shot on the synthetic world's held-out videos or the validation data: retrieval and head-free
+        localization."""
+        if args.eval_data != "synthetic":
+            return validation_evaluation(trained, processor, validation_retrieval, validation_queries, args)
         return {
             **text_to_video_retrieval(
                 trained,
@@ -422,7 +507,7 @@ def main():
         train_dataloader,
         pretraining_loss(accelerator, args.log_term_gradient_norms),
         train_args,
-        evaluate=(lambda trained: evaluate(trained.locvtp)) if args.eval_data == "synthetic" else None,
+        evaluate=(lambda trained: evaluate(trained.locvtp)) if args.eval_data != "none" else None,
         run_arguments=run_arguments,
         epoch_aware=() if streaming else (train_dataset,),
         streaming=streaming,
@@ -460,11 +545,14 @@ def main():
             "skipped_nonfinite_steps": len(result.skipped_nonfinite_steps),
             "steps": result.completed_steps,
         }
-        if args.eval_data == "synthetic":
+        if (output_dir / BestModel.FOLDER).is_dir():
+            processor.save_pretrained(output_dir / BestModel.FOLDER)
+        if args.eval_data != "none":
             # evaluate (and push) the model as saved: with FSDP the trained module only holds this process's shards
             trained = LocVTPModel.from_pretrained(output_dir).to(accelerator.device).eval()
-            results = {**evaluate(trained), **results}
-            print_evaluation_table(results)
+            evaluated_on = "held-out synthetic videos" if args.eval_data == "synthetic" else args.eval_data
+            results = {**evaluate(trained), "evaluated_on": evaluated_on, **results}
+            print_evaluation_table(results, evaluated_on)
         (output_dir / "eval_results.json").write_text(json.dumps(results, indent=2) + "\n")
         logger.info(f"Model, processor and eval_results.json saved in {output_dir}")
         if train_args.push_to_hub:

@@ -258,3 +258,35 @@ def test_streamed_shards_resume_at_the_same_position(uninterrupted_run, tmp_path
     resumed = load_file(tmp_path / "resumed" / "model.safetensors")
     for name in expected:
         torch.testing.assert_close(resumed[name], expected[name], **CROSS_PROCESS_TOLERANCE, msg=name)
+
+
+def test_validation_data_is_evaluated_periodically_and_the_best_model_is_kept(tmp_path):
+    from locvtp_hf.synthetic import SyntheticWorld
+
+    world = SyntheticWorld(seed=3, num_train=4, num_test=4, size=32)
+    train_folder = world.export(tmp_path / "data", "train")
+    validation_folder = world.export(tmp_path / "data", "test")
+    output_dir = tmp_path / "run"
+    run_pretrain(output_dir, "--train_data", str(train_folder), "--eval_data", str(validation_folder),
+                 "--max_steps", "4", "--eval_steps", "2", "--metric_for_best_model", "text_to_video_R@1",
+                 "--checkpointing_steps", "0", "--world_seed", "-1")  # a world of this seed cannot be built
+
+    results = json.loads((output_dir / "eval_results.json").read_text())
+    assert results["evaluated_on"] == str(validation_folder)
+    for name in ("text_to_video_R@1", "video_to_text_R@1", "text_to_video_R@1_chance", "in_video_auc",
+                 "zero_shot_R@1,IoU=0.5", "probe_hit_rate"):
+        assert 0.0 <= results[name] <= 1.0, name
+    assert results["text_to_video_R@1_chance"] == 1 / 4 and results["validation_unreadable_videos"] == 0
+    best = json.loads((output_dir / "best_model" / "best_metric.json").read_text())
+    assert best["metric"] == "text_to_video_R@1" and best["step"] in (2, 4)
+    # the final evaluation scores the step-4 model: the kept model is at least as good, and is it when kept at step 4
+    assert best["value"] >= results["text_to_video_R@1"]
+    if best["step"] == 4:
+        assert best["value"] == results["text_to_video_R@1"]
+    assert AutoProcessor.from_pretrained(output_dir / "best_model") is not None
+    assert AutoModel.from_pretrained(output_dir / "best_model").config.projection_dim > 0
+
+
+def test_metric_for_best_model_needs_periodic_evaluation(tmp_path):
+    result = run_pretrain(tmp_path / "run", "--metric_for_best_model", "text_to_video_R@1", check=False)
+    assert result.returncode != 0 and "--metric_for_best_model chooses among periodic evaluations" in result.stderr

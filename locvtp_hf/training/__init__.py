@@ -16,6 +16,7 @@ from .arguments import (
 )
 from .checkpointing import (
     PARTIAL_SUFFIX,
+    BestModel,
     RESUMABLE_CHANGES,
     check_resume_arguments,
     checkpoint_step,
@@ -38,6 +39,7 @@ from .small_model import (
 
 
 __all__ = [
+    "BestModel",
     "PARTIAL_SUFFIX",
     "RESUMABLE_CHANGES",
     "SMALL_VISION_MODELS",

@@ -112,6 +112,16 @@ class TrainingArguments:
         default=0,
         metadata={"help": "Also evaluate every N optimizer steps, logged as eval_* (0: only where the script does)."},
     )
+    metric_for_best_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "Keep the model of the best periodic evaluation (--eval_steps) by this figure of the script's "
+            "evaluation (e.g. text_to_video_R@1) in <output_dir>/best_model."
+        },
+    )
+    greater_is_better: bool = field(
+        default=True, metadata={"help": "Whether a larger --metric_for_best_model is better."}
+    )
     logging_steps: int = field(default=20, metadata={"help": "Log the losses every N optimizer steps."})
     report_to: str | None = field(default=None, metadata={"help": "Trackers, e.g. 'tensorboard' or 'all'."})
 
@@ -159,6 +169,8 @@ def check_training_arguments(args: TrainingArguments, min_steps: int = 1) -> Non
     ):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} must be at least 1.")
+    if args.metric_for_best_model and not args.eval_steps:
+        raise ValueError("--metric_for_best_model chooses among periodic evaluations: set --eval_steps too.")
     for name in ("checkpointing_steps", "eval_steps", "warmup_steps", "num_workers"):
         if getattr(args, name) < 0:
             raise ValueError(f"--{name} must be 0 or more.")

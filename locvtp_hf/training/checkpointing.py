@@ -1,7 +1,8 @@
 """
 Checkpoints of a training run: written with `Accelerator.save_state` under a temporary name and renamed when
 complete (an interrupted write is never resumed from), with the run's arguments (a resumed run must be shaped as the
-one that wrote it) and, for streamed data, each process's position in its shards.
+one that wrote it) and, for streamed data, each process's position in its shards. And the model of the best periodic
+evaluation ([`BestModel`]), written the same way.
 """
 
 import json
@@ -39,6 +40,8 @@ RESUMABLE_CHANGES = {
     "nms_threshold",
     "iou_comparison",
     "num_plots",
+    "metric_for_best_model",
+    "greater_is_better",
 }
 
 
@@ -141,3 +144,51 @@ def save_checkpoint(accelerator: Accelerator, folder: Path, run_arguments: dict,
             shutil.rmtree(folder)
         partial.rename(folder)
     accelerator.wait_for_everyone()
+
+
+class BestModel:
+    """
+    Keeps the model of the best evaluation so far in `<output_dir>/best_model` (`save_pretrained`, written under a
+    temporary name and renamed when complete), with `best_metric.json`: the metric, its value and the step.
+
+    Args:
+        output_dir (`str` or `Path`): The run's output folder.
+        metric (`str`): The figure of the evaluation to compare, e.g. `"text_to_video_R@1"`.
+        greater_is_better (`bool`): Whether a larger value is better.
+        resumed (`bool`): The run resumes from a checkpoint: the recorded best of the same metric stays the one to
+            beat (a new run replaces it at its first evaluation).
+    """
+
+    FOLDER = "best_model"
+    RECORD = "best_metric.json"
+
+    def __init__(self, output_dir: str | Path, metric: str, greater_is_better: bool = True, resumed: bool = False):
+        self.folder = Path(output_dir) / self.FOLDER
+        self.metric, self.greater_is_better = metric, greater_is_better
+        self.value = None
+        record = self.folder / self.RECORD
+        if resumed and record.exists():
+            recorded = json.loads(record.read_text())
+            if recorded["metric"] == metric:
+                self.value = recorded["value"]
+
+    def update(self, model, metrics: dict, step: int) -> bool:
+        """Saves `model` if `metrics[metric]` beats the best so far (the first evaluation always does); returns
+        whether it did."""
+        if self.metric not in metrics:
+            raise KeyError(
+                f"--metric_for_best_model {self.metric!r} is not a figure of the evaluation; it gives "
+                f"{sorted(name for name, value in metrics.items() if isinstance(value, int | float))}."
+            )
+        value = float(metrics[self.metric])
+        if self.value is not None and not (value > self.value if self.greater_is_better else value < self.value):
+            return False
+        partial = self.folder.with_name(self.folder.name + PARTIAL_SUFFIX)
+        shutil.rmtree(partial, ignore_errors=True)
+        model.save_pretrained(partial)
+        (partial / self.RECORD).write_text(json.dumps({"metric": self.metric, "value": value, "step": step}) + "\n")
+        shutil.rmtree(self.folder, ignore_errors=True)
+        partial.rename(self.folder)
+        self.value = value
+        logger.info(f"step {step}: best {self.metric} so far ({value:.4g}), model saved in {self.folder}")
+        return True

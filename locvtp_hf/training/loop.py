@@ -24,6 +24,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .arguments import TrainingArguments
 from .checkpointing import (
+    BestModel,
     check_resume_arguments,
     checkpoint_step,
     checkpoint_to_resume,
@@ -106,7 +107,8 @@ def train(
         args ([`TrainingArguments`]): Steps, optimisation, logging, evaluation, checkpointing and
             `resume_from_checkpoint`.
         evaluate (`EvaluationFunction`, *optional*): The script's evaluation, run on the main process with the
-            unwrapped model every `args.eval_steps` optimizer steps; its numbers are logged as `eval_<name>`. The
+            unwrapped model every `args.eval_steps` optimizer steps; its numbers are logged as `eval_<name>`, and
+            with `args.metric_for_best_model` the model of the best one is kept ([`BestModel`]). The
             random draws of training do not depend on it (each micro-batch reseeds), so exact resume holds with it.
             The other processes wait: with parameters sharded over processes (FSDP) evaluate the saved model instead.
         run_arguments (`dict`, *optional*): The run's arguments, written beside every checkpoint and compared on
@@ -177,6 +179,11 @@ def train(
     def is_logging_step(step: int) -> bool:
         return step % args.logging_steps == 0 or step == args.max_steps
 
+    best_model = None
+    if args.metric_for_best_model and evaluate is not None and accelerator.is_main_process:
+        best_model = BestModel(
+            args.output_dir, args.metric_for_best_model, args.greater_is_better, resumed=checkpoint is not None
+        )
     result = TrainingResult(model, completed_steps)
     nonfinite_guard = NonFiniteLossGuard(accelerator, args.max_consecutive_nonfinite_steps)
     bar = tqdm(
@@ -235,6 +242,8 @@ def train(
                     logger.info(f"step {completed_steps}: " + ", ".join(f"{k} {v:.4g}" for k, v in logs.items()))
                     if accelerator.trackers:
                         accelerator.log(logs, step=completed_steps)
+                    if best_model is not None:
+                        best_model.update(accelerator.unwrap_model(model), metrics, completed_steps)
                 model.train()
                 accelerator.wait_for_everyone()
             if args.checkpointing_steps and completed_steps % args.checkpointing_steps == 0:

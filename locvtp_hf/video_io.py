@@ -69,6 +69,8 @@ class EncodedVideo:
 
 
 VideoSource = str | os.PathLike | EncodedVideo
+# Read over the network by FFmpeg itself (it seeks with HTTP range requests where the server supports them).
+URL_SCHEMES = ("http://", "https://")
 
 
 @dataclass
@@ -95,7 +97,8 @@ def probe_video(path: VideoSource, backend: str = "pyav") -> VideoInfo:
     Read the frame rate, duration and frame count of a video file without decoding it.
 
     Args:
-        path (`str`, `os.PathLike` or [`EncodedVideo`]): Video file (mp4, mkv, webm, ...), or its bytes.
+        path (`str`, `os.PathLike` or [`EncodedVideo`]): Video file (mp4, mkv, webm, ...), an http(s) URL of one,
+            or its bytes.
         backend (`str`, *optional*, defaults to `"pyav"`): `"pyav"` or `"torchcodec"`.
 
     Returns:
@@ -123,8 +126,8 @@ def read_frames_at(
     holds at most one RGB array per distinct requested frame whatever the length of the video.
 
     Args:
-        path (`str`, `os.PathLike` or [`EncodedVideo`]): Video file (mp4, mkv, webm, ...), or its bytes. Audio and
-            other streams are ignored.
+        path (`str`, `os.PathLike` or [`EncodedVideo`]): Video file (mp4, mkv, webm, ...), an http(s) URL of one,
+            or its bytes. Audio and other streams are ignored.
         timestamps (`Sequence[float]`): `N` times in seconds from the start of the video, in any order, repeats
             allowed.
         backend (`str`, *optional*, defaults to `"pyav"`): `"pyav"` or `"torchcodec"`.
@@ -172,6 +175,8 @@ def _check_path(path: VideoSource, backend: str) -> str | EncodedVideo:
             raise VideoDecodingError(f"video '{path}' is empty (0 bytes)")
         return path
     path = os.fspath(path)
+    if isinstance(path, str) and path.startswith(URL_SCHEMES):
+        return path  # an unreachable URL fails to open: VideoDecodingError with FFmpeg's reason (e.g. 404 Not Found)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"video file '{path}' does not exist")
     return path

@@ -6,9 +6,12 @@ the conftest, which skips when the variable is unset).
 """
 
 import builtins
+import functools
+import http.server
 import json
 import logging
 import re
+import threading
 from fractions import Fraction
 from pathlib import Path
 
@@ -99,6 +102,19 @@ def truncated_web_video(tmp_path_factory) -> tuple[str, str]:
     data = Path(intact).read_bytes()
     (folder / "truncated.mp4").write_bytes(data[: len(data) // 2])
     return intact, str(folder / "truncated.mp4")
+
+
+@pytest.fixture(scope="module")
+def served_folder(index_video):
+    """An HTTP server on the loopback address serving the folder of `index_video`; yields its base URL."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(Path(index_video).parent))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    thread.join()
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -587,3 +603,20 @@ def test_real_corrupted_video(real_data):
     # Decoding stops after the last requested time, so frames before the damaged part still decode.
     frames, _ = read_frames_at(path, [0.5, 1.0])
     assert frames.shape == (2, 720, 1280, 3)
+
+
+def test_video_urls_are_read_like_the_files_they_serve(index_video, served_folder):
+    url = f"{served_folder}/{Path(index_video).name}"
+    assert probe_video(url).duration == probe_video(index_video).duration
+    assert probe_video(url).num_frames == probe_video(index_video).num_frames
+    times = [0.05, 1.25, 3.95]
+    from_url, _ = read_frames_at(url, times)
+    from_file, _ = read_frames_at(index_video, times)
+    assert np.array_equal(from_url, from_file)
+    processor = small_processor()
+    assert torch.equal(
+        processor([url], return_tensors="pt")["pixel_values_videos"],
+        processor([index_video], return_tensors="pt")["pixel_values_videos"],
+    )
+    with pytest.raises(VideoDecodingError, match=r"missing\.mp4.*404"):
+        probe_video(f"{served_folder}/missing.mp4")

@@ -534,16 +534,28 @@ class VideoTextCollator:
     Returns a [`BatchFeature`] with `pixel_values_videos` (`[B, T, F, C, H, W]`), `clip_spans`, the text inputs,
     `skipped`: the errors of the unusable samples passed over for these items, and for streamed items
     `skipped_shards`: the shards that could not be read (neither is a model input: pop them before calling the model).
+
+    With `report_skipped=False` the batch holds model inputs only, and what was skipped is logged as a warning
+    instead: the collator to give `transformers.Trainer` (`data_collator=VideoTextCollator(processor,
+    report_skipped=False)`, with `remove_unused_columns=False` in its arguments, since the items are not model
+    inputs yet).
     """
 
-    def __init__(self, processor: LocVTPProcessor):
+    def __init__(self, processor: LocVTPProcessor, report_skipped: bool = True):
         self.processor = processor
+        self.report_skipped = report_skipped
 
     def __call__(self, items: list[dict]) -> BatchFeature:
         batch = self.processor(text=[item["text"] for item in items], return_tensors="pt")
         batch["pixel_values_videos"] = torch.stack([item["pixel_values_videos"] for item in items])
         batch["clip_spans"] = torch.stack([item["clip_spans"] for item in items])
-        batch["skipped"] = [error for item in items for error in item["skipped"]]
+        skipped = {"skipped": [error for item in items for error in item["skipped"]]}
         if "skipped_shards" in items[0]:
-            batch["skipped_shards"] = [error for item in items for error in item["skipped_shards"]]
+            skipped["skipped_shards"] = [error for item in items for error in item["skipped_shards"]]
+        if self.report_skipped:
+            batch.update(skipped)
+        else:
+            for name, errors in skipped.items():
+                for error in errors:
+                    logger.warning(f"{name.replace('_', ' ')}: {error}")
         return batch

@@ -110,6 +110,23 @@ def test_unreadable_videos_are_skipped_and_reported(exported, processor, tmp_pat
         VideoTextPairDataset(rows[1:], processor)[0]
 
 
+
+def test_a_collator_for_trainer_logs_what_it_skipped_and_returns_model_inputs_only(
+    exported, processor, tmp_path, caplog
+):
+    _, folder = exported
+    good = str(next(folder.glob("*.mp4")))
+    rows = [{"video": good, "start": 0.5, "end": 3.0, "text": "a red square moves left"},
+            {"video": str(tmp_path / "missing.mp4"), "start": None, "end": None, "text": "a cat"}]
+    dataset = VideoTextPairDataset(rows, processor)
+    items = [dataset[i] for i in range(2)]
+    reported = VideoTextCollator(processor)(items)
+    with caplog.at_level("WARNING", logger="locvtp_hf.data"):
+        batch = VideoTextCollator(processor, report_skipped=False)(items)
+    assert "skipped" not in batch and set(batch) == set(reported) - {"skipped"}
+    assert torch.equal(batch["pixel_values_videos"], reported["pixel_values_videos"])
+    assert "missing.mp4" in caplog.text
+
 def test_rows_without_a_caption_given_directly_are_skipped_and_reported(exported, processor):
     _, folder = exported
     good = str(next(folder.glob("*.mp4")))

@@ -251,7 +251,8 @@ def test_streamed_shards_resume_at_the_same_position(uninterrupted_run, tmp_path
     run_pretrain(tmp_path / "uninterrupted", *streamed)
     # 6 steps of 4 samples take each of the 2 workers through all of its shards
     assert json.loads((tmp_path / "uninterrupted" / "eval_results.json").read_text())["skipped_shards"] >= 1
-    shutil.copytree(tmp_path / "uninterrupted" / "checkpoints" / "step_2", tmp_path / "resumed" / "checkpoints" / "step_2")
+    checkpoint = Path("checkpoints") / "step_2"
+    shutil.copytree(tmp_path / "uninterrupted" / checkpoint, tmp_path / "resumed" / checkpoint)
     result = run_pretrain(tmp_path / "resumed", *streamed, "--resume_from_checkpoint", "latest")
     assert "Resumed from" in result.stderr and "Streaming" in result.stderr
     expected = load_file(tmp_path / "uninterrupted" / "model.safetensors")

@@ -36,8 +36,9 @@ _CITATION = """
 
 _KWARGS_DESCRIPTION = """
 Args:
-    predictions (`list[list[list[float]]]`): per query, its predicted moments best first, each `[start, end]` or
-        `[start, end, score]` in seconds (with scores the moments are re-ranked by score).
+    predictions (`list[list[list[float]]]` or `list[list[dict]]`): per query, its predicted moments best first, each
+        `[start, end]` or `[start, end, score]` in seconds (with scores the moments are re-ranked by score), or the
+        `video-temporal-grounding` pipeline's own output: `{"start", "end", "score"}` dicts.
     references (`list[list[list[float]]]` or `list[list[float]]`): per query, its ground-truth moments `[[start, end],
         ...]`, or a single `[start, end]`.
     iou_comparison (`str`, defaults to `">="`): `">="` (Moment-DETR and most work) or `">"` (2D-TAN's code).
@@ -70,6 +71,11 @@ Examples:
 """
 
 _MOMENTS = datasets.List(datasets.List(datasets.Value("float64")))
+# what the video-temporal-grounding pipeline returns for one query
+_PIPELINE_MOMENTS = datasets.List(
+    {"start": datasets.Value("float64"), "end": datasets.Value("float64"), "score": datasets.Value("float64")}
+)
+_SINGLE_MOMENT = datasets.List(datasets.Value("float64"))
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
@@ -80,8 +86,10 @@ class TemporalGrounding(evaluate.Metric):
             citation=_CITATION,
             inputs_description=_KWARGS_DESCRIPTION,
             features=[
-                datasets.Features({"predictions": _MOMENTS, "references": _MOMENTS}),
-                datasets.Features({"predictions": _MOMENTS, "references": datasets.List(datasets.Value("float64"))}),
+                datasets.Features({"predictions": predictions, "references": references})
+                # the dict form first: `evaluate` takes the first that encodes, and a list of lists also encodes dicts
+                for predictions in (_PIPELINE_MOMENTS, _MOMENTS)
+                for references in (_MOMENTS, _SINGLE_MOMENT)
             ],
             codebase_urls=["https://github.com/microsoft/2D-TAN", "https://github.com/jayleicn/moment_detr"],
         )

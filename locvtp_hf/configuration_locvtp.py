@@ -130,6 +130,13 @@ class LocVTPConfig(PreTrainedConfig):
         grounding_clip_chunk_size (`int`, *optional*, defaults to 32):
             Clips that [`LocVTPForTemporalGrounding`] encodes at once when given raw video, which bounds the memory
             of long videos.
+        grounding_saliency_head (`bool`, *optional*, defaults to `False`):
+            Give [`LocVTPForTemporalGrounding`] a saliency head beside the 2D map: one score per clip, how well the
+            clip matches the query (highlight detection, as Moment-DETR's and UniVTG's saliency scores), trained
+            from per-clip `saliency_labels` jointly with the moments. Off: the model and its checkpoints have no
+            saliency weights (checkpoints saved before this field load unchanged).
+        grounding_saliency_loss_weight (`float`, *optional*, defaults to 1.0):
+            Weight of the saliency loss in the joint grounding loss, `loss = loss_moment + weight * loss_saliency`.
 
     Example:
 
@@ -187,6 +194,8 @@ class LocVTPConfig(PreTrainedConfig):
     grounding_nms_threshold: float = 0.5
     grounding_freeze_encoder: bool = False
     grounding_clip_chunk_size: int = 32
+    grounding_saliency_head: bool = False
+    grounding_saliency_loss_weight: float = 1.0
 
     def __post_init__(self, **kwargs):
         if self.vision_config is None or isinstance(self.vision_config, dict):
@@ -198,6 +207,12 @@ class LocVTPConfig(PreTrainedConfig):
             self.vision_config = vision_config
         if self.grounding_pooling_counts is None:
             self.grounding_pooling_counts = default_pooling_counts(self.grounding_num_positions)
+        if __name__.startswith("locvtp_hf."):
+            # A checkpoint shared with `save_for_hub` declares the grounding pipeline for users without this package
+            # (`custom_pipelines`, which transformers' `pipeline(..., trust_remote_code=True)` runs from the
+            # repository's code). Where the package is installed, its own registered pipeline runs the checkpoint:
+            # the declaration would make transformers insist on the remote code.
+            kwargs.pop("custom_pipelines", None)
         super().__post_init__(**kwargs)
         self._check_values()
 
@@ -284,6 +299,10 @@ class LocVTPConfig(PreTrainedConfig):
             raise ValueError(
                 "The scaled-IoU bounds need 0 <= grounding_iou_min < grounding_iou_max <= 1, got "
                 f"{self.grounding_iou_min} and {self.grounding_iou_max}."
+            )
+        if not self.grounding_saliency_loss_weight >= 0:
+            raise ValueError(
+                f"grounding_saliency_loss_weight must be >= 0, got {self.grounding_saliency_loss_weight}"
             )
         if not 0 <= self.grounding_nms_threshold <= 1:
             raise ValueError(f"grounding_nms_threshold must be in [0, 1], got {self.grounding_nms_threshold}")

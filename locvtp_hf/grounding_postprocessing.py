@@ -1,4 +1,5 @@
-"""Post-processing of temporal grounding: scored candidate moments to ranked moments in seconds, with 1-D NMS."""
+"""Post-processing of temporal grounding: scored candidate moments to ranked moments in seconds, with 1-D NMS, and
+per-clip saliency scores to scores with their times."""
 
 import torch
 
@@ -49,14 +50,88 @@ def temporal_nms(
     return torch.stack(kept) if kept else order[:0]
 
 
+def clip_boundaries(
+    clip_spans: torch.Tensor, video_durations: torch.Tensor | None = None, clip_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """
+    Where the stretch of video each clip stands for begins and ends: halfway between the centres of consecutive clips,
+    from 0 to the video's duration (or the last real clip's end). For clips centred in equal segments these are the
+    segments' edges.
+
+    Args:
+        clip_spans (`[Q, T, 2]`): each clip's `(start, end)` in seconds, as the processor returns them.
+        video_durations (`[Q]`, *optional*): each video's duration in seconds.
+        clip_mask (`[Q, T]`, *optional*): 1 for real clips, 0 for padding at the end.
+
+    Returns:
+        `[Q, T + 1]` seconds (float64): clip `t` stands for `[boundaries[t], boundaries[t + 1]]`; for a video of
+        `n < T` real clips, `boundaries[n]` is its end.
+    """
+    centres = clip_spans.to(torch.float64).mean(-1)
+    rows = torch.arange(clip_spans.shape[0], device=clip_spans.device)
+    lengths = torch.full_like(rows, clip_spans.shape[1]) if clip_mask is None else clip_mask.bool().sum(-1)
+    if video_durations is None:
+        ends = clip_spans[rows, (lengths - 1).clamp(min=0), 1].to(torch.float64)
+    else:
+        ends = torch.as_tensor(video_durations, dtype=torch.float64, device=centres.device).reshape(-1)
+    middle = (centres[:, 1:] + centres[:, :-1]) / 2
+    boundaries = torch.cat([torch.zeros_like(ends)[:, None], middle, ends[:, None]], dim=1)
+    boundaries[rows, lengths] = ends
+    return boundaries
+
+
+def clip_saliency(
+    scores: torch.Tensor,
+    clip_mask: torch.Tensor | None = None,
+    video_durations: torch.Tensor | None = None,
+    clip_spans: torch.Tensor | None = None,
+) -> list[dict[str, list]]:
+    """
+    Each query's per-clip saliency with the stretch of video each clip stands for, in seconds.
+
+    Args:
+        scores (`[Q, T]`): a saliency score per clip of each query's video.
+        clip_mask (`[Q, T]`, *optional*): 1 for real clips, 0 for padding at the end.
+        video_durations (`[Q]`, *optional*): durations in seconds; needed without `clip_spans`.
+        clip_spans (`[Q, T, 2]`, *optional*): each clip's `(start, end)` in seconds, as the processor returns them.
+            The times are then the [`clip_boundaries`]; without them each video's real clips cut its duration
+            evenly (as precomputed `video_features` tile their video).
+
+    Returns:
+        `list[dict]`: per query, `{"times": [[start, end], ...], "scores": [...]}`, one entry per real clip, in order.
+    """
+    if scores.dim() != 2:
+        raise ValueError(f"saliency scores must be [queries, clips], got shape {tuple(scores.shape)}.")
+    mask = torch.ones_like(scores, dtype=torch.bool) if clip_mask is None else clip_mask.bool()
+    lengths = mask.sum(-1)
+    if clip_spans is not None:
+        boundaries = clip_boundaries(clip_spans, video_durations, mask)
+    elif video_durations is None:
+        raise ValueError(
+            "The saliency scores have no times: give the clip_spans or the video_durations (seconds) of the videos."
+        )
+    else:
+        durations = torch.as_tensor(video_durations, dtype=torch.float64, device=scores.device).reshape(-1, 1)
+        steps = torch.arange(scores.shape[1] + 1, device=scores.device, dtype=torch.float64)
+        boundaries = durations * steps / lengths[:, None].clamp(min=1)
+    results = []
+    for query_scores, query_boundaries, length in zip(scores.float(), boundaries, lengths.tolist()):
+        ends = query_boundaries[: length + 1].tolist()
+        times = [list(pair) for pair in zip(ends[:-1], ends[1:])]
+        results.append({"times": times, "scores": query_scores[:length].tolist()})
+    return results
+
+
 def grounding_moments(
     outputs,
     top_k: int = 5,
     nms_threshold: float | None = 0.5,
     video_durations: torch.Tensor | None = None,
-) -> list[list[dict[str, float]]]:
+    return_saliency: bool = False,
+) -> list:
     """
-    The best moments of each query of a [`LocVTPForTemporalGrounding`] output, in seconds.
+    The best moments of each query of a [`LocVTPForTemporalGrounding`] output, in seconds, and on request its
+    per-clip saliency.
 
     Args:
         outputs ([`LocVTPTemporalGroundingOutput`]): the model's output (its `scores`, `moment_mask` and, unless
@@ -66,16 +141,28 @@ def grounding_moments(
             NMS off.
         video_durations (`torch.Tensor` of shape `[B]`, *optional*): durations in seconds; needed when the model
             was given none (precomputed features without `video_durations`), else they override the output's.
+        return_saliency (`bool`, *optional*, defaults to `False`): also return each clip's saliency score (the
+            output's `saliency_scores`: the model needs `config.grounding_saliency_head`), see [`clip_saliency`].
 
     Returns:
         `list[list[dict]]`: per query, up to `top_k` dicts `{"start", "end", "score"}` (seconds, and the predicted
-        scaled IoU in `[0, 1]`), best first.
+        scaled IoU in `[0, 1]`), best first. With `return_saliency`, per query a dict `{"moments": that list,
+        "saliency": {"times": [[start, end], ...], "scores": [...]}}` with one time span (seconds) and one score in
+        `[0, 1]` per real clip.
     """
     if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
         raise ValueError(f"top_k must be a positive integer, got {top_k!r}.")
     if nms_threshold is not None and not 0 <= nms_threshold <= 1:
         raise ValueError(f"nms_threshold must be in [0, 1] or None, got {nms_threshold!r}.")
     scores, moment_mask = outputs.scores, outputs.moment_mask
+    saliency_scores = getattr(outputs, "saliency_scores", None)
+    if return_saliency and saliency_scores is None:
+        raise ValueError(
+            "return_saliency=True but the outputs carry no saliency_scores: the model has no saliency head (set "
+            "grounding_saliency_head=True and train it); for zero-shot saliency use "
+            "locvtp_hf.zero_shot_grounding.zero_shot_saliency(outputs.video_features, outputs.text_embeds, "
+            "outputs.video_mask)."
+        )
     if video_durations is None:
         video_durations = getattr(outputs, "video_durations", None)
     if video_durations is None:
@@ -100,7 +187,12 @@ def grounding_moments(
                 for (start, end), score in zip(moments[kept].tolist(), query_scores[kept].tolist())
             ]
         )
-    return results
+    if not return_saliency:
+        return results
+    saliency = clip_saliency(
+        saliency_scores, outputs.video_mask, video_durations, getattr(outputs, "clip_spans", None)
+    )
+    return [{"moments": moments, "saliency": clip} for moments, clip in zip(results, saliency)]
 
 
-__all__ = ["grounding_moments", "temporal_nms"]
+__all__ = ["clip_boundaries", "clip_saliency", "grounding_moments", "temporal_nms"]

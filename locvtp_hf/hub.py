@@ -10,8 +10,12 @@ from pathlib import Path
 
 from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, ModelCard
 from transformers import PreTrainedModel, ProcessorMixin
+from transformers.dynamic_module_utils import custom_object_save
 
 from .model_card import _shareable_name_or_path, check_locvtp_model, create_model_card
+from .modeling_locvtp import LocVTPForTemporalGrounding, LocVTPModel
+from .pipeline_temporal_grounding import TASK as GROUNDING_TASK
+from .pipeline_temporal_grounding import VideoTemporalGroundingPipeline
 
 
 @contextlib.contextmanager
@@ -43,6 +47,34 @@ def _auto_classes_registered(model: PreTrainedModel, processor: ProcessorMixin |
 
 
 @contextlib.contextmanager
+def _grounding_pipeline_declared(model: PreTrainedModel) -> Iterator[bool]:
+    """
+    For a model the grounding pipeline runs (a `LocVTPForTemporalGrounding`, or a `LocVTPModel` for zero-shot
+    grounding), declares the pipeline in the config while saving (`custom_pipelines`, as transformers'
+    `Pipeline.save_pretrained` does), so that `pipeline("video-temporal-grounding", model=repo,
+    trust_remote_code=True)` runs it from the repository's own code. Yields whether it did; the config is restored
+    afterwards.
+    """
+    if type(model) not in (LocVTPForTemporalGrounding, LocVTPModel):
+        yield False
+        return
+    module = VideoTemporalGroundingPipeline.__module__.rsplit(".", 1)[-1]
+    # `pt`: the Auto class that loads the model; with remote code `AutoModel` gives the class that was saved
+    model.config.custom_pipelines = {
+        GROUNDING_TASK: {
+            "impl": f"{module}.{VideoTemporalGroundingPipeline.__name__}",
+            "pt": ["AutoModel"],
+            "tf": [],
+            "type": "multimodal",
+        }
+    }
+    try:
+        yield True
+    finally:
+        del model.config.custom_pipelines
+
+
+@contextlib.contextmanager
 def _tower_paths_shared(config) -> Iterator[None]:
     """
     While saving, the towers' `_name_or_path` (which `config.json` keeps, and the model card reads to say where each
@@ -71,7 +103,9 @@ def save_for_hub(
     Writes into `save_directory` exactly what [`push_to_hub`] uploads: the model (`model.safetensors`,
     `config.json`), the processor's files, the model code (`*.py`, with `auto_map` entries in the configs) and the
     model card as `README.md`. The folder loads with `from_pretrained(save_directory)`, also with
-    `trust_remote_code=True` where `locvtp_hf` is not installed. No file it writes holds a path of this machine:
+    `trust_remote_code=True` where `locvtp_hf` is not installed; for a `LocVTPForTemporalGrounding` or a `LocVTPModel`
+    so does `pipeline("video-temporal-grounding", model=save_directory, trust_remote_code=True)` (the pipeline's code
+    is shared too, declared in `config.json`'s `custom_pipelines`). No file it writes holds a path of this machine:
     towers initialised from local folders are recorded as `./<folder name>` in `config.json` (Hub ids as they are),
     and the card names local folders by their last part. The `extra_files` are copied as they are.
 
@@ -105,10 +139,16 @@ def save_for_hub(
             raise FileNotFoundError(f"Extra file to share {str(path)!r} does not exist or is not a file.")
     folder = Path(save_directory)
     folder.mkdir(parents=True, exist_ok=True)
-    with _auto_classes_registered(model, processor), _tower_paths_shared(model.config):
+    with (
+        _auto_classes_registered(model, processor),
+        _tower_paths_shared(model.config),
+        _grounding_pipeline_declared(model) as pipeline_declared,
+    ):
         model.save_pretrained(folder, state_dict=state_dict)
         if processor is not None:
             processor.save_pretrained(folder)
+        if pipeline_declared:
+            custom_object_save(VideoTemporalGroundingPipeline, folder)  # the pipeline's file and what it imports
     (model_card if model_card is not None else create_model_card(model)).save(folder / "README.md")
     written = {path.name for path in folder.iterdir()}
     for path in extra_files:

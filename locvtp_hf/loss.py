@@ -561,3 +561,29 @@ def temporal_grounding_loss(
     iou = temporal_iou(candidate_moments, target_moments[:, None, :])[..., 0]
     scaled_iou = ((iou - iou_min) / (iou_max - iou_min)).clamp(0, 1)
     return F.binary_cross_entropy_with_logits(logits, scaled_iou.to(logits.dtype))
+
+
+def saliency_loss(logits: torch.Tensor, labels: torch.Tensor, clip_mask: torch.Tensor) -> torch.Tensor:
+    """
+    The saliency loss of [`LocVTPForTemporalGrounding`]: binary cross-entropy of each clip's saliency logit against
+    its soft target in `[0, 1]`, averaged over the labelled real clips of the batch (padded clips and NaN targets, "no
+    label", are left out).
+
+    Moment-DETR trains its saliency scores with hinge ranking losses instead (a clip inside the moment above one
+    outside it, and above a clip of another video, by a margin), UniVTG with a contrastive loss over the clips; both
+    need only an order. Soft targets (QVHighlights' annotator scores, or how much of a clip the event covers) carry
+    more than an order, a per-clip BCE uses all of them, and its sigmoid scores are comparable across videos.
+
+    Args:
+        logits (`[B, C]`): each clip's saliency logit (any value at padded clips, `-inf` included).
+        labels (`[B, C]`): targets in `[0, 1]`, NaN for a clip without a label.
+        clip_mask (`[B, C]`, bool): True for real clips.
+
+    Returns:
+        `torch.Tensor` of shape `()`; 0 (still attached to `logits`, so every parameter gets a gradient) when no
+        clip of the batch is labelled.
+    """
+    labelled = clip_mask.bool() & ~torch.isnan(labels)
+    if not labelled.any():
+        return logits.masked_fill(~labelled, 0).sum() * 0
+    return F.binary_cross_entropy_with_logits(logits[labelled], labels[labelled].to(logits.dtype))

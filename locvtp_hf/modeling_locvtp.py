@@ -20,7 +20,13 @@ from transformers.models.auto.modeling_auto import MODEL_MAPPING
 from transformers.utils import ModelOutput, can_return_tuple, logging
 
 from .configuration_locvtp import LocVTPConfig
-from .loss import LocVTPLoss, retrieval_contrastive_loss, retrieval_similarity, temporal_grounding_loss
+from .loss import (
+    LocVTPLoss,
+    retrieval_contrastive_loss,
+    retrieval_similarity,
+    saliency_loss,
+    temporal_grounding_loss,
+)
 from .moment_geometry import candidate_diagonals, candidate_moment_times, pool_clips_to_positions
 
 
@@ -176,9 +182,9 @@ class LocVTPTemporalGroundingOutput(ModelOutput):
     covers positions `i` to `j` of the video cut into `N` equal positions, i.e. from `i / N` to `(j + 1) / N` of its
     duration.
 
-    loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `target_moments` is given):
-        Binary cross-entropy of every candidate moment's score against its IoU with the target moment, scaled from
-        `[grounding_iou_min, grounding_iou_max]` to `[0, 1]`, averaged over the candidates of the batch.
+    loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `target_moments` or `saliency_labels` is given):
+        The grounding loss: `loss_moment + config.grounding_saliency_loss_weight * loss_saliency`, of the terms whose
+        targets were given.
     logits (`torch.FloatTensor` of shape `(batch_size, N, N)`):
         Score logit of every candidate moment; `-inf` in the cells that are not candidates (`j < i`, and the cells
         that the sparse layout leaves out), see `moment_mask`.
@@ -200,6 +206,19 @@ class LocVTPTemporalGroundingOutput(ModelOutput):
         The L2-normalised sentence embeddings `s` of the queries.
     clip_spans (`torch.FloatTensor` of shape `(batch_size, num_clips, 2)`, *optional*):
         Each clip's `(start, end)` in seconds, passed through from the processor.
+    loss_moment (`torch.FloatTensor` of shape `()`, *optional*, returned when `target_moments` is given):
+        Binary cross-entropy of every candidate moment's score against its IoU with the target moment, scaled from
+        `[grounding_iou_min, grounding_iou_max]` to `[0, 1]`, averaged over the candidates of the batch.
+    loss_saliency (`torch.FloatTensor` of shape `()`, *optional*, returned when `saliency_labels` is given):
+        Binary cross-entropy of each clip's saliency logit against its label, averaged over the labelled real clips
+        of the batch ([`~locvtp_hf.loss.saliency_loss`]).
+    saliency_logits (`torch.FloatTensor` of shape `(batch_size, num_clips)`, *optional*, returned with
+    `config.grounding_saliency_head`):
+        Saliency logit of every clip of the model's input (a clip of `pixel_values_videos`, or a row of
+        `video_features`): how well it matches the query. `-inf` at padded clips.
+    saliency_scores (`torch.FloatTensor` of shape `(batch_size, num_clips)`, *optional*, returned with
+    `config.grounding_saliency_head`):
+        `sigmoid(saliency_logits)`, in `[0, 1]`; 0 at padded clips.
     """
 
     loss: torch.FloatTensor | None = None
@@ -212,6 +231,10 @@ class LocVTPTemporalGroundingOutput(ModelOutput):
     video_mask: torch.BoolTensor | None = None
     text_embeds: torch.FloatTensor | None = None
     clip_spans: torch.FloatTensor | None = None
+    loss_moment: torch.FloatTensor | None = None
+    loss_saliency: torch.FloatTensor | None = None
+    saliency_logits: torch.FloatTensor | None = None
+    saliency_scores: torch.FloatTensor | None = None
 
 
 class LocVTPContextProjectionHead(nn.Module):
@@ -326,6 +349,41 @@ class LocVTPTemporalGroundingHead(nn.Module):
             hidden_states = conv(hidden_states, moment_mask)
         logits = self.score(hidden_states).squeeze(1)
         return logits.masked_fill(~moment_mask, float("-inf"))
+
+
+class LocVTPSaliencyHead(nn.Module):
+    """
+    Per-clip saliency, as the 2D map fuses a moment with the query: each clip feature and the sentence embedding are
+    projected, fused by a Hadamard product and L2 normalisation, mixed with the neighbouring clips by a zero-padded 1D
+    convolution (kernel 3) and a ReLU, and scored by a linear layer.
+    """
+
+    def __init__(self, config: LocVTPConfig):
+        super().__init__()
+        hidden_size = config.grounding_hidden_size
+        self.clip_projection = nn.Linear(config.projection_dim, hidden_size)
+        self.text_projection = nn.Linear(config.projection_dim, hidden_size)
+        self.temporal_conv = nn.Conv1d(hidden_size, hidden_size, kernel_size=3, padding=1)
+        self.score = nn.Linear(hidden_size, 1)
+
+    def forward(
+        self, video_features: torch.Tensor, video_mask: torch.Tensor, text_embeds: torch.Tensor
+    ) -> torch.Tensor:
+        """
+        Args:
+            video_features (`[B, num_clips, projection_dim]`): clip features.
+            video_mask (`[B, num_clips]`, bool): True for real clips.
+            text_embeds (`[B, projection_dim]`): sentence embeddings.
+
+        Returns:
+            `[B, num_clips]` saliency logits, `-inf` at padded clips.
+        """
+        fused = self.clip_projection(video_features) * self.text_projection(text_embeds)[:, None, :]
+        # padding is zeroed so that the last real clip sees the same zeros as the first (and as the video alone)
+        fused = F.normalize(fused, dim=-1) * video_mask[..., None]
+        hidden_states = F.relu(self.temporal_conv(fused.transpose(1, 2))).transpose(1, 2)
+        logits = self.score(hidden_states).squeeze(-1)
+        return logits.masked_fill(~video_mask, float("-inf"))
 
 
 def _tower_from_config(config, **kwargs) -> PreTrainedModel:
@@ -1111,6 +1169,9 @@ class LocVTPForTemporalGrounding(LocVTPPreTrainedModel):
     [`~LocVTPForTemporalGrounding.get_clip_features`]. Either way the features are pooled to `N` positions. The query
     goes through the LocVTP text encoder.
 
+    With `config.grounding_saliency_head` it also scores each clip's saliency for the query (a
+    [`LocVTPSaliencyHead`], trained from `saliency_labels` jointly with the moments).
+
     With `config.grounding_freeze_encoder` the encoder stays in eval mode and runs without gradients.
     """
 
@@ -1118,6 +1179,7 @@ class LocVTPForTemporalGrounding(LocVTPPreTrainedModel):
         super().__init__(config)
         self.locvtp = LocVTPModel(config)
         self.grounding_head = LocVTPTemporalGroundingHead(config)
+        self.saliency_head = LocVTPSaliencyHead(config) if config.grounding_saliency_head else None
         self.post_init()
 
     def train(self, mode: bool = True):
@@ -1131,16 +1193,18 @@ class LocVTPForTemporalGrounding(LocVTPPreTrainedModel):
 
     def freeze_towers(self, vision: bool = False, text: bool = False) -> None:
         """
-        Chooses what trains: the grounding head always; the clip encoder and the text encoder, each with its
-        projection, unless frozen; the logit scale, which grounding does not use, never (DDP needs every trainable
-        parameter to get a gradient). Freezing both towers sets `config.grounding_freeze_encoder`, so that the
-        encoder runs in eval mode and without gradients.
+        Chooses what trains: the grounding head and the saliency head always; the clip encoder and the text encoder,
+        each with its projection, unless frozen; the logit scale, which grounding does not use, never (DDP needs
+        every trainable parameter to get a gradient). Freezing both towers sets `config.grounding_freeze_encoder`,
+        so that the encoder runs in eval mode and without gradients.
         """
         self.locvtp.freeze_towers(vision=vision, text=text)
         self.locvtp.visual_projection.requires_grad_(not vision)
         self.locvtp.text_projection.requires_grad_(not text)
         self.locvtp.logit_scale.requires_grad_(False)
         self.grounding_head.requires_grad_(True)
+        if self.saliency_head is not None:
+            self.saliency_head.requires_grad_(True)
         self.config.grounding_freeze_encoder = vision and text
         self.train(self.training)
 
@@ -1171,6 +1235,7 @@ class LocVTPForTemporalGrounding(LocVTPPreTrainedModel):
         video_durations: torch.FloatTensor | None = None,
         target_moments: torch.FloatTensor | None = None,
         clip_spans: torch.FloatTensor | None = None,
+        saliency_labels: torch.FloatTensor | None = None,
     ) -> LocVTPTemporalGroundingOutput:
         r"""
         pixel_values_videos (`torch.FloatTensor` of shape `(batch_size, num_clips, frames_per_clip, num_channels,
@@ -1189,9 +1254,13 @@ class LocVTPForTemporalGrounding(LocVTPPreTrainedModel):
         video_durations (`torch.FloatTensor` of shape `(batch_size,)`, *optional*):
             Duration of each video in seconds. Needed with `target_moments`; gives `candidate_moments` in seconds.
         target_moments (`torch.FloatTensor` of shape `(batch_size, 2)`, *optional*):
-            The ground-truth `(start, end)` of each query in seconds, inside its video. Computes the loss.
+            The ground-truth `(start, end)` of each query in seconds, inside its video. Computes `loss_moment`.
         clip_spans (`torch.FloatTensor` of shape `(batch_size, num_clips, 2)`, *optional*):
             Each clip's `(start, end)` in seconds, from the processor; returned unchanged.
+        saliency_labels (`torch.FloatTensor` of shape `(batch_size, num_clips)`, *optional*):
+            The target saliency of each clip of the input (of `pixel_values_videos` / `clip_mask`, or of
+            `video_features` / `video_mask`), in `[0, 1]`; NaN for a clip without a label. Padded clips are
+            ignored. Computes `loss_saliency`; needs `config.grounding_saliency_head`.
 
         Example:
 
@@ -1224,6 +1293,8 @@ class LocVTPForTemporalGrounding(LocVTPPreTrainedModel):
             )
         if video_durations is not None:
             video_durations = self._check_durations(video_durations, batch_size, video_mask.device)
+        if saliency_labels is not None:
+            saliency_labels = self._check_saliency_labels(saliency_labels, video_mask)
 
         with self._encoder_context():
             if video_features is None:
@@ -1242,18 +1313,27 @@ class LocVTPForTemporalGrounding(LocVTPPreTrainedModel):
         if video_durations is not None:
             candidate_moments = candidate_moment_times(self.config.grounding_num_positions, video_durations)
 
-        loss = None
+        saliency_logits = saliency_scores = None
+        if self.saliency_head is not None:
+            saliency_logits = self.saliency_head(video_features, video_mask, text_embeds)
+            saliency_scores = saliency_logits.sigmoid()
+
+        loss = loss_moment = loss_saliency = None
         if target_moments is not None:
             if video_durations is None:
                 raise ValueError("target_moments are in seconds: give video_durations (seconds) too.")
             targets = self._check_targets(target_moments, video_durations, batch_size)
-            loss = temporal_grounding_loss(
+            loss = loss_moment = temporal_grounding_loss(
                 logits[:, moment_mask],
                 candidate_moments[:, moment_mask],
                 targets,
                 self.config.grounding_iou_min,
                 self.config.grounding_iou_max,
             )
+        if saliency_labels is not None:
+            loss_saliency = saliency_loss(saliency_logits, saliency_labels, video_mask)
+            weighted = self.config.grounding_saliency_loss_weight * loss_saliency
+            loss = weighted if loss is None else loss + weighted
 
         return LocVTPTemporalGroundingOutput(
             loss=loss,
@@ -1266,7 +1346,33 @@ class LocVTPForTemporalGrounding(LocVTPPreTrainedModel):
             video_mask=video_mask,
             text_embeds=text_embeds,
             clip_spans=clip_spans,
+            loss_moment=loss_moment,
+            loss_saliency=loss_saliency,
+            saliency_logits=saliency_logits,
+            saliency_scores=saliency_scores,
         )
+
+    def _check_saliency_labels(self, saliency_labels: torch.Tensor, video_mask: torch.Tensor) -> torch.Tensor:
+        if self.saliency_head is None:
+            raise ValueError(
+                "saliency_labels were given but this model has no saliency head: build it with "
+                "grounding_saliency_head=True in its config (e.g. LocVTPForTemporalGrounding.from_pretrained(path, "
+                "grounding_saliency_head=True)) to train per-clip saliency."
+            )
+        labels = torch.as_tensor(saliency_labels, dtype=torch.float32, device=video_mask.device)
+        if labels.shape != video_mask.shape:
+            raise ValueError(
+                f"saliency_labels must have shape {tuple(video_mask.shape)}, one label per clip of the input "
+                f"(batch, clips), got {tuple(labels.shape)}."
+            )
+        outside = video_mask & ~torch.isnan(labels) & ((labels < 0) | (labels > 1))
+        if outside.any():
+            video, clip = outside.nonzero()[0].tolist()
+            raise ValueError(
+                f"saliency_labels must be in [0, 1] (NaN: no label); saliency_labels[{video}, {clip}] = "
+                f"{labels[video, clip].item()}."
+            )
+        return labels
 
     def _check_video_features(self, video_features: torch.Tensor, video_mask: torch.Tensor | None) -> torch.Tensor:
         if video_features.dim() != 3:

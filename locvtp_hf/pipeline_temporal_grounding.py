@@ -8,8 +8,9 @@ from transformers.utils import logging
 from transformers.models.auto.auto_factory import _BaseAutoModelClass, _LazyAutoMapping
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 
+from .grounding_postprocessing import clip_saliency
 from .modeling_locvtp import LocVTPForTemporalGrounding, LocVTPModel
-from .zero_shot_grounding import zero_shot_grounding
+from .zero_shot_grounding import zero_shot_grounding, zero_shot_saliency
 
 
 logger = logging.get_logger(__name__)
@@ -55,6 +56,15 @@ class AutoModelForVideoTemporalGrounding(_BaseAutoModelClass):
     _model_mapping = _LazyAutoMapping(CONFIG_MAPPING_NAMES, OrderedDict())
 
 
+def _is_a(model, cls: type) -> bool:
+    """
+    `isinstance` by class name. From a repository's remote code, the model (through `AutoModel`) and this pipeline
+    (through the config's `custom_pipelines`) each import their own copy of the modeling module: transformers keys
+    the copies by the hash of each entry point's files, so the classes differ while being the same.
+    """
+    return any(base.__name__ == cls.__name__ for base in type(model).__mro__)
+
+
 class VideoTemporalGroundingPipeline(Pipeline):
     r"""
     Temporal grounding in one call: for a video and one or more sentences, the moments of the video that each
@@ -69,6 +79,11 @@ class VideoTemporalGroundingPipeline(Pipeline):
     clip-sentence similarities alone ([`~locvtp_hf.zero_shot_grounding.zero_shot_grounding`]); its score is then a
     sum of centred similarities, not a predicted IoU.
 
+    With `return_saliency=True` each query also gets the saliency of every clip of the video (highlight detection):
+    the scores of the model's saliency head (`config.grounding_saliency_head`), or, without one, the zero-shot
+    saliency (the cosine of each clip feature with the query,
+    [`~locvtp_hf.zero_shot_grounding.zero_shot_saliency`]).
+
     Example:
 
     ```python
@@ -76,6 +91,9 @@ class VideoTemporalGroundingPipeline(Pipeline):
     >>> grounder = pipeline("video-temporal-grounding", model="path/to/checkpoint")  # doctest: +SKIP
     >>> grounder("long_video.mp4", queries=["the person opens the fridge", "the person sits down"])  # doctest: +SKIP
     [[{'start': 12.4, 'end': 19.0, 'score': 0.83}, ...], [...]]
+    >>> grounder("long_video.mp4", queries="the person opens the fridge", return_saliency=True)  # doctest: +SKIP
+    {'moments': [{'start': 12.4, 'end': 19.0, 'score': 0.83}, ...],
+     'saliency': {'times': [[0.0, 1.0], [1.0, 2.0], ...], 'scores': [0.02, 0.05, ...]}}
     ```
     """
 
@@ -87,7 +105,7 @@ class VideoTemporalGroundingPipeline(Pipeline):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        if not isinstance(self.model, (LocVTPForTemporalGrounding, LocVTPModel)):
+        if not (_is_a(self.model, LocVTPForTemporalGrounding) or _is_a(self.model, LocVTPModel)):
             raise TypeError(
                 f"The {TASK} pipeline needs a LocVTPForTemporalGrounding or a LocVTPModel, got "
                 f"{type(self.model).__name__}."
@@ -96,8 +114,8 @@ class VideoTemporalGroundingPipeline(Pipeline):
             raise ValueError(f"The {TASK} pipeline needs a LocVTPProcessor: pass processor=... .")
         saved_as = self.model.config.architectures
         untrained_head = saved_as is not None and LocVTPForTemporalGrounding.__name__ not in saved_as
-        self.zero_shot = isinstance(self.model, LocVTPModel) or untrained_head
-        if isinstance(self.model, LocVTPForTemporalGrounding) and untrained_head:
+        self.zero_shot = _is_a(self.model, LocVTPModel) or untrained_head
+        if _is_a(self.model, LocVTPForTemporalGrounding) and untrained_head:
             logger.warning(
                 f"The checkpoint was saved as {saved_as}, without a trained grounding head: grounding zero-shot from "
                 "the clip-sentence similarities instead. Fine-tune a head (examples/finetune_grounding.py) for "
@@ -105,7 +123,7 @@ class VideoTemporalGroundingPipeline(Pipeline):
             )
 
     def _sanitize_parameters(
-        self, queries=None, video_fps=None, clip_chunk_size=None, top_k=None, nms_threshold=None
+        self, queries=None, video_fps=None, clip_chunk_size=None, top_k=None, nms_threshold=None, return_saliency=None
     ) -> tuple[dict, dict, dict]:
         preprocess_params = {"queries": queries} if queries is not None else {}
         if video_fps is not None:
@@ -122,6 +140,8 @@ class VideoTemporalGroundingPipeline(Pipeline):
             postprocess_params["top_k"] = top_k
         if nms_threshold is not None:
             postprocess_params["nms_threshold"] = nms_threshold
+        if return_saliency is not None:
+            postprocess_params["return_saliency"] = return_saliency
         return preprocess_params, forward_params, postprocess_params
 
     def __call__(self, videos, queries=None, **kwargs):
@@ -143,10 +163,14 @@ class VideoTemporalGroundingPipeline(Pipeline):
                 Clips encoded at once, a positive int; defaults to the model's `config.grounding_clip_chunk_size`.
                 This, not `batch_size`, sets how much work one forward pass does: each video is one forward pass
                 (its clips are encoded in chunks and all its queries scored together), so `batch_size` is ignored.
+            return_saliency (`bool`, *optional*, defaults to `False`):
+                Also return the saliency of every clip for each query (see the class doc).
 
         Returns:
             For one query (a `str`): a list of up to `top_k` `{"start", "end", "score"}` dicts (seconds), best first.
-            For a list of queries: one such list per query. For a list of videos: one result per video.
+            For a list of queries: one such list per query. For a list of videos: one result per video. With
+            `return_saliency=True`, each query's list becomes `{"moments": list, "saliency": {"times": [[start,
+            end], ...], "scores": [...]}}`: one time span (seconds) and one score per clip of the video.
         """
         if queries is None:
             raise ValueError(f"The {TASK} pipeline needs the sentences to ground: queries=[...].")
@@ -188,7 +212,7 @@ class VideoTemporalGroundingPipeline(Pipeline):
         )
         num_queries = text["input_ids"].shape[0]
         if self.zero_shot:
-            encoder = self.model if isinstance(self.model, LocVTPModel) else self.model.locvtp
+            encoder = self.model if _is_a(self.model, LocVTPModel) else self.model.locvtp
             text_embeds = encoder.get_text_features(**text).pooler_output
             return {
                 "text_embeds": text_embeds,
@@ -202,15 +226,16 @@ class VideoTemporalGroundingPipeline(Pipeline):
             video_features=clip_features.expand(num_queries, -1, -1),
             video_mask=video["clip_mask"].expand(num_queries, -1),
             video_durations=video["video_durations"].expand(num_queries),
+            clip_spans=video["clip_spans"].expand(num_queries, -1, -1),
             **text,
         )
         return {"outputs": outputs, "single_query": model_inputs["single_query"]}
 
-    def postprocess(self, model_outputs: dict, top_k=5, nms_threshold=None):
+    def postprocess(self, model_outputs: dict, top_k=5, nms_threshold=None, return_saliency=False):
         if nms_threshold is None:
             nms_threshold = self.model.config.grounding_nms_threshold
         if self.zero_shot:
-            moments = zero_shot_grounding(
+            results = zero_shot_grounding(
                 model_outputs["text_embeds"],
                 model_outputs["clip_embeds"],
                 model_outputs["clip_spans"],
@@ -218,12 +243,24 @@ class VideoTemporalGroundingPipeline(Pipeline):
                 video_durations=model_outputs["video_durations"],
                 top_k=top_k,
                 nms_threshold=nms_threshold,
+                return_saliency=return_saliency,
             )
         else:
-            moments = self.processor.post_process_grounding(
-                model_outputs["outputs"], top_k=top_k, nms_threshold=nms_threshold
+            outputs = model_outputs["outputs"]
+            # the pipeline hands back the fields that were not None only
+            with_head = getattr(outputs, "saliency_scores", None) is not None
+            results = self.processor.post_process_grounding(
+                outputs, top_k=top_k, nms_threshold=nms_threshold, return_saliency=return_saliency and with_head
             )
-        return moments[0] if model_outputs["single_query"] else moments
+            if return_saliency and not with_head:
+                logger.warning_once(
+                    "The model has no saliency head (config.grounding_saliency_head): the saliency returned is the "
+                    "zero-shot one, the cosine of each clip feature with the query."
+                )
+                scores = zero_shot_saliency(outputs.video_features, outputs.text_embeds, outputs.video_mask)
+                saliency = clip_saliency(scores, outputs.video_mask, outputs.video_durations, outputs.clip_spans)
+                results = [{"moments": moments, "saliency": clip} for moments, clip in zip(results, saliency)]
+        return results[0] if model_outputs["single_query"] else results
 
 
 __all__ = ["AutoModelForVideoTemporalGrounding", "VideoTemporalGroundingPipeline"]

@@ -134,9 +134,11 @@ class LocVTPProcessor(ProcessorMixin):
         top_k: int = 5,
         nms_threshold: float | None = 0.5,
         video_durations=None,
-    ) -> list[list[dict[str, float]]]:
+        return_saliency: bool = False,
+    ) -> list:
         r"""
-        The best moments of each query from the output of [`LocVTPForTemporalGrounding`], in seconds.
+        The best moments of each query from the output of [`LocVTPForTemporalGrounding`], in seconds, and on
+        request each clip's saliency.
 
         Args:
             outputs ([`LocVTPTemporalGroundingOutput`]):
@@ -148,11 +150,21 @@ class LocVTPProcessor(ProcessorMixin):
                 A moment whose IoU with a better one is above this is dropped (1-D NMS); `None` turns NMS off.
             video_durations (`list[float]` or `torch.Tensor` of shape `[B]`, *optional*):
                 Durations in seconds, for outputs of precomputed features given without `video_durations`.
+            return_saliency (`bool`, *optional*, defaults to `False`):
+                Also return the saliency of every clip (the model needs `config.grounding_saliency_head`).
 
         Returns:
-            `list[list[dict]]`: per query, up to `top_k` `{"start": s, "end": s, "score": p}`, best first.
+            `list[list[dict]]`: per query, up to `top_k` `{"start": s, "end": s, "score": p}`, best first. With
+            `return_saliency`, per query `{"moments": that list, "saliency": {"times": [[start, end], ...], "scores":
+            [...]}}`, one entry per real clip (see [`~locvtp_hf.grounding_postprocessing.grounding_moments`]).
         """
-        return grounding_moments(outputs, top_k=top_k, nms_threshold=nms_threshold, video_durations=video_durations)
+        return grounding_moments(
+            outputs,
+            top_k=top_k,
+            nms_threshold=nms_threshold,
+            video_durations=video_durations,
+            return_saliency=return_saliency,
+        )
 
     def _tokenize(self, texts: list[str]) -> dict:
         for index, sentence in enumerate(texts):

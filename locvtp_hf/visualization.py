@@ -1,4 +1,5 @@
-"""Pictures of temporal grounding results: a video's timeline with its ground-truth and predicted moments."""
+"""Pictures of temporal grounding results: a video's timeline with its ground-truth and predicted moments, and the
+per-clip saliency under it."""
 
 import os
 from collections.abc import Sequence
@@ -13,6 +14,9 @@ from .video_io import read_frames_at
 
 GROUND_TRUTH_COLOR = "#2e9e44"
 PREDICTION_COLORMAP = "Blues"
+SALIENCY_COLOR = "#d2691e"
+# Seconds by which a clip time may overshoot the video.
+TIME_TOLERANCE = 1e-3
 
 
 def plot_moments(
@@ -27,10 +31,11 @@ def plot_moments(
     figsize: tuple[float, float] | None = None,
     dpi: int = 100,
     video_backend: str = "pyav",
+    saliency=None,
 ) -> Path:
     """
-    Draw a video's timeline with its ground-truth and predicted moments, and optionally a strip of frames above it,
-    and save it as a PNG.
+    Draw a video's timeline with its ground-truth and predicted moments, optionally a strip of frames above it and
+    the per-clip saliency under it, and save it as a PNG.
 
     The timeline has one row per ground-truth moment (green) and one per predicted moment (blue, darker for a higher
     score; best first, labelled with its score when there is one and its IoU with the ground truth when there is
@@ -53,13 +58,17 @@ def plot_moments(
             default 10 inches wide and as tall as the rows need.
         dpi (`int`, *optional*, defaults to 100): Pixels per inch.
         video_backend (`str`, *optional*, defaults to `"pyav"`): Decoder for the frames (`"pyav"` or `"torchcodec"`).
+        saliency (*optional*): The saliency of each clip for the query, drawn as a step curve (each clip's score over
+            its time span) under the timeline: a dict `{"times": [[start, end], ...], "scores": [...]}` as
+            `post_process_grounding(..., return_saliency=True)` and the pipeline return for one query, or a list of
+            scores of clips that cut the video evenly.
 
     Returns:
         `Path`: `output_path`.
 
     Raises:
         `ImportError`: matplotlib is not installed (`pip install "locvtp-hf[plot]"`).
-        `ValueError`: a non-positive duration, malformed moments, or moments outside `[0, duration]`.
+        `ValueError`: a non-positive duration, malformed moments or saliency, or times outside `[0, duration]`.
     """
     try:
         from matplotlib import colormaps
@@ -79,26 +88,27 @@ def plot_moments(
     for name, moments in (("ground_truth", reference), ("predictions", predicted)):
         if moments is not None and len(moments) and (moments.min() < 0 or moments.max() > duration):
             raise ValueError(f"{name} has moments outside the video [0, {duration}] s: {moments.tolist()}.")
+    saliency_curve = None if saliency is None else _saliency_curve(saliency, duration)
 
     rows = _timeline_rows(reference, predicted, scores)
     frame_times = (np.arange(num_frames) + 0.5) * duration / num_frames
     frames = read_frames_at(video, frame_times, backend=video_backend)[0] if video is not None else None
     timeline_height = 0.3 * max(len(rows), 1) + 0.6
     frames_height = 1.6 if frames is not None else 0.0
+    saliency_height = 1.0 if saliency_curve is not None else 0.0
     if figsize is None:
-        figsize = (10.0, (0.4 if query else 0.1) + frames_height + timeline_height)
+        figsize = (10.0, (0.4 if query else 0.1) + frames_height + timeline_height + saliency_height)
 
     figure = Figure(figsize=figsize, dpi=dpi, layout="constrained")
-    if frames is None:
-        grid = figure.add_gridspec(1, 1)
-    else:
-        grid = figure.add_gridspec(2, num_frames, height_ratios=[frames_height, timeline_height])
+    heights = [height for height in (frames_height, timeline_height, saliency_height) if height]
+    grid = figure.add_gridspec(len(heights), num_frames if frames is not None else 1, height_ratios=heights)
+    if frames is not None:
         for index, (frame, time) in enumerate(zip(frames, frame_times)):
             axis = figure.add_subplot(grid[0, index])
             axis.imshow(frame)
             axis.set_axis_off()
             axis.set_title(f"{time:.1f} s", fontsize=8)
-    timeline = figure.add_subplot(grid[-1, :])
+    timeline = figure.add_subplot(grid[1 if frames is not None else 0, :])
     colormap = colormaps[PREDICTION_COLORMAP]
     for row_index, (label, moment, color_value, annotation) in enumerate(rows):
         color = GROUND_TRUTH_COLOR if color_value is None else colormap(0.35 + 0.6 * color_value)
@@ -119,17 +129,52 @@ def plot_moments(
     timeline.set_yticks(range(len(rows)), [row[0] for row in rows], fontsize=8)
     timeline.set_ylim(len(rows) - 0.5 if rows else 0.5, -0.5)
     timeline.set_xlim(0, duration)
-    timeline.set_xlabel("time (s)", fontsize=8)
     timeline.tick_params(axis="x", labelsize=8)
     if frames is not None:
         for time in frame_times:
             timeline.axvline(time, color="grey", linestyle=":", linewidth=0.8)
+    time_axis = timeline
+    if saliency_curve is not None:
+        time_axis = figure.add_subplot(grid[-1, :], sharex=timeline)
+        times, values = saliency_curve
+        time_axis.plot(times, values, color=SALIENCY_COLOR, linewidth=1.2, label="saliency")
+        time_axis.fill_between(times, values, values.min(), color=SALIENCY_COLOR, alpha=0.2, linewidth=0)
+        time_axis.set_ylabel("saliency", fontsize=8)
+        time_axis.tick_params(labelsize=8)
+        timeline.tick_params(axis="x", labelbottom=False)
+    time_axis.set_xlabel("time (s)", fontsize=8)
     if query:
         figure.suptitle(query, fontsize=10)
     output_path = Path(output_path)
     output_path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(output_path, dpi=dpi, format="png")
     return output_path
+
+
+def _saliency_curve(saliency, duration: float) -> tuple[np.ndarray, np.ndarray]:
+    """The step curve of per-clip saliency: `(times, values)` with two points per clip, at its start and its end."""
+    if isinstance(saliency, dict):
+        if set(saliency) != {"times", "scores"}:
+            raise ValueError(
+                f'saliency must be {{"times": [[start, end], ...], "scores": [...]}}, got keys {sorted(saliency)}.'
+            )
+        spans = np.asarray(saliency["times"], dtype=np.float64)
+        values = np.asarray(saliency["scores"], dtype=np.float64)
+    else:
+        values = np.asarray(saliency, dtype=np.float64)
+        edges = np.linspace(0.0, duration, len(values) + 1) if values.ndim == 1 else np.zeros(0)
+        spans = np.stack([edges[:-1], edges[1:]], axis=-1) if len(edges) else np.zeros((0, 2))
+    if values.ndim != 1 or not len(values) or spans.shape != (len(values), 2):
+        raise ValueError(
+            f"saliency needs one [start, end] time span per score and at least one clip, got {spans.shape[0]} spans "
+            f"and {values.shape} scores."
+        )
+    if not np.isfinite(values).all():
+        raise ValueError("saliency scores must be finite (give the real clips only).")
+    # the times of post-processing went through float32 durations: allow their rounding
+    if (spans[:, 1] < spans[:, 0]).any() or spans.min() < -TIME_TOLERANCE or spans.max() > duration + TIME_TOLERANCE:
+        raise ValueError(f"saliency has clip times outside the video [0, {duration}] s or ending before they start.")
+    return spans.clip(0, duration).reshape(-1), values.repeat(2)
 
 
 def _timeline_rows(reference, predicted, scores) -> list[tuple[str, Sequence[float], float | None, str]]:

@@ -6,11 +6,46 @@ the score of the moment from clip `i` to clip `j` is the sum of the centred simi
 better than the video does on average (a maximum-sum segment), so it has no parameter to fit: it measures what the
 features know about *where*, and it grounds queries with a model that has no grounding head (any LocVTP or CLIP-started
 model). The whole video scores 0, a moment of only below-average clips scores below 0.
+
+The zero-shot saliency of a clip (highlight detection without a saliency head) is its similarity to the query itself,
+the cosine `<v_t, s> / (|v_t| |s|)`.
 """
 
 import torch
+import torch.nn.functional as F
 
-from .grounding_postprocessing import temporal_nms
+from .grounding_postprocessing import clip_boundaries, clip_saliency, temporal_nms
+
+
+def zero_shot_saliency(
+    clip_features: torch.Tensor, text_embeds: torch.Tensor, clip_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """
+    Per-clip saliency of each query from any LocVTP model: the cosine similarity of each clip feature with the query.
+
+    Args:
+        clip_features (`torch.Tensor` of shape `[B, C, D]`): the clip features of each query's video (e.g.
+            `get_clip_features`, or a grounding output's `video_features`).
+        text_embeds (`torch.Tensor` of shape `[B, D]`): the sentence embeddings (`get_text_features(...).pooler_output`,
+            or a grounding output's `text_embeds`).
+        clip_mask (`torch.Tensor` of shape `[B, C]`, *optional*): 1 for real clips, 0 for padding.
+
+    Returns:
+        `torch.Tensor` of shape `[B, C]`: cosines in `[-1, 1]`, `-inf` at padded clips (below every real clip, as the
+        model's `saliency_logits`; take the real clips with the mask before averaging).
+    """
+    if clip_features.dim() != 3 or text_embeds.dim() != 2 or clip_features.shape[::2] != text_embeds.shape:
+        raise ValueError(
+            f"Need clip_features [B, C, D] and text_embeds [B, D] for the same B queries, got "
+            f"{tuple(clip_features.shape)} and {tuple(text_embeds.shape)}."
+        )
+    clip_features, text_embeds = F.normalize(clip_features.float(), dim=-1), F.normalize(text_embeds.float(), dim=-1)
+    cosine = torch.einsum("bcd,bd->bc", clip_features, text_embeds)
+    if clip_mask is None:
+        return cosine
+    if clip_mask.shape != cosine.shape:
+        raise ValueError(f"clip_mask must have shape {tuple(cosine.shape)}, got {tuple(clip_mask.shape)}.")
+    return cosine.masked_fill(~clip_mask.bool(), float("-inf"))
 
 
 def zero_shot_moment_scores(similarity: torch.Tensor, clip_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -45,36 +80,6 @@ def zero_shot_moment_scores(similarity: torch.Tensor, clip_mask: torch.Tensor | 
     return scores.masked_fill(~valid, float("-inf"))
 
 
-def clip_boundaries(
-    clip_spans: torch.Tensor, video_durations: torch.Tensor | None = None, clip_mask: torch.Tensor | None = None
-) -> torch.Tensor:
-    """
-    Where the stretch of video each clip stands for begins and ends: halfway between the centres of consecutive clips,
-    from 0 to the video's duration (or the last real clip's end). For clips centred in equal segments these are the
-    segments' edges.
-
-    Args:
-        clip_spans (`[Q, T, 2]`): each clip's `(start, end)` in seconds, as the processor returns them.
-        video_durations (`[Q]`, *optional*): each video's duration in seconds.
-        clip_mask (`[Q, T]`, *optional*): 1 for real clips, 0 for padding at the end.
-
-    Returns:
-        `[Q, T + 1]` seconds (float64): clip `t` stands for `[boundaries[t], boundaries[t + 1]]`; for a video of
-        `n < T` real clips, `boundaries[n]` is its end.
-    """
-    centres = clip_spans.to(torch.float64).mean(-1)
-    rows = torch.arange(clip_spans.shape[0], device=clip_spans.device)
-    lengths = torch.full_like(rows, clip_spans.shape[1]) if clip_mask is None else clip_mask.bool().sum(-1)
-    if video_durations is None:
-        ends = clip_spans[rows, (lengths - 1).clamp(min=0), 1].to(torch.float64)
-    else:
-        ends = torch.as_tensor(video_durations, dtype=torch.float64, device=centres.device).reshape(-1)
-    middle = (centres[:, 1:] + centres[:, :-1]) / 2
-    boundaries = torch.cat([torch.zeros_like(ends)[:, None], middle, ends[:, None]], dim=1)
-    boundaries[rows, lengths] = ends
-    return boundaries
-
-
 def zero_shot_grounding(
     text_embeds: torch.Tensor,
     clip_embeds: torch.Tensor,
@@ -83,9 +88,11 @@ def zero_shot_grounding(
     video_durations: torch.Tensor | None = None,
     top_k: int = 5,
     nms_threshold: float | None = 0.5,
-) -> list[list[dict[str, float]]]:
+    return_saliency: bool = False,
+) -> list:
     """
-    Ranked moments of each query from its similarity to its video's clips (see the module doc), in seconds.
+    Ranked moments of each query from its similarity to its video's clips (see the module doc), in seconds, and on
+    request the zero-shot saliency of each clip.
 
     Args:
         text_embeds (`[Q, D]`): L2-normalised sentence embeddings (`LocVTPModel.get_text_features`).
@@ -96,10 +103,14 @@ def zero_shot_grounding(
         video_durations (`[Q]`, *optional*): durations in seconds; moments then end at most there.
         top_k (`int`, *optional*, defaults to 5): moments per query.
         nms_threshold (`float`, *optional*, defaults to 0.5): 1-D NMS threshold; `None` turns it off.
+        return_saliency (`bool`, *optional*, defaults to `False`): also return each clip's [`zero_shot_saliency`].
 
     Returns:
         `list[list[dict]]`: per query, up to `top_k` dicts `{"start", "end", "score"}`, best first; the score is the
-        sum of centred similarities (0 for the whole video).
+        sum of centred similarities (0 for the whole video). With `return_saliency`, per query a dict `{"moments":
+        that list, "saliency": {"times": [[start, end], ...], "scores": [...]}}`, one entry per real clip, the times
+        being its [`~locvtp_hf.grounding_postprocessing.clip_boundaries`], as
+        [`~locvtp_hf.grounding_postprocessing.grounding_moments`] returns them.
     """
     if text_embeds.dim() != 2 or clip_embeds.dim() != 3 or clip_embeds.shape[0] != text_embeds.shape[0]:
         raise ValueError(
@@ -128,7 +139,11 @@ def zero_shot_grounding(
                 for (start, end), score in zip(moments[kept].tolist(), candidate_scores[kept].tolist())
             ]
         )
-    return results
+    if not return_saliency:
+        return results
+    mask = None if clip_mask is None else clip_mask.bool()
+    saliency = clip_saliency(zero_shot_saliency(clip_embeds, text_embeds, mask), mask, video_durations, clip_spans)
+    return [{"moments": moments, "saliency": clip} for moments, clip in zip(results, saliency)]
 
 
-__all__ = ["clip_boundaries", "zero_shot_grounding", "zero_shot_moment_scores"]
+__all__ = ["zero_shot_grounding", "zero_shot_moment_scores", "zero_shot_saliency"]

@@ -2,6 +2,7 @@
 and the video-temporal-grounding pipeline."""
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +21,12 @@ from locvtp_hf import (
     LocVTPProcessor,
     LocVTPVideoProcessor,
 )
-from locvtp_hf.grounding_postprocessing import temporal_nms
+from locvtp_hf.grounding_postprocessing import grounding_moments, temporal_nms
+from locvtp_hf.loss import saliency_loss
 from locvtp_hf.modeling_locvtp import LocVTPForPreTraining, LocVTPTemporalGroundingHead
 from locvtp_hf.moment_geometry import pool_clips_to_positions, temporal_iou
 from locvtp_hf.synthetic import SyntheticWorld
-from locvtp_hf.zero_shot_grounding import zero_shot_grounding
+from locvtp_hf.zero_shot_grounding import zero_shot_grounding, zero_shot_saliency
 
 
 HEAD = dict(grounding_hidden_size=16, grounding_num_conv_layers=2, grounding_conv_kernel_size=3)
@@ -282,12 +284,14 @@ def test_a_legacy_grounding_checkpoint_loads_with_identical_outputs():
     )
     assert info["missing_keys"] == set() and info["unexpected_keys"] == set()
     assert not any("context_head" in name for name in model.state_dict())
+    assert not model.config.grounding_saliency_head and model.saliency_head is None
     names = ("pixel_values_videos", "clip_mask", "input_ids", "attention_mask", "special_tokens_mask",
              "video_durations", "target_moments")
     with torch.no_grad():
         out = model.eval()(**{name: inputs[name] for name in names})
     for name in ("loss", "logits", "scores", "video_features", "text_embeds"):
         assert torch.equal(getattr(out, name), record[f"grounding.{name}"]), name
+    assert torch.equal(out.loss_moment, out.loss) and out.saliency_logits is None
 
 
 def test_a_pretraining_checkpoint_keeps_the_encoder_and_initialises_the_head(tmp_path, tokenizer):
@@ -454,6 +458,249 @@ def test_pipeline_grounds_zero_shot_without_a_trained_head(world_videos, process
     assert [[(m["start"], m["end"]) for m in found] for found in reloaded] == [
         [(m["start"], m["end"]) for m in found] for found in results
     ]
+
+
+# ----------------------------------------------------------------------------------------------------- saliency
+
+
+@pytest.fixture
+def saliency_model():
+    torch.manual_seed(0)
+    return LocVTPForTemporalGrounding(grounding_config(grounding_saliency_head=True)).eval()
+
+
+def _padded_features(model, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    mask = torch.tensor([[1] * 6, [1] * 4 + [0] * 2])
+    features = F.normalize(torch.randn(2, 6, model.config.projection_dim, generator=generator), dim=-1)
+    return features * mask[..., None], mask
+
+
+def test_saliency_config_fields():
+    config = LocVTPConfig()
+    assert not config.grounding_saliency_head and config.grounding_saliency_loss_weight == 1.0
+    assert LocVTPForTemporalGrounding(grounding_config()).saliency_head is None
+    with pytest.raises(ValueError, match="grounding_saliency_loss_weight must be >= 0"):
+        LocVTPConfig(grounding_saliency_loss_weight=-0.5)
+
+
+def test_saliency_outputs_one_score_per_clip_and_ignore_padding(saliency_model, model, tokenizer):
+    features, mask = _padded_features(saliency_model)
+    text = text_inputs(tokenizer, ["a dog runs", "a red square"])
+    with torch.no_grad():
+        out = saliency_model(video_features=features, video_mask=mask, **text)
+        garbage = saliency_model(video_features=features + 5 * (1 - mask[..., None]), video_mask=mask, **text)
+        alone = saliency_model(video_features=features[1:, :4], **{key: value[1:] for key, value in text.items()})
+        raw = saliency_model(**random_batch(tokenizer, batch_size=3))
+        without_head = model(video_features=features, video_mask=mask, **text)
+    assert out.saliency_logits.shape == out.saliency_scores.shape == (2, 6)
+    assert raw.saliency_logits.shape == (3, 4)  # one per clip of pixel_values_videos
+    assert torch.isneginf(out.saliency_logits[1, 4:]).all() and torch.isfinite(out.saliency_logits[mask.bool()]).all()
+    assert (out.saliency_scores[1, 4:] == 0).all()
+    torch.testing.assert_close(out.saliency_scores, out.saliency_logits.sigmoid())
+    # padded clips change nothing: not their values, not their presence
+    assert torch.equal(garbage.saliency_logits, out.saliency_logits)
+    torch.testing.assert_close(alone.saliency_logits[0], out.saliency_logits[1, :4], rtol=0, atol=1e-6)
+    # the saliency head leaves the moments alone, and a model without it has no saliency
+    assert without_head.saliency_logits is None and without_head.saliency_scores is None
+    assert out.loss is None and out.loss_moment is None and out.loss_saliency is None
+
+
+def test_saliency_loss_is_bce_over_labelled_real_clips():
+    logits = torch.tensor([[0.5, -1.0, 2.0, float("-inf")], [1.5, 0.0, -0.5, 3.0]])
+    labels = torch.tensor([[1.0, 0.25, float("nan"), 0.5], [0.0, 1.0, 0.75, 7.0]])
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 0]])
+    # the labelled real clips: (0, 0), (0, 1), (1, 0), (1, 1), (1, 2)
+    terms = [
+        -(y * math.log(1 / (1 + math.exp(-x))) + (1 - y) * math.log(1 - 1 / (1 + math.exp(-x))))
+        for x, y in [(0.5, 1.0), (-1.0, 0.25), (1.5, 0.0), (0.0, 1.0), (-0.5, 0.75)]
+    ]
+    assert saliency_loss(logits, labels, mask).item() == pytest.approx(sum(terms) / 5, rel=1e-6)
+    # no labelled clip: 0, still attached to the logits
+    logits = logits.clone().requires_grad_()
+    empty = saliency_loss(logits, torch.full_like(labels, float("nan")), mask)
+    empty.backward()
+    assert empty.item() == 0 and torch.equal(logits.grad, torch.zeros_like(logits))
+
+
+def test_joint_loss_weights_the_saliency_term(tokenizer):
+    torch.manual_seed(0)
+    model = LocVTPForTemporalGrounding(
+        grounding_config(grounding_saliency_head=True, grounding_saliency_loss_weight=0.5)
+    ).eval()
+    features, mask = _padded_features(model)
+    inputs = dict(video_features=features, video_mask=mask, video_durations=torch.tensor([6.0, 4.0]),
+                  **text_inputs(tokenizer, ["a dog runs", "a red square"]))
+    targets = torch.tensor([[1.0, 3.0], [0.0, 2.0]])
+    labels = torch.tensor([[0.0, 1.0, 1.0, 0.5, 0.0, float("nan")], [1.0, 1.0, 0.0, 0.0, 9.0, 9.0]])
+    with torch.no_grad():
+        both = model(**inputs, target_moments=targets, saliency_labels=labels)
+        moments_only = model(**inputs, target_moments=targets)
+        saliency_only = model(**inputs, saliency_labels=labels)
+    expected = saliency_loss(both.saliency_logits, labels, mask.bool())
+    torch.testing.assert_close(both.loss_saliency, expected)
+    torch.testing.assert_close(both.loss, both.loss_moment + 0.5 * both.loss_saliency)
+    assert moments_only.loss_saliency is None and torch.equal(moments_only.loss, both.loss_moment)
+    assert saliency_only.loss_moment is None and torch.equal(saliency_only.loss, 0.5 * both.loss_saliency)
+
+
+def test_saliency_labels_are_checked(saliency_model, model, tokenizer):
+    features, mask = _padded_features(saliency_model)
+    inputs = dict(video_features=features, video_mask=mask, **text_inputs(tokenizer, ["a dog runs", "a red square"]))
+    with pytest.raises(ValueError, match="no saliency head: build it with grounding_saliency_head=True"):
+        model(**inputs, saliency_labels=torch.zeros(2, 6))
+    with pytest.raises(ValueError, match=r"saliency_labels must have shape \(2, 6\)"):
+        saliency_model(**inputs, saliency_labels=torch.zeros(2, 5))
+    with pytest.raises(ValueError, match=r"must be in \[0, 1\] .*saliency_labels\[1, 2\] = 2.0"):
+        saliency_model(**inputs, saliency_labels=torch.tensor([[0.0] * 6, [0, 0, 2.0, 0, 0, 0]]))
+
+
+def test_gradients_reach_the_saliency_head_and_the_encoder(tokenizer):
+    torch.manual_seed(0)
+    model = LocVTPForTemporalGrounding(grounding_config(grounding_saliency_head=True)).train()
+    labels = torch.tensor([[0.0, 1.0, 0.5, 0.0]] * 2)
+    model(**random_batch(tokenizer, batch_size=2), saliency_labels=labels).loss.backward()
+    for name, parameter in model.saliency_head.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+    for tower in (model.locvtp.vision_model, model.locvtp.text_model, model.locvtp.visual_projection):
+        assert any(parameter.grad is not None and parameter.grad.abs().sum() > 0 for parameter in tower.parameters())
+
+    model.zero_grad(set_to_none=True)
+    model.freeze_towers(vision=True, text=True)
+    assert model.config.grounding_freeze_encoder and not model.locvtp.training and model.saliency_head.training
+    model(**random_batch(tokenizer, batch_size=2), saliency_labels=labels).loss.backward()
+    assert all(parameter.grad is None for parameter in model.locvtp.parameters())
+    assert all(parameter.grad is not None for parameter in model.saliency_head.parameters())
+
+
+def test_the_saliency_head_learns_which_clips_are_marked(tokenizer):
+    """Clip features with a moment marked on feature 0 (as for the 2D map) and labels 1 inside it, 0 outside."""
+    torch.manual_seed(0)
+    model = LocVTPForTemporalGrounding(
+        grounding_config(grounding_hidden_size=32, grounding_freeze_encoder=True, grounding_saliency_head=True)
+    )
+    optimizer = torch.optim.AdamW(model.saliency_head.parameters(), lr=3e-3)
+    generator = torch.Generator().manual_seed(0)
+
+    def batch(size, generator):
+        inputs = _marked_moment_batch(tokenizer, size, generator)
+        times = (torch.arange(inputs["video_features"].shape[1]) + 0.5) * 0.5
+        start, end = inputs.pop("target_moments").unbind(-1)
+        inputs["saliency_labels"] = ((times >= start[:, None]) & (times < end[:, None])).float()
+        return inputs
+
+    model.train()
+    losses = []
+    for _ in range(40):
+        loss = model(**batch(16, generator)).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert sum(losses[-5:]) / 5 < 0.5 * losses[0]
+    test = batch(32, torch.Generator().manual_seed(123))
+    with torch.no_grad():
+        out = model.eval()(**test)
+    real, inside = test["video_mask"], test["saliency_labels"].bool()
+    assert out.saliency_scores[inside & real].mean() > 0.8 and out.saliency_scores[~inside & real].mean() < 0.2
+
+
+def test_a_saliency_head_is_saved_and_loaded(saliency_model, tokenizer, tmp_path):
+    saliency_model.save_pretrained(tmp_path)
+    reloaded, info = AutoModelForVideoTemporalGrounding.from_pretrained(tmp_path, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and reloaded.config.grounding_saliency_head
+    batch = random_batch(tokenizer, batch_size=2)
+    with torch.no_grad():
+        assert torch.equal(saliency_model(**batch).saliency_logits, reloaded(**batch).saliency_logits)
+    # a checkpoint without the head gets a new one when asked for it
+    LocVTPForTemporalGrounding(grounding_config()).save_pretrained(tmp_path / "without")
+    _, info = LocVTPForTemporalGrounding.from_pretrained(
+        tmp_path / "without", grounding_saliency_head=True, output_loading_info=True
+    )
+    assert set(info["missing_keys"]) == {f"saliency_head.{name}" for name in saliency_model.saliency_head.state_dict()}
+
+
+def test_post_processing_returns_saliency_with_the_clip_times(world_videos, processor, saliency_model, model):
+    paths, world = world_videos
+    inputs = processor(videos=paths, text=["a red square", "the blue ball jumps"], task="grounding",
+                       return_tensors="pt")
+    with torch.no_grad():
+        outputs = saliency_model(**inputs)
+    plain = processor.post_process_grounding(outputs, top_k=3)
+    results = processor.post_process_grounding(outputs, top_k=3, return_saliency=True)
+    assert [result["moments"] for result in results] == plain
+    for index, (result, video) in enumerate(zip(results, world.videos("test"))):
+        num_clips = int(inputs["clip_mask"][index].sum())
+        # the processor's clips cut the video in equal segments, and each clip's time span is its segment
+        segment = video.duration / num_clips
+        expected_times = [[t * segment, (t + 1) * segment] for t in range(num_clips)]
+        assert np.allclose(result["saliency"]["times"], expected_times, atol=1e-4)
+        spans = inputs["clip_spans"][index, :num_clips]
+        times = torch.tensor(result["saliency"]["times"])
+        assert ((times[:, 0] <= spans[:, 0] + 1e-5) & (spans[:, 1] <= times[:, 1] + 1e-5)).all()
+        assert result["saliency"]["scores"] == outputs.saliency_scores[index, :num_clips].tolist()
+
+    # precomputed features without clip spans: the clips cut the duration evenly
+    features, mask = _padded_features(saliency_model)
+    text = text_inputs(processor.tokenizer, ["a dog runs", "a red square"])
+    with torch.no_grad():
+        from_features = saliency_model(video_features=features, video_mask=mask, **text)
+    results = grounding_moments(from_features, video_durations=[12.0, 6.0], return_saliency=True)
+    saliency = [result["saliency"] for result in results]
+    assert saliency[0]["times"] == [[2.0 * t, 2.0 * (t + 1)] for t in range(6)]
+    assert saliency[1]["times"] == [[1.5 * t, 1.5 * (t + 1)] for t in range(4)]
+    assert len(saliency[1]["scores"]) == 4
+    with torch.no_grad():
+        no_head = model(video_features=features, video_mask=mask, video_durations=torch.tensor([12.0, 6.0]), **text)
+    with pytest.raises(ValueError, match="carry no saliency_scores.*zero_shot_saliency"):
+        processor.post_process_grounding(no_head, return_saliency=True)
+
+
+def test_pipeline_returns_saliency_on_request(world_videos, processor, saliency_model, model, caplog):
+    paths, _ = world_videos
+    queries = ["a red square", "the blue ball jumps"]
+    grounder = pipeline("video-temporal-grounding", model=saliency_model, processor=processor, device="cpu")
+    results = grounder(paths[0], queries=queries, top_k=3, return_saliency=True)
+    assert [result["moments"] for result in results] == grounder(paths[0], queries=queries, top_k=3)
+    inputs = processor(videos=[paths[0]] * 2, text=queries, task="grounding", return_tensors="pt")
+    with torch.no_grad():
+        expected = processor.post_process_grounding(saliency_model(**inputs), top_k=3, return_saliency=True)
+    for result, reference in zip(results, expected):
+        assert result["saliency"]["times"] == reference["saliency"]["times"]
+        assert result["saliency"]["scores"] == pytest.approx(reference["saliency"]["scores"], abs=1e-6)
+    single = grounder(paths[0], queries=queries[0], top_k=3, return_saliency=True)
+    assert set(single) == {"moments", "saliency"} and single["saliency"] == results[0]["saliency"]
+
+    # a model with a moment head but no saliency head: the zero-shot saliency, with a warning
+    with caplog.at_level("WARNING"):
+        fallback = pipeline("video-temporal-grounding", model=model, processor=processor, device="cpu")(
+            paths[0], queries=queries, top_k=3, return_saliency=True
+        )
+    assert "no saliency head" in caplog.text
+    with torch.no_grad():
+        out = model(**inputs)
+    cosine = zero_shot_saliency(out.video_features, out.text_embeds, out.video_mask)
+    for index, result in enumerate(fallback):
+        assert result["saliency"]["scores"] == pytest.approx(cosine[index].tolist(), abs=1e-6)
+        assert result["saliency"]["times"] == expected[index]["saliency"]["times"]
+
+
+def test_zero_shot_pipeline_returns_the_zero_shot_saliency(world_videos, processor):
+    paths, _ = world_videos
+    queries = ["a red square", "the blue ball jumps"]
+    torch.manual_seed(0)
+    encoder = LocVTPModel(grounding_config()).eval()
+    grounder = pipeline("video-temporal-grounding", model=encoder, processor=processor, device="cpu")
+    results = grounder(paths[0], queries=queries, top_k=3, return_saliency=True)
+    assert [result["moments"] for result in results] == grounder(paths[0], queries=queries, top_k=3)
+    inputs = processor(videos=[paths[0]], task="grounding", return_tensors="pt")
+    with torch.no_grad():
+        clips = encoder.get_clip_features(inputs["pixel_values_videos"], inputs["clip_mask"])[0]
+        text = encoder.get_text_features(**processor(text=queries, return_tensors="pt")).pooler_output
+    for query_embed, result in zip(text, results):
+        by_hand = [float(clip @ query_embed / (clip.norm() * query_embed.norm())) for clip in clips]
+        assert result["saliency"]["scores"] == pytest.approx(by_hand, abs=1e-6)
+        assert len(result["saliency"]["times"]) == len(clips)
 
 
 # ----------------------------------------------------------------------------------------------------- bad input

@@ -21,7 +21,7 @@ from huggingface_hub import CommitInfo, CommitOperationAdd, EvalResult, HfApi, M
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import load_file
 from testing_utils import CROSS_PROCESS_TOLERANCE, make_config, random_batch
-from transformers import AutoModel, AutoProcessor, BertConfig, BertModel, pipeline
+from transformers import AutoConfig, AutoModel, AutoProcessor, BertConfig, BertModel, pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from locvtp_hf import (
@@ -382,6 +382,42 @@ def test_every_pipeline_task_the_card_names_runs_on_the_saved_repository(process
         moments = PIPELINE_CALLS[task](pipeline(task, model=str(folder)), random_video())
         assert len(moments) == 2 and all(0 <= moment["start"] < moment["end"] <= 8 for moment in moments), moments
 
+
+
+def test_the_grounding_pipeline_runs_from_the_repository_alone(processor, tmp_path):
+    video = random_video()
+    expected = {}
+    for model_class in MODEL_CLASSES:
+        folder = tmp_path / model_class.__name__
+        save_for_hub(folder, tiny_model(model_class), processor)
+        declared = json.loads((folder / "config.json").read_text()).get("custom_pipelines", {})
+        assert list(declared) == RUNNABLE_TASKS[model_class.__name__]
+        if declared:
+            assert (folder / "pipeline_temporal_grounding.py").is_file()
+            # with the package installed its registered pipeline runs the checkpoint, without remote code
+            assert not hasattr(AutoConfig.from_pretrained(folder), "custom_pipelines")
+            expected[str(folder)] = PIPELINE_CALLS[GROUNDING_TASK](pipeline(GROUNDING_TASK, model=str(folder)), video)
+    np.save(tmp_path / "video.npy", video)
+    script = f"""
+import json, sys
+sys.modules["locvtp_hf"] = None  # the package cannot be imported in this process
+import numpy as np
+from transformers import pipeline
+video = np.load({str(tmp_path / "video.npy")!r})
+results = {{}}
+for folder in {sorted(expected)!r}:
+    grounder = pipeline({GROUNDING_TASK!r}, model=folder, trust_remote_code=True)
+    assert type(grounder).__module__.startswith("transformers_modules"), type(grounder).__module__
+    results[folder] = grounder(video, queries="a man opens the door", video_fps=4.0, top_k=2)
+print(json.dumps(results))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    remote = json.loads(result.stdout.strip().splitlines()[-1])
+    assert remote.keys() == expected.keys()
+    for folder, moments in expected.items():
+        assert [(m["start"], m["end"]) for m in remote[folder]] == [(m["start"], m["end"]) for m in moments]
+        assert [m["score"] for m in remote[folder]] == pytest.approx([m["score"] for m in moments], rel=1e-5)
 
 @pytest.mark.parametrize("model_class", MODEL_CLASSES, ids=lambda cls: cls.__name__)
 def test_hub_tasks_whose_pipelines_fail_are_not_in_the_card(processor, model_class, tmp_path):

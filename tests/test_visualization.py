@@ -10,7 +10,9 @@ import pytest
 pytest.importorskip("matplotlib")
 from matplotlib.image import imread  # noqa: E402
 
-from locvtp_hf.visualization import GROUND_TRUTH_COLOR, plot_moments  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from locvtp_hf.visualization import GROUND_TRUTH_COLOR, SALIENCY_COLOR, plot_moments  # noqa: E402
 
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -48,6 +50,39 @@ def test_timeline_without_frames(tmp_path):
     assert count_color(only_predictions, GROUND_TRUTH_COLOR) == 0
     # default size: 10 inches at 100 dpi, 0.1 + 0.3 per row + 0.6 inches tall
     assert png_size(plot_moments(tmp_path / "default.png", 30.0, ground_truth=[5.0, 10.0])) == (1000, 100)
+
+
+def test_saliency_is_a_step_curve_under_the_timeline(tmp_path, monkeypatch):
+    figures = []
+    save = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda figure, *args, **kwargs: figures.append(figure) or save(
+        figure, *args, **kwargs))
+    saliency = {"times": [[0.0, 2.0], [2.0, 4.0], [4.0, 6.0]], "scores": [0.1, 0.9, 0.4]}
+    path = plot_moments(tmp_path / "s.png", duration=6.0, ground_truth=[2.0, 4.0], saliency=saliency, dpi=50)
+    timeline, curve_axis = figures[-1].axes
+    assert curve_axis.get_ylabel() == "saliency" and timeline.get_xlabel() == ""
+    (line,) = curve_axis.get_lines()
+    assert line.get_color() == SALIENCY_COLOR
+    assert line.get_xdata().tolist() == [0.0, 2.0, 2.0, 4.0, 4.0, 6.0]
+    assert line.get_ydata().tolist() == [0.1, 0.1, 0.9, 0.9, 0.4, 0.4]
+    assert curve_axis.get_xlim() == (0.0, 6.0)  # shared with the timeline
+    # one inch taller than the timeline alone
+    assert png_size(path) == (500, 100) and png_size(plot_moments(tmp_path / "t.png", 6.0, [2.0, 4.0], dpi=50)) == (
+        500, 50)
+
+    # a list of scores: clips that cut the video evenly; times of float32 durations may overshoot a little
+    plot_moments(tmp_path / "l.png", duration=6.0, saliency=[0.2, 0.6], dpi=50)
+    assert figures[-1].axes[-1].get_lines()[0].get_xdata().tolist() == [0.0, 3.0, 3.0, 6.0]
+    plot_moments(tmp_path / "f.png", duration=6.0, saliency={"times": [[0.0, 6.0000002]], "scores": [1.0]}, dpi=50)
+    for bad, message in [
+        ({"times": [[0.0, 7.0]], "scores": [1.0]}, "outside the video"),
+        ({"times": [[0.0, 2.0]], "scores": [1.0, 2.0]}, "one \\[start, end\\] time span per score"),
+        ({"scores": [1.0]}, "got keys"),
+        ([0.5, float("-inf")], "must be finite"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            plot_moments(tmp_path / "bad.png", duration=6.0, saliency=bad)
+    assert not (tmp_path / "bad.png").exists()
 
 
 def test_timeline_with_frames_of_a_real_video(real_data, tmp_path):

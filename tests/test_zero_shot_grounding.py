@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from locvtp_hf import evaluation
-from locvtp_hf.zero_shot_grounding import clip_boundaries, zero_shot_grounding, zero_shot_moment_scores
+from locvtp_hf.grounding_postprocessing import clip_boundaries
+from locvtp_hf.zero_shot_grounding import zero_shot_grounding, zero_shot_moment_scores, zero_shot_saliency
 
 
 def test_moment_scores_are_sums_of_centred_similarities():
@@ -40,6 +41,42 @@ def test_the_stretch_that_matches_the_query_is_the_top_moment():
     assert all(len(found) <= 3 for found in moments) and moments[0][0]["score"] > moments[0][1]["score"]
     # clip 7 is the last real clip of the second video: its stretch ends at the duration
     assert clip_boundaries(spans, torch.tensor([20.0, 16.0]), torch.tensor([[1] * 10, [1] * 8 + [0] * 2]))[1, 8] == 16.0
+
+
+def test_zero_shot_saliency_is_the_cosine_of_each_clip_with_the_query():
+    generator = torch.Generator().manual_seed(2)
+    clips, text = torch.randn(2, 5, 8, generator=generator) * 3, torch.randn(2, 8, generator=generator)
+    mask = torch.tensor([[1] * 5, [1] * 3 + [0] * 2])
+    saliency = zero_shot_saliency(clips, text, mask)
+    for q in range(2):
+        for t in range(5):
+            if mask[q, t]:
+                by_hand = float(clips[q, t] @ text[q]) / float(clips[q, t].norm() * text[q].norm())
+                assert saliency[q, t].item() == pytest.approx(by_hand, abs=1e-6)
+            else:
+                assert saliency[q, t] == float("-inf")
+    assert torch.equal(zero_shot_saliency(clips, text)[0], saliency[0])
+    with pytest.raises(ValueError, match="same B queries"):
+        zero_shot_saliency(clips, text[:1])
+    with pytest.raises(ValueError, match=r"clip_mask must have shape \(2, 5\)"):
+        zero_shot_saliency(clips, text, mask[:, :4])
+
+
+def test_zero_shot_grounding_returns_the_saliency_with_the_clip_times():
+    text = F.normalize(torch.randn(2, 8, generator=torch.Generator().manual_seed(1)), dim=-1)
+    clips = F.normalize(torch.randn(2, 10, 8, generator=torch.Generator().manual_seed(3)), dim=-1)
+    segments = torch.arange(10, dtype=torch.float64) * 2.0
+    spans = torch.stack([segments + 0.8, segments + 1.2], dim=-1)[None].repeat(2, 1, 1)
+    mask, durations = torch.tensor([[1] * 10, [1] * 8 + [0] * 2]), torch.tensor([20.0, 16.0])
+    moments = zero_shot_grounding(text, clips, spans, mask, durations, top_k=3)
+    results = zero_shot_grounding(text, clips, spans, mask, durations, top_k=3, return_saliency=True)
+    assert [result["moments"] for result in results] == moments
+    boundaries = clip_boundaries(spans, durations, mask)
+    cosine = zero_shot_saliency(clips, text, mask)
+    for q, (result, num_clips) in enumerate(zip(results, (10, 8))):
+        assert result["saliency"]["times"] == [[2.0 * t, 2.0 * (t + 1)] for t in range(num_clips)]
+        assert result["saliency"]["times"] == [boundaries[q, t : t + 2].tolist() for t in range(num_clips)]
+        assert result["saliency"]["scores"] == cosine[q, :num_clips].tolist()
 
 
 def test_bad_inputs_are_named():

@@ -1,8 +1,11 @@
 """LocVTPForTemporalGrounding: the 2D map, both input routes, the loss, loading, the processor route, post-processing
 and the video-temporal-grounding pipeline."""
 
+import functools
+import http.server
 import json
 import math
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +24,7 @@ from locvtp_hf import (
     LocVTPProcessor,
     LocVTPVideoProcessor,
 )
+from locvtp_hf import metrics
 from locvtp_hf.grounding_postprocessing import grounding_moments, temporal_nms
 from locvtp_hf.loss import saliency_loss
 from locvtp_hf.modeling_locvtp import LocVTPForPreTraining, LocVTPTemporalGroundingHead
@@ -788,3 +792,27 @@ def test_pipeline_grounds_zero_shot_with_a_model_started_from_clip(world_videos,
     assert type(from_folder.processor.tokenizer).__name__ == "CLIPTokenizer"
     reloaded = from_folder(paths[0], "the red square slides", top_k=2)
     assert [(m["start"], m["end"]) for m in reloaded] == [(m["start"], m["end"]) for m in moments]
+
+
+def test_pipeline_reads_video_urls_and_its_output_goes_to_the_evaluate_module(world_videos, processor, model):
+    paths, _ = world_videos
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(Path(paths[0]).parent))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/{Path(paths[0]).name}"
+        grounder = pipeline("video-temporal-grounding", model=model, processor=processor, device="cpu")
+        queries = ["a red square", "the blue ball jumps"]
+        from_url = grounder(url, queries=queries, top_k=3)
+        assert from_url == grounder(paths[0], queries=queries, top_k=3)
+    finally:
+        server.shutdown()
+
+    # the evaluate module takes the pipeline's own output, as it takes [start, end, score] rows
+    references = [[[0.0, 4.0]], [[2.0, 8.0]]]
+    metric = metrics.load("temporal_grounding")
+    rows = [[[moment["start"], moment["end"], moment["score"]] for moment in moments] for moments in from_url]
+    assert metric.compute(predictions=from_url, references=references) == metric.compute(
+        predictions=rows, references=references
+    )

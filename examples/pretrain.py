@@ -33,9 +33,11 @@ stops after `--max_consecutive_nonfinite_steps` such steps in a row.
 Arguments: the `PreTrainingArguments` dataclass below and the shared groups of `locvtp_hf.training`, parsed with
 `HfArgumentParser` by its `parse_arguments` (so `--config run.yaml` works too).
 
-Gradient accumulation: each micro-batch's contrastive losses see only that micro-batch's negatives (gathered over
-all processes), so `--gradient_accumulation_steps N` gives the gradient-update size of an N times larger batch but
-not its set of negatives.
+Gradient accumulation: by default each micro-batch's contrastive losses see only that micro-batch's negatives
+(gathered over all processes), so `--gradient_accumulation_steps N` gives the gradient-update size of an N times
+larger batch but not its set of negatives. With `--accumulate_negatives` the three losses are computed over the whole
+accumulated batch from cached embeddings (open_clip's `--accum-freq`): the same losses and gradients as one N times
+larger batch, for one more forward pass of the towers per micro-batch (DDP or one process).
 """
 
 import json
@@ -64,6 +66,7 @@ from locvtp_hf.model_card import create_model_card, eval_results_from_metrics
 from locvtp_hf.stop_words import stop_word_token_ids
 from locvtp_hf.training import (
     BestModel,
+    EmbeddingLoss,
     ModelArguments,
     SyntheticWorldArguments,
     TrainingArguments,
@@ -142,6 +145,14 @@ class PreTrainingArguments:
     )
     freeze_vision: bool = field(default=False, metadata={"help": "Keep the clip encoder's weights fixed."})
     freeze_text: bool = field(default=False, metadata={"help": "Keep the text encoder's weights fixed."})
+    accumulate_negatives: bool = field(
+        default=False,
+        metadata={
+            "help": "With --gradient_accumulation_steps N: compute the losses over the whole accumulated batch from "
+            "cached embeddings, so that every sample meets the negatives of all N micro-batches (the losses and "
+            "gradients of one N times larger batch; one more forward pass per micro-batch; DDP or one process)."
+        },
+    )
     log_term_gradient_norms: bool = field(
         default=False,
         metadata={
@@ -230,6 +241,11 @@ def check_arguments(
         raise ValueError("--metric_for_best_model needs an evaluation: set --eval_data.")
     if args.log_term_gradient_norms and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ValueError("--log_term_gradient_norms measures one process's gradients: run it with one process.")
+    if args.accumulate_negatives and args.log_term_gradient_norms:
+        raise ValueError(
+            "--log_term_gradient_norms measures the gradients of one backward pass: it cannot be combined with "
+            "--accumulate_negatives, whose gradients are back-propagated in one pass per micro-batch."
+        )
 
 
 def pretraining_fields(args: PreTrainingArguments, tokenizer) -> dict:
@@ -245,17 +261,28 @@ def pretraining_fields(args: PreTrainingArguments, tokenizer) -> dict:
     )
 
 
+def context_offsets(batch: dict, config, device) -> torch.Tensor:
+    """The context offsets of the temporal loss for `batch`: its own `context_offsets` if it carries them, else drawn
+    from the global generator (reseeded per micro-batch by the training loop)."""
+    if batch.get("context_offsets") is not None:
+        return batch["context_offsets"]
+    batch_size, num_clips = batch["pixel_values_videos"].shape[:2]
+    return sample_context_offsets(batch_size, num_clips, config.context_window, device=device)
+
+
+def model_inputs(batch: dict) -> dict:
+    """The batch without its `context_offsets`, which go to the model as an argument of their own."""
+    return {name: value for name, value in batch.items() if name != "context_offsets"}
+
+
 def pretraining_loss(accelerator, log_term_gradient_norms: bool):
     """The loss function of the training loop: the three LocVTP losses of a micro-batch, with context offsets drawn
     for it, and (at logging steps, if asked) the norm of each weighted term's gradient on the clip encoder."""
 
     def loss_function(model, batch: dict, step) -> dict:
         unwrapped = accelerator.unwrap_model(model)
-        batch_size, num_clips = batch["pixel_values_videos"].shape[:2]
-        offsets = sample_context_offsets(
-            batch_size, num_clips, unwrapped.config.context_window, device=accelerator.device
-        )
-        outputs = model(**batch, context_offsets=offsets)
+        offsets = context_offsets(batch, unwrapped.config, accelerator.device)
+        outputs = model(**model_inputs(batch), context_offsets=offsets)
         terms = {
             "loss": outputs.loss,
             "loss_coarse": outputs.loss_coarse,
@@ -272,6 +299,45 @@ def pretraining_loss(accelerator, log_term_gradient_norms: bool):
         return terms
 
     return loss_function
+
+
+class AccumulatedNegativesLoss(EmbeddingLoss):
+    """
+    The loss of `--accumulate_negatives`: the pre-training losses in two halves for the training loop's cached-
+    embedding accumulation. `embed` runs the towers (`return_loss=False`) and keeps what the losses need: the
+    embeddings, the word and discovery masks and the micro-batch's context offsets (drawn once, in the gradient-free
+    pass, and reused); `loss` is [`LocVTPForPreTraining.compute_losses`] over the accumulated batch.
+    """
+
+    def __init__(self, accelerator):
+        self.accelerator = accelerator
+
+    def embed(self, model, batch: dict, step) -> dict:
+        unwrapped = self.accelerator.unwrap_model(model)
+        offsets = context_offsets(batch, unwrapped.config, self.accelerator.device)
+        outputs = model(**model_inputs(batch), return_loss=False)
+        embeddings = {
+            "clip_embeds": outputs.clip_embeds,
+            "video_embeds": outputs.video_embeds,
+            "text_embeds": outputs.text_embeds,
+            "word_embeds": outputs.word_embeds,
+            "word_mask": outputs.word_mask.bool(),
+            "context_offsets": offsets,
+        }
+        discovery_mask = unwrapped.discovery_mask(batch["input_ids"], outputs.word_mask)
+        if discovery_mask is not None:
+            embeddings["discovery_mask"] = discovery_mask
+        return embeddings
+
+    def loss(self, model, embeddings: dict, step, loss_parameter_gradients: bool = True) -> dict:
+        unwrapped = self.accelerator.unwrap_model(model)
+        losses = unwrapped.compute_losses(**embeddings, loss_parameter_gradients=loss_parameter_gradients)
+        return {
+            "loss": losses.loss,
+            "loss_coarse": losses.coarse,
+            "loss_fine": losses.fine,
+            "loss_temporal": losses.temporal,
+        }
 
 
 def pretraining_model_card(
@@ -303,7 +369,12 @@ def pretraining_model_card(
             "Batch per optimizer step (processes x micro-batch x accumulation)": (
                 f"{processes} x {micro_batch} x {train_args.gradient_accumulation_steps}"
             ),
-            "Contrastive batch (negatives come from one micro-batch of all processes)": processes * micro_batch,
+            "Contrastive batch (the negatives of a loss)": (
+                f"{processes * micro_batch * train_args.gradient_accumulation_steps}: the whole accumulated batch "
+                "(cached embeddings)"
+                if args.accumulate_negatives
+                else f"{processes * micro_batch}: one micro-batch of all processes"
+            ),
             "Optimizer": f"AdamW, weight decay {train_args.weight_decay} on linear and convolution weights",
             "Learning rate": f"{train_args.learning_rate}, {train_args.warmup_steps} warm-up steps, cosine decay",
             "Gradient clipping (max norm)": train_args.max_grad_norm,
@@ -505,7 +576,11 @@ def main():
         accelerator,
         model,
         train_dataloader,
-        pretraining_loss(accelerator, args.log_term_gradient_norms),
+        (
+            AccumulatedNegativesLoss(accelerator)
+            if args.accumulate_negatives
+            else pretraining_loss(accelerator, args.log_term_gradient_norms)
+        ),
         train_args,
         evaluate=(lambda trained: evaluate(trained.locvtp)) if args.eval_data != "none" else None,
         run_arguments=run_arguments,

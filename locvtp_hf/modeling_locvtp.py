@@ -22,6 +22,7 @@ from transformers.utils import ModelOutput, can_return_tuple, logging
 from .configuration_locvtp import LocVTPConfig
 from .loss import (
     LocVTPLoss,
+    LocVTPLossOutput,
     retrieval_contrastive_loss,
     retrieval_similarity,
     saliency_loss,
@@ -954,6 +955,7 @@ class LocVTPForPreTraining(LocVTPPreTrainedModel):
         context_offsets: torch.LongTensor | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
+        return_loss: bool = True,
     ) -> LocVTPForPreTrainingOutput:
         r"""
         pixel_values_videos (`torch.FloatTensor` of shape `(batch_size, num_clips, frames_per_clip, num_channels,
@@ -967,6 +969,10 @@ class LocVTPForPreTraining(LocVTPPreTrainedModel):
         context_offsets (`torch.LongTensor` of shape `(batch_size, num_clips)`, *optional*):
             The offset `delta` of the context clip for each reference clip in the temporal loss; drawn at random when
             not given.
+        return_loss (`bool`, *optional*, defaults to `True`):
+            `False` returns the embeddings only (the loss fields are `None`): the first half of the forward pass, whose
+            second half is [`~LocVTPForPreTraining.compute_losses`]. Gradient accumulation with cached embeddings
+            calls the two halves apart, to compute the losses over several micro-batches.
 
         Example:
 
@@ -995,20 +1001,16 @@ class LocVTPForPreTraining(LocVTPPreTrainedModel):
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
         )
-        discovery_mask = None
-        if self.config.discovery_excluded_token_ids:
-            excluded = torch.tensor(self.config.discovery_excluded_token_ids, device=input_ids.device)
-            discovery_mask = outputs.word_mask & ~torch.isin(input_ids, excluded)
-        losses = self.locvtp_loss(
+        if not return_loss:
+            return LocVTPForPreTrainingOutput(**outputs)
+        losses = self.compute_losses(
             clip_embeds=outputs.clip_embeds,
             video_embeds=outputs.video_embeds,
             text_embeds=outputs.text_embeds,
             word_embeds=outputs.word_embeds,
             word_mask=outputs.word_mask,
-            logit_scale=self.locvtp.get_logit_scale(),
-            context_head=self.context_head,
+            discovery_mask=self.discovery_mask(input_ids, outputs.word_mask),
             context_offsets=context_offsets,
-            discovery_mask=discovery_mask,
         )
         return LocVTPForPreTrainingOutput(
             loss=losses.loss,
@@ -1016,6 +1018,76 @@ class LocVTPForPreTraining(LocVTPPreTrainedModel):
             loss_fine=losses.fine,
             loss_temporal=losses.temporal,
             **outputs,
+        )
+
+    def discovery_mask(self, input_ids: torch.LongTensor, word_mask: torch.Tensor) -> torch.Tensor | None:
+        """
+        The words clip-word correspondence discovery may pick: `word_mask` without the tokens of
+        `config.discovery_excluded_token_ids` (`[B, L]` bool), or `None` (all of `word_mask`) when none are excluded.
+        """
+        if not self.config.discovery_excluded_token_ids:
+            return None
+        excluded = torch.tensor(self.config.discovery_excluded_token_ids, device=input_ids.device)
+        return word_mask.bool() & ~torch.isin(input_ids, excluded)
+
+    def compute_losses(
+        self,
+        clip_embeds: torch.Tensor,
+        video_embeds: torch.Tensor,
+        text_embeds: torch.Tensor,
+        word_embeds: torch.Tensor,
+        word_mask: torch.Tensor,
+        discovery_mask: torch.Tensor | None = None,
+        context_offsets: torch.LongTensor | None = None,
+        loss_parameter_gradients: bool = True,
+    ) -> LocVTPLossOutput:
+        r"""
+        The three LocVTP losses of embeddings (the second half of the forward pass), over the global batch (all
+        processes). The rows may come from several forward passes: gradient accumulation with cached embeddings
+        computes them over all its micro-batches, the current one's embeddings with gradients and the others' without.
+
+        Args:
+            clip_embeds (`torch.FloatTensor` of shape `(batch_size, num_clips, projection_dim)`):
+                L2-normalised clip embeddings, as [`LocVTPModel`] returns them; likewise `video_embeds`.
+            video_embeds (`torch.FloatTensor` of shape `(batch_size, projection_dim)`):
+                L2-normalised video embeddings.
+            text_embeds (`torch.FloatTensor` of shape `(batch_size, projection_dim)`):
+                L2-normalised sentence embeddings of the paired texts.
+            word_embeds (`torch.FloatTensor` of shape `(batch_size, sequence_length, projection_dim)`):
+                L2-normalised word embeddings (rows padded further with zeros are allowed).
+            word_mask (`torch.BoolTensor` of shape `(batch_size, sequence_length)`):
+                True for real words (False for special tokens and padding).
+            discovery_mask (`torch.BoolTensor` of shape `(batch_size, sequence_length)`, *optional*):
+                The words discovery may pick, from [`~LocVTPForPreTraining.discovery_mask`]; all of `word_mask` when
+                not given.
+            context_offsets (`torch.LongTensor` of shape `(batch_size, num_clips)`, *optional*):
+                The offsets of the temporal loss; drawn at random when not given.
+            loss_parameter_gradients (`bool`, *optional*, defaults to `True`):
+                Whether the parameters that the losses use directly (the logit scale and the context head) get
+                gradients from this call. Gradient accumulation with cached embeddings back-propagates the same losses
+                once per micro-batch: it passes `True` for one of them only, so that those gradients count once.
+
+        Returns:
+            [`~locvtp_hf.loss.LocVTPLossOutput`]: the weighted total and each term.
+        """
+        logit_scale, context_head = self.locvtp.get_logit_scale(), self.context_head
+        if not loss_parameter_gradients:
+            logit_scale = logit_scale.detach()
+            fixed = {name: parameter.detach() for name, parameter in self.context_head.named_parameters()}
+
+            def context_head(clip_embeds, offsets):
+                return torch.func.functional_call(self.context_head, fixed, (clip_embeds, offsets))
+
+        return self.locvtp_loss(
+            clip_embeds=clip_embeds,
+            video_embeds=video_embeds,
+            text_embeds=text_embeds,
+            word_embeds=word_embeds,
+            word_mask=word_mask,
+            logit_scale=logit_scale,
+            context_head=context_head,
+            context_offsets=context_offsets,
+            discovery_mask=discovery_mask,
         )
 
 

@@ -2,10 +2,11 @@
 What the example training scripts share: their argument groups and `--config` parsing ([`parse_arguments`]), the
 run's accelerator, the new small models of a run without a checkpoint, checkpoints with atomic writes and exact
 resume, and the one training loop ([`train`]) that pre-training, retrieval and grounding fine-tuning call with their
-own loss function.
+own loss function (an [`EmbeddingLoss`] makes gradient accumulation add negatives).
 """
 
 from .accelerator import setup_accelerator
+from .accumulation import EmbeddingLoss, cached_embedding_step
 from .arguments import (
     ModelArguments,
     SyntheticWorldArguments,
@@ -44,6 +45,7 @@ __all__ = [
     "RESUMABLE_CHANGES",
     "SMALL_VISION_MODELS",
     "ModelArguments",
+    "EmbeddingLoss",
     "EvaluationFunction",
     "LossFunction",
     "NonFiniteLossGuard",
@@ -52,6 +54,7 @@ __all__ = [
     "TrainingResult",
     "TrainingStep",
     "adamw_optimizer",
+    "cached_embedding_step",
     "check_model_arguments",
     "check_resume_arguments",
     "check_training_arguments",

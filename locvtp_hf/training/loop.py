@@ -1,8 +1,9 @@
 """
 The training loop of pre-training, retrieval fine-tuning and grounding fine-tuning: each gives its model, its data,
 its loss function and its evaluation; the loop owns the optimizer (AdamW, warm-up then cosine decay), gradient
-accumulation, the non-finite loss guard, logging to the trackers, periodic evaluation and checkpoints, and exact
-resume.
+accumulation (plain, or with cached embeddings so that the contrastive losses see the whole accumulated batch: an
+[`EmbeddingLoss`], see `locvtp_hf.training.accumulation`), the non-finite loss guard, logging to the trackers,
+periodic evaluation and checkpoints, and exact resume.
 
 Exact resume: the data order of an epoch depends only on the seed and the epoch, a resumed run skips the micro-batches
 the checkpoint's run had consumed (streamed shards restore their own position), and the random draws of a
@@ -22,6 +23,7 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from .accumulation import EmbeddingLoss, cached_embedding_step, check_cached_embedding_support
 from .arguments import TrainingArguments
 from .checkpointing import (
     BestModel,
@@ -103,7 +105,10 @@ def train(
             shards with `streaming=True` (each process streams its own shards: it is not prepared, and its position
             is saved beside each checkpoint). `"skipped"` / `"skipped_shards"` entries of a batch (lists) are popped
             and collected.
-        loss_function (`LossFunction`): The loss of a micro-batch: `{"loss": ..., other terms}`.
+        loss_function (`LossFunction` or [`EmbeddingLoss`]): The loss of a micro-batch: `{"loss": ..., other terms}`.
+            An [`EmbeddingLoss`] with gradient accumulation (`gradient_accumulation_steps > 1`) computes the losses over
+            the whole accumulated batch from cached embeddings (one more forward pass per micro-batch; DDP or one
+            process), so that accumulation adds negatives; the logged losses are then those of the accumulated batch.
         args ([`TrainingArguments`]): Steps, optimisation, logging, evaluation, checkpointing and
             `resume_from_checkpoint`.
         evaluate (`EvaluationFunction`, *optional*): The script's evaluation, run on the main process with the
@@ -144,6 +149,9 @@ def train(
         logger.info(f"Resumed from {checkpoint} at step {completed_steps}")
 
     accumulation = accelerator.gradient_accumulation_steps
+    cached_embeddings = isinstance(loss_function, EmbeddingLoss) and accumulation > 1
+    if cached_embeddings:
+        check_cached_embedding_support(accelerator)
     if not streaming:
         updates_per_epoch = len(dataloader) // accumulation
         if updates_per_epoch == 0:
@@ -155,8 +163,9 @@ def train(
         logger.info(f"{len(dataloader.dataset)} training items")
     global_batch = args.per_device_batch_size * accelerator.num_processes
     logger.info(
-        f"{accelerator.num_processes} process(es), global batch {global_batch} x {accumulation} accumulation, "
-        f"{args.max_steps} steps"
+        f"{accelerator.num_processes} process(es), global batch {global_batch} x {accumulation} accumulation"
+        + (" (the losses over the accumulated batch, from cached embeddings)" if cached_embeddings else "")
+        + f", {args.max_steps} steps"
     )
 
     def micro_batches():
@@ -176,6 +185,23 @@ def train(
                     break
                 yield micro_step, batch
 
+    def optimizer_steps():
+        """The micro-batches of each optimizer step together (`[(micro-step, batch), ...]`) with cached embeddings,
+        else one micro-batch at a time; the accumulated groups start where the run's steps start."""
+        group_size = accumulation if cached_embeddings else 1
+        group = []
+        for micro_step, batch in micro_batches():
+            group.append((micro_step, batch))
+            if len(group) == group_size:
+                yield group
+                group = []
+
+    def seed_micro_batch(micro_step: int) -> None:
+        # the randomness of a micro-batch (dropout, a loss's sampling) depends only on its place in the run, so that
+        # a resumed run draws what the uninterrupted one drew
+        place = [args.seed, completed_steps, micro_step, accelerator.process_index]
+        set_seed(int(np.random.SeedSequence(place).generate_state(1)[0]))
+
     def is_logging_step(step: int) -> bool:
         return step % args.logging_steps == 0 or step == args.max_steps
 
@@ -194,32 +220,59 @@ def train(
     )
     model.train()
     with logging_redirect_tqdm():  # log lines above the progress bar, not on it
-        for micro_step, batch in micro_batches():
+        for group in optimizer_steps():
             if completed_steps >= args.max_steps:
                 break
-            result.skipped_samples += batch.pop("skipped", [])
-            result.skipped_shards += batch.pop("skipped_shards", [])
-            # the randomness of a micro-batch (dropout, a loss's sampling) depends only on its place in the run, so
-            # that a resumed run draws what the uninterrupted one drew
-            place = [args.seed, completed_steps, micro_step, accelerator.process_index]
-            set_seed(int(np.random.SeedSequence(place).generate_state(1)[0]))
-            with accelerator.accumulate(model):
-                step = TrainingStep(
-                    completed_steps + 1, micro_step, accelerator.sync_gradients and is_logging_step(completed_steps + 1)
+            for _, batch in group:
+                result.skipped_samples += batch.pop("skipped", [])
+                result.skipped_shards += batch.pop("skipped_shards", [])
+            if cached_embeddings:
+                micro_steps = [micro_step for micro_step, _ in group]
+                logging_step = is_logging_step(completed_steps + 1)
+                steps = [
+                    TrainingStep(completed_steps + 1, micro_step, logging_step and index == len(group) - 1)
+                    for index, micro_step in enumerate(micro_steps)
+                ]
+                step = steps[-1]
+                terms = cached_embedding_step(
+                    accelerator,
+                    model,
+                    [batch for _, batch in group],
+                    loss_function,
+                    steps,
+                    reseed=lambda index: seed_micro_batch(micro_steps[index]),
+                    observe=nonfinite_guard.observe,
                 )
-                terms = loss_function(model, batch, step)
                 loss = terms["loss"]
-                accelerator.backward(loss)
-                nonfinite_guard.observe(loss)
                 # a skipped step still counts (the data position and the schedule go on), without a weight update
-                if accelerator.sync_gradients and nonfinite_guard.should_step(completed_steps + 1):
+                if nonfinite_guard.should_step(completed_steps + 1):
                     if args.max_grad_norm > 0:
                         accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
                     optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()
-            if not accelerator.sync_gradients:
-                continue
+            else:
+                [(micro_step, batch)] = group
+                seed_micro_batch(micro_step)
+                with accelerator.accumulate(model):
+                    step = TrainingStep(
+                        completed_steps + 1,
+                        micro_step,
+                        accelerator.sync_gradients and is_logging_step(completed_steps + 1),
+                    )
+                    terms = loss_function(model, batch, step)
+                    loss = terms["loss"]
+                    accelerator.backward(loss)
+                    nonfinite_guard.observe(loss)
+                    # a skipped step still counts (the data position and the schedule go on), without a weight update
+                    if accelerator.sync_gradients and nonfinite_guard.should_step(completed_steps + 1):
+                        if args.max_grad_norm > 0:
+                            accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                        optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad()
+                if not accelerator.sync_gradients:
+                    continue
             completed_steps += 1
             result.losses.append(loss.item())
             bar.update(1)

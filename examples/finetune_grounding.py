@@ -22,12 +22,21 @@ A step whose loss is NaN or infinite is skipped (no weight update, a warning nam
 `--max_consecutive_nonfinite_steps` such steps in a row. Checkpoints are written every `--checkpointing_steps` steps;
 `--resume_from_checkpoint latest|PATH` continues a run to the same weights as an uninterrupted one.
 
+Highlight detection: when the training queries carry highlight annotations (QVHighlights' `relevant_clip_ids` and
+`saliency_scores`, or the synthetic world's, from how much of each 1-second clip the event covers), `--saliency auto`
+(the default) gives the model a saliency head (`grounding_saliency_head`), trained jointly with the moments on one
+target per clip (`locvtp_hf.grounding_metrics.saliency_targets`); `--saliency on` insists on it, `--saliency off`
+trains moments only.
+
 With the encoder frozen (`--freeze_encoder`, the default) each video's clip features are computed once (or read from
 `--features_dir`) and only the head trains: the fast path. `--freeze_encoder false` also fine-tunes the text encoder
 and, on the synthetic world's raw videos, the clip encoder (every step then encodes the clips of its videos).
 
 Before and after training the model is evaluated (R@{1,5} at IoU {0.3, 0.5, 0.7} and mIoU of the top-1 moment; for
-QVHighlights also R1@{0.5, 0.7} and mAP over IoU 0.5:0.95): the table is printed and written, with the data counts, to
+QVHighlights also R1@{0.5, 0.7} and mAP over IoU 0.5:0.95; when the evaluation queries have highlight annotations,
+HL-mAP and HL-Hit1 at Fair / Good / VeryGood of the saliency head, of zero-shot saliency (`zero-shot HL-...`, the
+cosine of each clip feature with the query) and of random scores (`random HL-...`, the chance level)): the table is
+printed and written, with the data counts, to
 `<output_dir>/grounding_results.json`; the model and processor are saved in `--output_dir`, and `--num_plots N` draws
 N evaluation queries' moments into `<output_dir>/plots/`. See docs/temporal_grounding.md.
 
@@ -55,7 +64,7 @@ from locvtp_hf.grounding_finetuning import (
     grounding_dataloader,
     grounding_loss,
 )
-from locvtp_hf.grounding_metrics import MAP_MAX_PREDICTIONS
+from locvtp_hf.grounding_metrics import MAP_MAX_PREDICTIONS, QVHIGHLIGHTS_CLIP_SECONDS
 from locvtp_hf.hub import push_to_hub
 from locvtp_hf.model_card import create_model_card, eval_results_from_metrics
 from locvtp_hf.moment_geometry import default_pooling_counts
@@ -100,6 +109,9 @@ NEW_HEAD = {
 # A new head's positions on the benchmarks whose videos are longer than Charades-STA's (2D-TAN's maps: 16 positions
 # for Charades-STA, 64 for ActivityNet Captions), unless --grounding_num_positions is given.
 DATASET_NUM_POSITIONS = {"activitynet_captions": 64}
+# The data sets whose queries carry highlight annotations, for --saliency.
+SALIENCY_DATASETS = ("synthetic", "qvhighlights")
+SALIENCY_MODES = ("auto", "on", "off")
 
 
 @dataclass
@@ -125,6 +137,11 @@ class GroundingArguments:
     )
     grounding_conv_kernel_size: int | None = field(
         default=None, metadata={"help": "Convolution kernel of a new head (default 3; 2D-TAN: 5)."}
+    )
+    saliency: str = field(
+        default="auto",
+        metadata={"help": "Train a saliency head jointly with the moments: 'auto' (when the training queries have "
+                  "highlight annotations: QVHighlights, the synthetic world), 'on' or 'off'."},
     )
     # data
     dataset: str = field(default="synthetic", metadata={"help": f"'synthetic' or one of {GROUNDING_DATASETS}."})
@@ -181,6 +198,25 @@ def check_arguments(model_args: ModelArguments, args: GroundingArguments, train_
             raise ValueError(f"--{name} must be at least 1.")
     if args.num_plots < 0:
         raise ValueError(f"--num_plots must be 0 or more, got {args.num_plots}.")
+    if args.saliency not in SALIENCY_MODES:
+        raise ValueError(f"--saliency must be one of {SALIENCY_MODES}, got {args.saliency!r}.")
+    if args.saliency == "on" and args.dataset not in SALIENCY_DATASETS:
+        raise ValueError(
+            f"--saliency on needs highlight annotations, which only {SALIENCY_DATASETS} have; {args.dataset} has none."
+        )
+
+
+def trains_saliency(args: GroundingArguments, train_queries) -> bool:
+    """Whether the run trains a saliency head: --saliency on, or auto with highlight annotations in the training
+    queries."""
+    annotated = "saliency_scores" in train_queries.column_names and any(
+        scores is not None for scores in train_queries["saliency_scores"]
+    )
+    if args.saliency == "on" and not annotated:
+        raise ValueError(
+            "--saliency on, but no training query has highlight annotations (relevant_clip_ids and saliency_scores)."
+        )
+    return args.saliency == "on" or (args.saliency == "auto" and annotated)
 
 
 def head_fields(args: GroundingArguments, config: LocVTPConfig | None = None) -> dict:
@@ -203,13 +239,17 @@ def head_fields(args: GroundingArguments, config: LocVTPConfig | None = None) ->
 
 
 def load_model(
-    model_args: ModelArguments, args: GroundingArguments, queries: list[str]
+    model_args: ModelArguments, args: GroundingArguments, queries: list[str], saliency: bool
 ) -> tuple[LocVTPForTemporalGrounding, LocVTPProcessor]:
-    """The model and its processor, as --model_name_or_path and --random_encoder say (see the module docstring)."""
+    """
+    The model and its processor, as --model_name_or_path and --random_encoder say (see the module docstring), with a
+    saliency head when `saliency` (a new one, unless the checkpoint has one) or the checkpoint has one.
+    """
     checkpoint = model_args.checkpoint
     if checkpoint is None:
         tokenizer = word_tokenizer(queries)
-        model = LocVTPForTemporalGrounding(small_model_config(model_args, tokenizer, **head_fields(args)))
+        config = small_model_config(model_args, tokenizer, **head_fields(args), grounding_saliency_head=saliency)
+        model = LocVTPForTemporalGrounding(config)
         return model, new_processor(model.config, tokenizer, model_args.max_text_length)
 
     processor = LocVTPProcessor.from_pretrained(checkpoint)
@@ -223,6 +263,7 @@ def load_model(
             + " would replace it. Drop them, or start from the pre-training checkpoint."
         )
     fields = head_fields(args, config if has_head else None)
+    fields["grounding_saliency_head"] = saliency or config.grounding_saliency_head
     if args.random_encoder:
         for name, value in fields.items():
             setattr(config, name, value)
@@ -251,20 +292,27 @@ def print_table(before: dict, after: dict) -> None:
         print(f"| {name} | {before[name]:.3f} | {value:.3f} |")
 
 
-def save_plots(folder: Path, eval_queries, predictions: list, num_plots: int) -> list[Path]:
-    """`num_plots` evaluation queries, spread over the set, drawn with `plot_moments`."""
+def save_plots(folder: Path, eval_queries, evaluation, num_plots: int, clip_seconds: float) -> list[Path]:
+    """`num_plots` evaluation queries, spread over the set, drawn with `plot_moments` (with the saliency head's score
+    of each `clip_seconds` annotation clip under the timeline, when the model has the head)."""
     step = max(len(eval_queries) // num_plots, 1)
     paths = []
     for index in range(0, len(eval_queries), step)[:num_plots]:
         query = eval_queries[index]
         name = re.sub(r"[^\w.-]+", "_", query["query_id"])
+        saliency = None
+        if evaluation.saliency_predictions is not None:
+            scores = evaluation.saliency_predictions[index]
+            times = [[clip * clip_seconds, (clip + 1) * clip_seconds] for clip in range(len(scores))]
+            saliency = {"times": times, "scores": scores}
         paths.append(
             plot_moments(
                 folder / f"{len(paths):03d}_{name}.png",
                 query["duration"],
                 ground_truth=query["moments"],
-                predictions=predictions[index],
+                predictions=evaluation.predictions[index],
                 query=query["query"],
+                saliency=saliency,
             )
         )
     return paths
@@ -296,6 +344,8 @@ def grounding_model_card(
             "Optimizer": f"AdamW, weight decay {train_args.weight_decay} on linear and convolution weights",
             "Learning rate": f"{train_args.learning_rate}, {train_args.warmup_steps} warm-up steps, cosine decay",
             "Encoder": "frozen (head trained on cached clip features)" if args.freeze_encoder else "fine-tuned",
+            "Saliency head": f"trained jointly, loss weight {model.config.grounding_saliency_loss_weight}"
+            if results["saliency"] else "not trained",
             "Seed": train_args.seed,
         },
         eval_results=eval_results_from_metrics(
@@ -308,7 +358,15 @@ def grounding_model_card(
         ),
         evaluation_notes=(
             f"{results['eval_queries']} evaluation queries; the top {results['top_k']} moments after 1-D NMS at IoU "
-            f"{args.nms_threshold}; a hit at IoU t means IoU {args.iou_comparison} t. One run, one seed."
+            f"{args.nms_threshold}; a hit at IoU t means IoU {args.iou_comparison} t."
+            + (
+                f" Highlight detection (HL-mAP, HL-Hit1, QVHighlights' definitions) over "
+                f"{results['saliency_clip_seconds']:g}-second clips: of the saliency head, of zero-shot saliency "
+                "(`zero-shot HL-*`: the cosine of each clip feature with the query) and of random scores "
+                "(`random HL-*`: the chance level)."
+                if any(name.startswith("random HL-") for name in results["after"]) else ""
+            )
+            + " One run, one seed."
         ),
         language="en" if args.dataset == "synthetic" else None,
     )
@@ -383,8 +441,12 @@ def main():
         for report in results["annotations"].values():
             report["dropped_query_ids"] = report["dropped_query_ids"][:20]
 
+    saliency = trains_saliency(args, train_queries)
+    saliency_clip_seconds = world.saliency_clip_seconds if world is not None else QVHIGHLIGHTS_CLIP_SECONDS
+    results.update(saliency=saliency, saliency_clip_seconds=saliency_clip_seconds)
+
     # ---- model -----------------------------------------------------------------------------------------------------
-    model, processor = load_model(model_args, args, [*train_queries["query"], *eval_queries["query"]])
+    model, processor = load_model(model_args, args, [*train_queries["query"], *eval_queries["query"]], saliency)
     raw_videos = world is not None
     model.freeze_towers(vision=args.freeze_encoder or not raw_videos, text=args.freeze_encoder)
     model.to(accelerator.device)
@@ -392,13 +454,17 @@ def main():
         f"{type(model).__name__}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
         f"{sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6:.3f}M trained; head of "
         f"{model.config.grounding_num_positions} positions"
+        + (", saliency head trained jointly" if saliency else "")
     )
 
     # ---- videos: cached clip features, or raw videos when the clip encoder trains -----------------------------------
     if raw_videos and not args.freeze_encoder:
         videos = {video_id: video_id for video_id in {*train_queries["video_id"], *eval_queries["video_id"]}}
         train_set, eval_set = (
-            GroundingVideoDataset(queries, videos, processor, world.render, world.fps, training=training)
+            GroundingVideoDataset(
+                queries, videos, processor, world.render, world.fps, training=training,
+                saliency_labels=saliency and training, saliency_clip_seconds=saliency_clip_seconds,
+            )
             for queries, training in ((train_queries, True), (eval_queries, False))
         )
     else:
@@ -434,8 +500,13 @@ def main():
                     f"None of the {counts[split]} {split} queries has the clip features of its video: check that "
                     f"--features_dir {args.features_dir} was extracted from this data set's videos."
                 )
-        train_set = GroundingFeatureDataset(train_queries, features, processor, training=True)
-        eval_set = GroundingFeatureDataset(eval_queries, features, processor)
+        train_set = GroundingFeatureDataset(
+            train_queries, features, processor, training=True, saliency_labels=saliency,
+            saliency_clip_seconds=saliency_clip_seconds,
+        )
+        eval_set = GroundingFeatureDataset(
+            eval_queries, features, processor, saliency_clip_seconds=saliency_clip_seconds
+        )
     results.update(train_queries=len(train_queries), train_items=len(train_set), eval_queries=len(eval_queries))
     logger.info(
         f"{len(train_queries)} training queries ({len(train_set)} (query, moment) pairs), {len(eval_queries)} "
@@ -450,6 +521,7 @@ def main():
             trained, processor, eval_set, batch_size=args.eval_batch_size, top_k=top_k,
             nms_threshold=args.nms_threshold, iou_comparison=args.iou_comparison,
             mean_average_precision=args.dataset == "qvhighlights", num_workers=train_args.num_workers,
+            random_seed=train_args.seed,
         )
 
     before = evaluate(model) if accelerator.is_main_process else None
@@ -487,7 +559,7 @@ def main():
         results_file = output_dir / "grounding_results.json"
         results_file.write_text(json.dumps(results, indent=2) + "\n")
         if args.num_plots:
-            plots = save_plots(output_dir / "plots", eval_queries, after.predictions, args.num_plots)
+            plots = save_plots(output_dir / "plots", eval_queries, after, args.num_plots, saliency_clip_seconds)
             logger.info(f"{len(plots)} plots in {output_dir / 'plots'}")
         logger.info(f"Model, processor and grounding_results.json saved in {output_dir}")
         if train_args.push_to_hub:

@@ -9,6 +9,10 @@ Fine-tuning and evaluation of [`LocVTPForTemporalGrounding`]: the reusable core 
 - [`grounding_dataloader`] and [`grounding_loss`] are what the training loop of `locvtp_hf.training` needs;
   [`train_grounding_model`] runs it without checkpoints; [`evaluate_grounding_model`] predicts the best
   moments of every query and computes the metrics of `locvtp_hf.grounding_metrics`.
+- Highlight detection: with `saliency_labels=True` the datasets give training items one saliency target per clip
+  from the queries' highlight annotations (QVHighlights', the synthetic world's), for a model with a saliency head
+  (`grounding_saliency_head`), trained jointly with the moments; [`evaluate_grounding_model`] scores the head,
+  zero-shot saliency and random scores with QVHighlights' HL-mAP and HL-Hit1 where the queries have annotations.
 
 Example (the head on the clip features of a small random model, on the synthetic world):
 
@@ -47,6 +51,7 @@ Example (the head on the clip features of a small random model, on the synthetic
 """
 
 import logging
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -58,8 +63,16 @@ from accelerate.utils import DataLoaderConfiguration
 
 from .grounding_datasets import GROUNDING_FEATURES
 from .grounding_features import ClipFeatureStore
-from .grounding_metrics import MAP_IOU_THRESHOLDS, grounding_metrics
+from .grounding_metrics import (
+    MAP_IOU_THRESHOLDS,
+    grounding_metrics,
+    highlight_metrics,
+    saliency_at_annotation_clips,
+    saliency_targets,
+)
+from .grounding_postprocessing import clip_saliency
 from .training import TrainingArguments, TrainingStep, train
+from .zero_shot_grounding import zero_shot_saliency
 
 
 logger = logging.getLogger(__name__)
@@ -103,10 +116,19 @@ class _GroundingQueries(torch.utils.data.Dataset):
     """
     Queries of the `GROUNDING_FEATURES` schema, tokenized once. Training items are `(query, moment)` pairs (a query
     with several moments, QVHighlights windows or DiDeMo annotators, gives one item per moment); evaluation items are
-    queries.
+    queries. Given the clip length of their highlight annotations (`saliency_clip_seconds`), the annotations of the
+    queries that have them (`relevant_clip_ids`, `saliency_scores`) are kept in `saliency_references` (per query,
+    `None` without); with `saliency_labels` training items carry them as per-clip `saliency_labels`.
     """
 
-    def __init__(self, queries: datasets.Dataset, processor, training: bool = False):
+    def __init__(
+        self,
+        queries: datasets.Dataset,
+        processor,
+        training: bool = False,
+        saliency_labels: bool = False,
+        saliency_clip_seconds: float | None = None,
+    ):
         missing = set(GROUNDING_FEATURES) - set(queries.column_names)
         if missing:
             raise ValueError(f"The queries lack the columns {sorted(missing)} of the grounding schema.")
@@ -118,12 +140,34 @@ class _GroundingQueries(torch.utils.data.Dataset):
         self.references = [list(moments) for moments in queries["moments"]]
         self.texts = list(queries["query"])
         self.training = training
+        self.saliency_clip_seconds = saliency_clip_seconds
+        self.saliency_references = [None] * len(queries)
+        if saliency_clip_seconds is not None and {"relevant_clip_ids", "saliency_scores"} <= set(queries.column_names):
+            self.saliency_references = [
+                None if clip_ids is None or scores is None else
+                {"duration": duration, "relevant_clip_ids": clip_ids, "saliency_scores": scores}
+                for duration, clip_ids, scores in zip(
+                    self.durations, queries["relevant_clip_ids"], queries["saliency_scores"]
+                )
+            ]
+        if saliency_labels and not self.has_saliency:
+            raise ValueError(
+                "saliency_labels=True needs highlight annotations (relevant_clip_ids and saliency_scores, as "
+                "QVHighlights and the synthetic world give them) and their clip length, saliency_clip_seconds; "
+                + ("none of the queries has them." if saliency_clip_seconds else "it is not given.")
+            )
+        self.saliency_labels = saliency_labels
         self.items = [
             (query_index, moment)
             for query_index, moments in enumerate(self.references)
             for moment in (moments if training else moments[:1])
         ]
         self.text_inputs = dict(processor(text=self.texts, return_tensors="pt"))
+
+    @property
+    def has_saliency(self) -> bool:
+        """Whether any query has highlight annotations."""
+        return any(reference is not None for reference in self.saliency_references)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -135,7 +179,25 @@ class _GroundingQueries(torch.utils.data.Dataset):
         if self.training:
             item["target_moments"] = torch.tensor(moment, dtype=torch.float32)
         item.update(self._video(self.video_ids[query_index]))
+        if self.training and self.saliency_labels:
+            item["saliency_labels"] = self._saliency_labels(query_index, item)
         return item
+
+    def _saliency_labels(self, query_index: int, item: dict) -> torch.Tensor:
+        """
+        The query's saliency target of each clip of the item's video (NaN throughout without annotations), by the
+        stretch of video each clip stands for, as post-processing times the model's saliency scores.
+        """
+        num_clips = len(item["video_features" if "video_features" in item else "pixel_values_videos"])
+        reference = self.saliency_references[query_index]
+        if reference is None:
+            return torch.full((num_clips,), float("nan"))
+        clip_spans = item["clip_spans"][None] if "clip_spans" in item else None
+        (timed,) = clip_saliency(
+            torch.zeros(1, num_clips), video_durations=item["video_durations"][None], clip_spans=clip_spans
+        )
+        where = f"query {self.query_ids[query_index]!r}"
+        return saliency_targets(reference, timed["times"], self.saliency_clip_seconds, where)
 
     def _video(self, video_id: str) -> dict:
         raise NotImplementedError
@@ -144,7 +206,8 @@ class _GroundingQueries(torch.utils.data.Dataset):
 class GroundingFeatureDataset(_GroundingQueries):
     """
     Grounding queries over precomputed clip features: items hold `video_features` (`[num_clips, D]`), the query's
-    tokens, `video_durations` and, in training, `target_moments`.
+    tokens, `video_durations` and, in training, `target_moments` (and `saliency_labels`, by clips cut evenly over the
+    annotated duration).
 
     Args:
         queries (`datasets.Dataset`): Queries of the `GROUNDING_FEATURES` schema.
@@ -153,10 +216,24 @@ class GroundingFeatureDataset(_GroundingQueries):
         processor ([`LocVTPProcessor`]): Tokenizes the queries.
         training (`bool`, *optional*, defaults to `False`): One item per `(query, moment)` with its target moment;
             else one item per query, in order.
+        saliency_labels (`bool`, *optional*, defaults to `False`): Training items also carry `saliency_labels`
+            (`[num_clips]`, see `locvtp_hf.grounding_metrics.saliency_targets`; the clips cut evenly over the
+            annotated duration) from the queries' highlight annotations, for a model with a saliency head (NaN
+            throughout for a query without them). A query with several moments gives its labels with each.
+        saliency_clip_seconds (`float`, *optional*): The clip length in seconds of the queries' highlight
+            annotations (QVHighlights': `grounding_metrics.QVHIGHLIGHTS_CLIP_SECONDS`, 2; the synthetic world's:
+            `world.saliency_clip_seconds`, 1), which uses them: `saliency_labels`, and highlight figures in
+            [`evaluate_grounding_model`]. `None` (the default) leaves the annotations out.
     """
 
     def __init__(
-        self, queries: datasets.Dataset, clip_features: Mapping[str, torch.Tensor], processor, training: bool = False
+        self,
+        queries: datasets.Dataset,
+        clip_features: Mapping[str, torch.Tensor],
+        processor,
+        training: bool = False,
+        saliency_labels: bool = False,
+        saliency_clip_seconds: float | None = None,
     ):
         missing = sorted(set(queries["video_id"]) - set(clip_features))
         if missing:
@@ -164,7 +241,7 @@ class GroundingFeatureDataset(_GroundingQueries):
                 f"{len(missing)} videos of the queries have no clip features (e.g. {missing[:3]}): drop their queries "
                 "first."
             )
-        super().__init__(queries, processor, training)
+        super().__init__(queries, processor, training, saliency_labels, saliency_clip_seconds)
         self.clip_features = clip_features
 
     def _video(self, video_id: str) -> dict:
@@ -174,8 +251,9 @@ class GroundingFeatureDataset(_GroundingQueries):
 class GroundingVideoDataset(_GroundingQueries):
     """
     Grounding queries over raw videos, each cut into clips by the processor's grounding route for every item (so the
-    clip encoder can train): items hold `pixel_values_videos` (`[num_clips, F, C, H, W]`), the query's tokens,
-    `video_durations` (annotated) and, in training, `target_moments`.
+    clip encoder can train): items hold `pixel_values_videos` (`[num_clips, F, C, H, W]`), `clip_spans`
+    (`[num_clips, 2]`, seconds), the query's tokens, `video_durations` (annotated) and, in training, `target_moments`
+    (and `saliency_labels`, by the clips' spans).
 
     Args:
         queries (`datasets.Dataset`): Queries of the `GROUNDING_FEATURES` schema.
@@ -184,6 +262,8 @@ class GroundingVideoDataset(_GroundingQueries):
         load_video (`Callable`, *optional*), video_fps (`float`, *optional*): See [`~encoding.WholeVideoClipsDataset`].
         training (`bool`, *optional*, defaults to `False`): As in [`GroundingFeatureDataset`]; training also samples
             frames at random offsets inside each clip's segment.
+        saliency_labels (`bool`, *optional*, defaults to `False`), saliency_clip_seconds (`float`, *optional*):
+            As in [`GroundingFeatureDataset`].
     """
 
     def __init__(
@@ -194,11 +274,13 @@ class GroundingVideoDataset(_GroundingQueries):
         load_video: Callable | None = None,
         video_fps: float | None = None,
         training: bool = False,
+        saliency_labels: bool = False,
+        saliency_clip_seconds: float | None = None,
     ):
         missing = sorted(set(queries["video_id"]) - set(videos))
         if missing:
             raise ValueError(f"{len(missing)} videos of the queries are not given (e.g. {missing[:3]}).")
-        super().__init__(queries, processor, training)
+        super().__init__(queries, processor, training, saliency_labels, saliency_clip_seconds)
         self.videos, self.processor = videos, processor
         self.load_video, self.video_fps = load_video, video_fps
 
@@ -209,27 +291,31 @@ class GroundingVideoDataset(_GroundingQueries):
         inputs = self.processor(
             videos=[video], task="grounding", video_fps=self.video_fps, training=self.training, return_tensors="pt"
         )
-        return {"pixel_values_videos": inputs["pixel_values_videos"][0]}
+        return {"pixel_values_videos": inputs["pixel_values_videos"][0], "clip_spans": inputs["clip_spans"][0]}
 
 
 class GroundingCollator:
     """
     Stacks items of [`GroundingFeatureDataset`] / [`GroundingVideoDataset`] into a batch of model inputs, padding
-    `video_features` (with a `video_mask`) or `pixel_values_videos` (with a `clip_mask`) to the batch's most clips.
+    `video_features` (with a `video_mask`) or `pixel_values_videos` (with a `clip_mask`), and the per-clip
+    `clip_spans` (with zeros, as the processor pads them) and `saliency_labels` (with NaN), to the batch's most clips.
     """
+
+    # the value each per-clip input is padded with
+    PER_CLIP_PADDING = {"video_features": 0, "pixel_values_videos": 0, "clip_spans": 0, "saliency_labels": math.nan}
 
     def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
         video_key = "video_features" if "video_features" in items[0] else "pixel_values_videos"
         mask_key = "video_mask" if video_key == "video_features" else "clip_mask"
-        clips = [item[video_key] for item in items]
-        longest = max(len(video) for video in clips)
-        batch = {
-            video_key: torch.stack([torch.cat([v, v.new_zeros(longest - len(v), *v.shape[1:])]) for v in clips]),
-            mask_key: torch.stack([torch.arange(longest) < len(video) for video in clips]),
-        }
+        lengths = [len(item[video_key]) for item in items]
+        longest = max(lengths)
+        batch = {mask_key: torch.stack([torch.arange(longest) < length for length in lengths])}
         for name in items[0]:
-            if name != video_key:
-                batch[name] = torch.stack([item[name] for item in items])
+            values = [item[name] for item in items]
+            if name in self.PER_CLIP_PADDING:
+                fill = self.PER_CLIP_PADDING[name]
+                values = [torch.cat([v, v.new_full((longest - len(v), *v.shape[1:]), fill)]) for v in values]
+            batch[name] = torch.stack(values)
         return batch
 
 
@@ -249,8 +335,14 @@ def grounding_dataloader(
 
 
 def grounding_loss(model, batch: dict, step: TrainingStep) -> dict:
-    """The loss function of [`~training.train`] for grounding: the head's scaled-IoU loss of the batch."""
-    return {"loss": model(**batch).loss}
+    """
+    The loss function of [`~training.train`] for grounding: the head's scaled-IoU loss of the batch, plus the
+    weighted saliency loss when the batch carries `saliency_labels` (both logged then).
+    """
+    outputs = model(**batch)
+    if "saliency_labels" not in batch:
+        return {"loss": outputs.loss}
+    return {"loss": outputs.loss, "loss_moment": outputs.loss_moment, "loss_saliency": outputs.loss_saliency}
 
 
 def train_grounding_model(
@@ -328,13 +420,21 @@ class GroundingEvaluation:
     """
     Attributes:
         metrics (`dict[str, float]`): `"R@{k},IoU={t}"`, `"mIoU"` and, when asked for, `"mAP"` / `"mAP@{t}"` (see
-            `locvtp_hf.grounding_metrics.grounding_metrics`).
+            `locvtp_hf.grounding_metrics.grounding_metrics`); when queries have highlight annotations,
+            `"HL-mAP@{level}"` and `"HL-Hit1@{level}"` (see `locvtp_hf.grounding_metrics.highlight_metrics`) of the
+            model's saliency head (with one), of zero-shot saliency (`"zero-shot HL-..."`) and of random scores
+            (`"random HL-..."`).
         predictions (`list[list[dict]]`): Per query, in the dataset's order, its best moments
             `{"start", "end", "score"}` in seconds, best first.
+        saliency_predictions (`list[list[float]]`, *optional*): With a saliency head and a dataset given
+            `saliency_clip_seconds`: per query, the head's score of each annotation clip of its video
+            (`int(duration / saliency_clip_seconds)` clips), what `highlight_metrics` and
+            `write_qvhighlights_submission` take.
     """
 
     metrics: dict[str, float]
     predictions: list[list[dict[str, float]]]
+    saliency_predictions: list[list[float]] | None = None
 
 
 def evaluate_grounding_model(
@@ -347,10 +447,20 @@ def evaluate_grounding_model(
     iou_comparison: str = ">=",
     mean_average_precision: bool = False,
     num_workers: int = 0,
+    random_seed: int = 0,
 ) -> GroundingEvaluation:
     """
     Predict the best moments of every query of an evaluation dataset (on the model's device, one process) and score
     them against all of the query's moments.
+
+    When queries have highlight annotations (`dataset.saliency_references`, for a dataset given their
+    `saliency_clip_seconds`), their highlight detection is scored too (on those queries), three ways: the model's
+    saliency head (with `config.grounding_saliency_head`), zero-shot saliency (the cosine of each clip feature the head
+    consumed with the query embedding: `locvtp_hf.zero_shot_grounding.zero_shot_saliency`) and a random score per
+    annotation clip (drawn from `random_seed`), the chance level. A model clip's score goes to the annotation clips
+    whose centres it covers (`locvtp_hf.grounding_metrics.saliency_at_annotation_clips`), a model clip standing for
+    the stretch of video that post-processing gives it (`locvtp_hf.grounding_postprocessing.clip_saliency`: by the
+    output's `clip_spans`, or for stored features the clips cut evenly over the annotated duration).
 
     Args:
         model ([`LocVTPForTemporalGrounding`]): The model (unwrapped).
@@ -362,6 +472,7 @@ def evaluate_grounding_model(
         iou_comparison (`str`): `">="` (Moment-DETR and most work) or `">"` (2D-TAN's code).
         mean_average_precision (`bool`): Also the QVHighlights-style mAP over IoU 0.5:0.05:0.95.
         num_workers (`int`): DataLoader workers.
+        random_seed (`int`): Seed of the random saliency scores.
     """
     if dataset.training:
         raise ValueError("Evaluate on a dataset made with training=False (one item per query).")
@@ -369,13 +480,28 @@ def evaluate_grounding_model(
     dataloader = torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, collate_fn=GroundingCollator(), num_workers=num_workers
     )
+    clip_seconds = dataset.saliency_clip_seconds
+    has_head = bool(getattr(model.config, "grounding_saliency_head", False)) and clip_seconds is not None
     was_training = model.training
     model.eval()
-    predictions = []
+    predictions, head_saliency, zero_shot = [], [], []
     with torch.no_grad():
         for batch in dataloader:
             outputs = model(**{name: value.to(device) for name, value in batch.items()})
             predictions += processor.post_process_grounding(outputs, top_k=top_k, nms_threshold=nms_threshold)
+            if clip_seconds is None:
+                continue
+            durations = outputs.video_durations.tolist()
+            similarity = zero_shot_saliency(outputs.video_features, outputs.text_embeds, outputs.video_mask)
+            scorers = [(zero_shot, similarity)]
+            if has_head:
+                scorers.append((head_saliency, outputs.saliency_scores))
+            for scored, scores in scorers:
+                timed = clip_saliency(scores, outputs.video_mask, outputs.video_durations, outputs.clip_spans)
+                scored += [
+                    saliency_at_annotation_clips(query["scores"], query["times"], duration, clip_seconds).tolist()
+                    for query, duration in zip(timed, durations)
+                ]
     model.train(was_training)
     metrics = grounding_metrics(
         predictions,
@@ -383,4 +509,16 @@ def evaluate_grounding_model(
         iou_comparison=iou_comparison,
         map_iou_thresholds=MAP_IOU_THRESHOLDS if mean_average_precision else None,
     )
-    return GroundingEvaluation(metrics=metrics, predictions=predictions)
+    annotated = [index for index, reference in enumerate(dataset.saliency_references) if reference is not None]
+    if annotated:
+        references = [dataset.saliency_references[index] for index in annotated]
+        generator = torch.Generator().manual_seed(random_seed)
+        by_prefix = {"": [head_saliency[index] for index in annotated]} if has_head else {}
+        by_prefix["zero-shot "] = [zero_shot[index] for index in annotated]
+        by_prefix["random "] = [torch.rand(len(zero_shot[index]), generator=generator) for index in annotated]
+        for prefix, saliency in by_prefix.items():
+            results = highlight_metrics(saliency, references, clip_seconds=clip_seconds)
+            metrics.update({f"{prefix}{name}": value for name, value in results.items()})
+    return GroundingEvaluation(
+        metrics=metrics, predictions=predictions, saliency_predictions=head_saliency if has_head else None
+    )

@@ -41,6 +41,7 @@ MAP_MAX_PREDICTIONS = 10
 QVHIGHLIGHTS_LENGTH_RANGES = {"short": (0.0, 10.0), "middle": (10.0, 30.0), "long": (30.0, 150.0)}
 # Moment-DETR's highlight levels: a clip is relevant for an annotator who scored it at least this (scores are 0-4).
 HIGHLIGHT_SALIENCY_THRESHOLDS = {"Fair": 2, "Good": 3, "VeryGood": 4}
+HIGHLIGHT_MAX_SCORE = 4
 QVHIGHLIGHTS_CLIP_SECONDS = 2.0
 
 
@@ -351,6 +352,68 @@ def saliency_labels(
     labels = torch.zeros(num_clips, len(scores[0]), dtype=torch.float64)
     labels[torch.tensor(clip_ids, dtype=torch.long)] = torch.tensor(scores, dtype=torch.float64)
     return labels
+
+
+def saliency_targets(
+    reference: Mapping, clip_spans, clip_seconds: float = QVHIGHLIGHTS_CLIP_SECONDS, where: str = "reference"
+) -> torch.Tensor:
+    """
+    A query's highlight annotations as one saliency target in `[0, 1]` per clip of a model's input (the
+    `saliency_labels` of `LocVTPForTemporalGrounding`): the annotation clips' mean annotator score / 4, averaged over
+    the annotation clips the model clip overlaps, weighted by the overlap. The model's clips have their own times
+    (`clip_spans` of the processor's grounding route, or clips cut evenly over the duration for stored features), so
+    they need not line up with the annotation clips. NaN ("no label") for a model clip that overlaps no annotation
+    clip (e.g. past the last whole annotation clip) or has no length.
+
+    Args:
+        reference (`Mapping`): the query's annotations (see [`saliency_labels`]).
+        clip_spans (`[C, 2]`): `(start, end)` in seconds of each model clip.
+        clip_seconds (`float`): the annotation clip length.
+        where (`str`): how to name the reference in error messages.
+
+    Returns:
+        `torch.Tensor`: float32 `[C]`.
+    """
+    labels = saliency_labels(reference, clip_seconds, where)
+    values = labels.mean(dim=1) / HIGHLIGHT_MAX_SCORE
+    spans = torch.as_tensor(_plain(clip_spans), dtype=torch.float64).reshape(-1, 2)
+    starts = torch.arange(len(labels), dtype=torch.float64) * clip_seconds
+    overlap = (
+        torch.minimum(spans[:, 1:], starts + clip_seconds) - torch.maximum(spans[:, :1], starts)
+    ).clamp(min=0)  # [C, A]
+    covered = overlap.sum(dim=1)
+    targets = (overlap @ values) / covered
+    return targets.masked_fill(covered == 0, float("nan")).float()
+
+
+def saliency_at_annotation_clips(
+    scores, clip_spans, duration: float, clip_seconds: float = QVHIGHLIGHTS_CLIP_SECONDS
+) -> torch.Tensor:
+    """
+    The inverse of [`saliency_targets`] for evaluation: a model's per-clip saliency scores as one score per
+    annotation clip of the video (the `int(duration / clip_seconds)` clips `[k c, (k + 1) c)` that
+    [`highlight_metrics`] scores), each the score of the model clip covering the annotation clip's centre (the first
+    one whose `[start, end)` holds it) or, where none does (the processor's clip spans cover the sampled frames, not
+    always the whole video), the model clip nearest to it (the first of equally near ones).
+
+    Args:
+        scores (`[C]`): the model's score of each of its clips.
+        clip_spans (`[C, 2]`): `(start, end)` in seconds of each model clip.
+        duration (`float`): the video's duration in seconds.
+        clip_seconds (`float`): the annotation clip length.
+
+    Returns:
+        `torch.Tensor`: float64 `[int(duration / clip_seconds)]`.
+    """
+    scores = torch.as_tensor(_plain(scores), dtype=torch.float64).flatten()
+    spans = torch.as_tensor(_plain(clip_spans), dtype=torch.float64).reshape(-1, 2)
+    if not len(scores) or len(scores) != len(spans):
+        raise ValueError(f"Need one score per clip span, got {len(scores)} scores and {len(spans)} spans.")
+    centres = (torch.arange(int(float(duration) / clip_seconds), dtype=torch.float64) + 0.5)[:, None] * clip_seconds
+    starts, ends = spans[:, 0], spans[:, 1]
+    distance = torch.maximum(starts - centres, centres - ends).clamp(min=0)  # [A, C]
+    inside = (starts <= centres) & (centres < ends)
+    return scores[distance.masked_fill(inside, -1.0).argmin(dim=1)]
 
 
 def highlight_average_precision(relevant: torch.Tensor, scores: torch.Tensor) -> float:

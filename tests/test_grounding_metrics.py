@@ -21,7 +21,9 @@ from locvtp_hf.grounding_metrics import (
     mean_iou,
     moment_detr_metrics,
     recall_at_k,
+    saliency_at_annotation_clips,
     saliency_labels,
+    saliency_targets,
     select_by_moment_length,
 )
 from locvtp_hf.grounding_postprocessing import temporal_nms
@@ -342,6 +344,45 @@ def test_highlight_metrics_by_hand():
     # a prediction shorter than the video is padded with 0: q1's clip 0 still ranks first
     shorter = highlight_metrics([SALIENCY_PREDICTIONS[0], [0.8]], SALIENCY_REFERENCES)
     assert shorter["HL-mAP@Fair"] == results["HL-mAP@Fair"] and shorter["HL-Hit1@Fair"] == 1.0
+
+
+def test_saliency_targets_average_the_overlapped_annotation_clips_by_hand():
+    # 4 annotation clips of 2 s in 9 s (the last second has none); mean annotator score / 4: 0, 0.75, 0.5, 0
+    reference = {"duration": 9.0, "relevant_clip_ids": [1, 2], "saliency_scores": [[4, 2], [2, 2]]}
+    torch.testing.assert_close(
+        saliency_targets(reference, [[0, 2], [2, 4], [4, 6], [6, 8]]), torch.tensor([0.0, 0.75, 0.5, 0.0])
+    )
+    # model clips of their own: [1, 3] is half clip 0 (0), half clip 1 (0.75); [3, 5] half clip 1, half clip 2 (0.5);
+    # [7.5, 8.5] overlaps only clip 3 (in its annotated half); [8, 9] and the empty [5, 5] overlap none: no label
+    targets = saliency_targets(reference, torch.tensor([[1.0, 3.0], [3.0, 5.0], [7.5, 8.5], [8.0, 9.0], [5.0, 5.0]]))
+    torch.testing.assert_close(targets[:3], torch.tensor([0.375, 0.625, 0.0]))
+    assert targets.dtype == torch.float32 and torch.isnan(targets[3:]).all()
+    # the overlap weights: [1.5, 4.5] is 0.5 s of clip 0, 2 s of clip 1 and 0.5 s of clip 2
+    assert saliency_targets(reference, [[1.5, 4.5]]).item() == pytest.approx((2 * 0.75 + 0.5 * 0.5) / 3)
+    # the same annotation read as 1-second clips: [1, 3] holds clips 1 (0.75) and 2 (0.5)
+    assert saliency_targets(dict(reference, duration=5.0), [[1, 3]], clip_seconds=1.0).tolist() == [0.625]
+    with pytest.raises(ValueError, match="outside the 4 clips"):
+        saliency_targets(dict(reference, relevant_clip_ids=[1, 4]), [[0, 2]])
+
+
+def test_saliency_at_annotation_clips_takes_the_model_clip_covering_each_centre():
+    # annotation clips of 2 s in 9 s: centres 1, 3, 5, 7; model clips [0, 3), [3, 6), [6, 9)
+    scores = [0.1, 0.2, 0.3]
+    spans = [[0, 3], [3, 6], [6, 9]]
+    mapped = saliency_at_annotation_clips(scores, spans, 9.0)
+    assert mapped.dtype == torch.float64 and mapped.tolist() == [0.1, 0.2, 0.2, 0.3]  # centre 3 is in [3, 6)
+    # clips that do not tile the video (the frames a clip samples): the nearest, the first of equally near ones
+    assert saliency_at_annotation_clips(scores, [[0.5, 1.0], [4.0, 4.5], [8.0, 8.5]], 9.0).tolist() == [
+        0.1, 0.2, 0.2, 0.3,
+    ]
+    assert saliency_at_annotation_clips([0.1, 0.2], [[0.0, 1.0], [5.0, 6.0]], 9.0).tolist() == [0.1, 0.1, 0.2, 0.2]
+    # the round trip on aligned clips gives each annotation clip its mean score / 4
+    reference = {"duration": 8.0, "relevant_clip_ids": [1, 3], "saliency_scores": [[4, 3], [1, 0]]}
+    aligned = [[0, 2], [2, 4], [4, 6], [6, 8]]
+    round_trip = saliency_at_annotation_clips(saliency_targets(reference, aligned), aligned, 8.0)
+    torch.testing.assert_close(round_trip, saliency_labels(reference).mean(dim=1) / 4, check_dtype=False)
+    with pytest.raises(ValueError, match="one score per clip span, got 2 scores and 3 spans"):
+        saliency_at_annotation_clips([0.1, 0.2], spans, 9.0)
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from accelerate.state import AcceleratorState
+from datasets import Dataset
 from testing_utils import CROSS_PROCESS_TOLERANCE, TEXT_CONFIGS, VISION_CONFIGS
 from huggingface_hub import HfApi, ModelCard, constants
 from safetensors import safe_open
@@ -23,8 +24,16 @@ from safetensors.torch import load_file
 from test_hub import FakeHub
 
 from locvtp_hf import LocVTPConfig, LocVTPForTemporalGrounding, LocVTPModel, LocVTPProcessor, LocVTPVideoProcessor
+from locvtp_hf.grounding_datasets import LOADED_GROUNDING_FEATURES
 from locvtp_hf.grounding_features import ClipFeatureStore, model_fingerprint
-from locvtp_hf.grounding_finetuning import GroundingFeatureDataset, train_grounding_model
+from locvtp_hf.grounding_finetuning import (
+    GroundingCollator,
+    GroundingFeatureDataset,
+    GroundingVideoDataset,
+    evaluate_grounding_model,
+    train_grounding_model,
+)
+from locvtp_hf.grounding_metrics import HIGHLIGHT_SALIENCY_THRESHOLDS, QVHIGHLIGHTS_CLIP_SECONDS
 from locvtp_hf.synthetic import SyntheticWorld
 from locvtp_hf.training import word_tokenizer
 
@@ -268,11 +277,18 @@ def test_finetuning_on_a_features_folder_with_charades_sta_annotations(
     assert results["queries_without_features"] == {"train": 1, "eval": 1}
     assert results["train_queries"] == results["eval_queries"] == num_events
     assert results["steps"] == 3 and set(results["after"]) == set(results["before"])
+    assert results["saliency"] is False and not any("HL-" in name for name in results["after"])  # no annotations
     assert len(list((output_dir / "plots").glob("*.png"))) == 1
     model = LocVTPForTemporalGrounding.from_pretrained(output_dir)
     assert model.config.grounding_num_positions == 8 and model.config.grounding_freeze_encoder
 
     finetune = load_script("finetune_grounding")
+    with pytest.raises(ValueError, match=r"--saliency on needs highlight annotations, which only \('synthetic', "):
+        run_script(monkeypatch, finetune, "--dataset", "charades_sta", "--model_name_or_path", checkpoint,
+                   "--features_dir", features, "--train_annotations", annotations, "--eval_annotations", annotations,
+                   "--saliency", "on")
+    with pytest.raises(ValueError, match="--saliency must be one of"):
+        run_script(monkeypatch, finetune, "--saliency", "yes")
     with pytest.raises(ValueError, match="--dataset charades_sta needs --features_dir"):
         run_script(monkeypatch, finetune, "--dataset", "charades_sta", "--model_name_or_path", checkpoint,
                    "--train_annotations", annotations, "--eval_annotations", annotations)
@@ -296,6 +312,17 @@ def test_a_resumed_grounding_finetuning_ends_with_the_same_weights(tmp_path, mon
                  "--max_steps", 5, "--per_device_batch_size", 4, "--warmup_steps", 1, "--checkpointing_steps", 2,
                  "--grounding_num_positions", 8, "--grounding_hidden_size", 16]
     run_script(monkeypatch, load_script("finetune_grounding"), *arguments, "--output_dir", tmp_path / "uninterrupted")
+    # the world's queries have highlight annotations: --saliency auto trains a saliency head jointly, and both
+    # evaluations score it, zero-shot saliency and random scores at every level
+    results = json.loads((tmp_path / "uninterrupted" / "grounding_results.json").read_text())
+    assert results["saliency"] is True and results["saliency_clip_seconds"] == 1.0
+    highlight_keys = {f"HL-{name}@{level}" for name in ("mAP", "Hit1") for level in HIGHLIGHT_SALIENCY_THRESHOLDS}
+    for evaluation in (results["before"], results["after"]):
+        for prefix in ("", "zero-shot ", "random "):
+            assert all(0 <= evaluation[prefix + key] <= 1 for key in highlight_keys)
+    assert results["after"]["HL-mAP@Fair"] != results["before"]["HL-mAP@Fair"]  # the head trained
+    assert results["after"]["random HL-mAP@Fair"] == results["before"]["random HL-mAP@Fair"]  # the same draws
+    assert LocVTPConfig.from_pretrained(tmp_path / "uninterrupted").grounding_saliency_head
     # a run stopped after its step-2 checkpoint, then resumed
     shutil.copytree(tmp_path / "uninterrupted" / "checkpoints" / "step_2",
                     tmp_path / "resumed" / "checkpoints" / "step_2")
@@ -333,6 +360,113 @@ def test_finetuning_a_pretraining_checkpoint_learns_on_the_synthetic_world(tmp_p
     assert results["eval_queries"] > 100 and results["unreadable_videos"] == []
     assert results["last_loss"] < 0.5 * results["first_loss"]
     assert results["after"]["R@1,IoU=0.5"] > results["before"]["R@1,IoU=0.5"] + 0.15, results
+
+
+def test_saliency_off_trains_moments_only_and_still_reports_the_baselines(tmp_path, monkeypatch, checkpoint):
+    output_dir = tmp_path / "off"
+    run_script(monkeypatch, load_script("finetune_grounding"), "--model_name_or_path", checkpoint,
+               "--world_train_videos", 2, "--world_test_videos", 2, "--max_steps", 1, "--per_device_batch_size", 4,
+               "--warmup_steps", 0, "--grounding_num_positions", 8, "--grounding_hidden_size", 16, "--saliency", "off",
+               "--output_dir", output_dir)
+    results = json.loads((output_dir / "grounding_results.json").read_text())
+    assert results["saliency"] is False and "HL-mAP@Fair" not in results["after"]
+    assert {"zero-shot HL-mAP@Fair", "random HL-Hit1@VeryGood"} <= set(results["after"])
+    assert not LocVTPConfig.from_pretrained(output_dir).grounding_saliency_head
+
+
+def saliency_queries() -> Dataset:
+    """Two queries over 8-second videos: one with QVHighlights-style annotations (2-second clips 1 and 2, mean
+    scores 4 and 2) and two windows, one without annotations."""
+    rows = [
+        dict(query_id="q0", video_id="a", duration=8.0, query="a red square grows", moments=[[2.0, 6.0], [2.0, 4.0]],
+             relevant_clip_ids=[1, 2], saliency_scores=[[4.0, 4.0], [1.0, 3.0]]),
+        dict(query_id="q1", video_id="b", duration=6.0, query="a blue ball", moments=[[0.0, 2.0]],
+             relevant_clip_ids=None, saliency_scores=None),
+    ]
+    return Dataset.from_list(rows, features=LOADED_GROUNDING_FEATURES)
+
+
+def test_grounding_datasets_carry_saliency_labels_by_the_times_of_the_clips(checkpoint, world):
+    processor = LocVTPProcessor.from_pretrained(checkpoint)
+    features = {"a": torch.randn(4, 16), "b": torch.randn(3, 16)}  # clips of 2 s over 8 s and 6 s
+    options = dict(saliency_clip_seconds=QVHIGHLIGHTS_CLIP_SECONDS)
+    dataset = GroundingFeatureDataset(saliency_queries(), features, processor, training=True, saliency_labels=True,
+                                      **options)
+    items = [dataset[index] for index in range(len(dataset))]  # q0 once per window, then q1
+    assert [item["saliency_labels"].tolist() for item in items[:2]] == [[0.0, 1.0, 0.5, 0.0]] * 2
+    assert torch.isnan(items[2]["saliency_labels"]).all() and len(items[2]["saliency_labels"]) == 3
+    batch = GroundingCollator()(items)
+    assert batch["saliency_labels"].shape == (3, 4) and torch.isnan(batch["saliency_labels"][2]).all()
+    assert batch["video_mask"].tolist()[2] == [True, True, True, False]
+
+    evaluation_set = GroundingFeatureDataset(saliency_queries(), features, processor, **options)
+    assert "saliency_labels" not in evaluation_set[0] and evaluation_set.saliency_references[1] is None
+    assert evaluation_set.saliency_references[0]["relevant_clip_ids"] == [1, 2]
+    # the annotations are used only with their clip length
+    assert GroundingFeatureDataset(saliency_queries(), features, processor).saliency_references == [None, None]
+    with pytest.raises(ValueError, match="and their clip length, saliency_clip_seconds; it is not given"):
+        GroundingFeatureDataset(saliency_queries(), features, processor, training=True, saliency_labels=True)
+    without = saliency_queries().map(lambda row: dict(relevant_clip_ids=None, saliency_scores=None))
+    with pytest.raises(ValueError, match="saliency_labels=True needs highlight annotations"):
+        GroundingFeatureDataset(without, features, processor, training=True, saliency_labels=True, **options)
+
+    # raw videos: the targets follow the clips the processor cut (with their spans), over 1-second annotation clips
+    queries = world.grounding_dataset("train")
+    videos = {video.video_id: video.video_id for video in world.videos("train")}
+    video_set = GroundingVideoDataset(queries, videos, processor, world.render, world.fps, training=True,
+                                      saliency_labels=True, saliency_clip_seconds=world.saliency_clip_seconds)
+    item = video_set[0]
+    labels, spans = item["saliency_labels"], item["clip_spans"]
+    assert labels.shape == spans.shape[:1] == item["pixel_values_videos"].shape[:1]
+    start, end = queries[0]["moments"][0]
+    centres = spans.mean(dim=1)
+    assert ((labels >= 0) & (labels <= 1)).all() and labels[(centres - (start + end) / 2).abs().argmin()] > 0
+    assert (labels[(centres < start - 2.0) | (centres > end + 2.0)] == 0).all()  # clips of about 2 s
+
+
+def test_a_saliency_head_learns_where_the_clip_features_show_the_query():
+    """Learnable data: one query per video (its first event), whose clips hold the query's embedding plus noise,
+    the other clips noise. The head, trained jointly with the moments, ranks the clips far above random scores, as
+    zero-shot saliency (the cosine of each clip with the query) does on such features."""
+    torch.manual_seed(0)
+    world = SyntheticWorld(seed=5, num_train=32, num_test=12, size=IMAGE_SIZE, min_duration=12.0, max_duration=20.0,
+                           min_events=3, max_events=4)
+    queries = {
+        split: world.grounding_dataset(split).filter(lambda row: row["query_id"].endswith("#0"))
+        for split in ("train", "test")
+    }
+    tokenizer = word_tokenizer([*queries["train"]["query"], *queries["test"]["query"]])
+    config = LocVTPConfig(
+        vision_config=dict(VISION_CONFIGS["vit"]), text_config={**TEXT_CONFIGS["bert"], "vocab_size": len(tokenizer)},
+        projection_dim=16, frames_per_clip=2, grounding_num_positions=8, grounding_hidden_size=32,
+        grounding_num_conv_layers=1, grounding_conv_kernel_size=3, grounding_saliency_head=True,
+    )
+    model = LocVTPForTemporalGrounding(config)
+    model.freeze_towers(vision=True, text=True)
+    processor = LocVTPProcessor(LocVTPVideoProcessor(frames_per_clip=2), tokenizer)
+    features = {}
+    for split in ("train", "test"):
+        for video, query in zip(world.videos(split), queries[split]):
+            clips = torch.randn(int(video.duration), 16)  # 1-second clips
+            centres = torch.arange(len(clips)) + 0.5
+            with torch.no_grad():
+                embedding = model.locvtp.get_text_features(**processor(text=[query["query"]], return_tensors="pt"))
+            (start, end), = query["moments"]
+            clips[(centres >= start) & (centres < end)] += 4 * embedding.pooler_output[0]
+            features[video.video_id] = clips
+    options = dict(saliency_clip_seconds=world.saliency_clip_seconds)
+    train_set = GroundingFeatureDataset(queries["train"], features, processor, training=True, saliency_labels=True,
+                                        **options)
+    test_set = GroundingFeatureDataset(queries["test"], features, processor, **options)
+    before = evaluate_grounding_model(model, processor, test_set).metrics
+    losses = train_grounding_model(model, train_set, max_steps=150, batch_size=16, learning_rate=3e-3, progress=False)
+    after = evaluate_grounding_model(model, processor, test_set)
+    metrics = after.metrics
+    assert losses[-1] < 0.7 * losses[0]
+    assert metrics["HL-mAP@Fair"] > metrics["random HL-mAP@Fair"] + 0.25, metrics
+    assert metrics["HL-mAP@Fair"] > before["HL-mAP@Fair"] + 0.2, (before, metrics)
+    assert metrics["zero-shot HL-mAP@Fair"] > metrics["random HL-mAP@Fair"] + 0.25, metrics
+    assert [len(scores) for scores in after.saliency_predictions] == [int(d) for d in queries["test"]["duration"]]
 
 
 def test_grounding_steps_with_a_nan_loss_are_skipped_and_consecutive_ones_stop(checkpoint, world, caplog):

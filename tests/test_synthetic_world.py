@@ -9,7 +9,8 @@ import re
 import numpy as np
 import pytest
 
-from locvtp_hf.grounding_datasets import GROUNDING_FEATURES
+from locvtp_hf.grounding_datasets import GROUNDING_FEATURES, LOADED_GROUNDING_FEATURES
+from locvtp_hf.grounding_metrics import highlight_metrics, saliency_labels
 from locvtp_hf.retrieval_datasets import RETRIEVAL_FEATURES
 from locvtp_hf.synthetic import CAPTION_SEPARATOR, SyntheticWorld, draw_preview
 from locvtp_hf.synthetic.__main__ import main
@@ -140,7 +141,8 @@ def test_the_world_emits_the_package_schemas(world):
         assert world.pretraining_pairs(split).column_names == ["video", "start", "end", "text"]
 
         queries, grounding = world.grounding_queries(split), world.grounding_dataset(split)
-        assert grounding.features == GROUNDING_FEATURES
+        assert grounding.features == LOADED_GROUNDING_FEATURES
+        assert list(grounding.features)[: len(GROUNDING_FEATURES)] == list(GROUNDING_FEATURES)
         assert grounding["query_id"] == [
             f"{video.video_id}#{index}" for video in world.videos(split) for index in range(len(video.events))
         ]
@@ -152,6 +154,35 @@ def test_the_world_emits_the_package_schemas(world):
         assert retrieval.features == RETRIEVAL_FEATURES
         assert retrieval["video_id"] == retrieval["video"] == captions["video_id"]
         assert retrieval["captions"] == [[caption] for caption in captions["caption"]]
+
+
+def test_highlight_annotations_score_how_much_of_each_clip_the_event_covers(world):
+    """QVHighlights' format over 1-second clips, one annotator: relevant where the event covers part of the clip,
+    scored floor(4 * coverage + 1/2); the last partial second is no clip."""
+    assert world.saliency_clip_seconds == 1.0
+    video = dataclasses.replace(world.videos("train")[0], duration=6.5)
+    event = dataclasses.replace(video.events[0], start=1.3, end=3.625)
+    # clip 1 [1, 2): 0.7 -> 3.3 -> 3; clip 2: 1 -> 4; clip 3 [3, 4): 0.625 -> 3 (half up: Python's round gives 2)
+    assert world.saliency_annotation(video, event) == {
+        "relevant_clip_ids": [1, 2, 3], "saliency_scores": [[3.0], [4.0], [3.0]]
+    }
+    # a sliver is relevant with score 0 (as QVHighlights' "very bad"); the partial clip [6, 6.5) is left out
+    event = dataclasses.replace(event, start=3.9, end=6.5)
+    assert world.saliency_annotation(video, event) == {
+        "relevant_clip_ids": [3, 4, 5], "saliency_scores": [[0.0], [4.0], [4.0]]
+    }
+
+    queries = world.grounding_dataset("test")
+    annotations = [world.saliency_annotation(video, event) for video in world.videos("test") for event in video.events]
+    assert queries["relevant_clip_ids"] == [annotation["relevant_clip_ids"] for annotation in annotations]
+    assert queries["saliency_scores"] == [annotation["saliency_scores"] for annotation in annotations]
+    # a predictor that knows the scores is perfect at every level (each event fills most of a clip: VeryGood)
+    perfect = [saliency_labels(query, world.saliency_clip_seconds)[:, 0].tolist() for query in queries]
+    results = highlight_metrics(perfect, queries, clip_seconds=world.saliency_clip_seconds)
+    assert results == {name: 1.0 for name in results} and len(results) == 6
+    reversed_ranking = highlight_metrics([[-score for score in scores] for scores in perfect], queries,
+                                         clip_seconds=world.saliency_clip_seconds)
+    assert reversed_ranking["HL-mAP@Fair"] < 0.5 and reversed_ranking["HL-Hit1@Fair"] == 0.0
 
 
 def test_render_picks_the_frame_shown_at_each_time(world):

@@ -17,8 +17,8 @@ learnable and measurable (see `docs/synthetic_world.md`).
 
 - `world`: the events, videos and their rendering, and [`SyntheticWorld`], which gives its data in the package's own
   schemas: `pretraining_pairs` (the rows of the pre-training readers of `locvtp_hf.data`), `grounding_dataset` (the
-  `GROUNDING_FEATURES` of `locvtp_hf.grounding_datasets`) and `retrieval_dataset` (the `RETRIEVAL_FEATURES` of
-  `locvtp_hf.retrieval_datasets`).
+  `LOADED_GROUNDING_FEATURES` of `locvtp_hf.grounding_datasets`, with highlight annotations) and `retrieval_dataset`
+  (the `RETRIEVAL_FEATURES` of `locvtp_hf.retrieval_datasets`).
 - `language`: the vocabulary, the sentences that describe events, captions and their hard negatives.
 - `export`: mp4 files and the preview picture.
 

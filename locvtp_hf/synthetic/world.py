@@ -35,7 +35,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 
-from ..grounding_datasets import GROUNDING_FEATURES
+from ..grounding_datasets import LOADED_GROUNDING_FEATURES
 from ..retrieval_datasets import RETRIEVAL_FEATURES
 from ..video_io import TIME_TOLERANCE
 from .export import write_mp4
@@ -72,6 +72,9 @@ MIN_SLOT_SECONDS = 3.0
 OVERLAP_PROBABILITY = 0.3
 # Every shape fits in a disc of this radius, in units of the object's half-size, at any angle.
 SHAPE_REACH = 1.15
+# The clips of the world's highlight annotations (QVHighlights' are 2 s in videos of 150 s): videos of 16-40 s and
+# events of 1.8 s or more get 16-40 clips, at least one of them mostly covered by each event.
+SALIENCY_CLIP_SECONDS = 1.0
 
 
 
@@ -485,6 +488,8 @@ class SyntheticWorld:
     """
 
     SPLITS = ("train", "validation", "test")
+    # the clip length of the highlight annotations of `grounding_dataset` (its `relevant_clip_ids`)
+    saliency_clip_seconds = SALIENCY_CLIP_SECONDS
 
     def __init__(
         self,
@@ -777,12 +782,14 @@ class SyntheticWorld:
     def grounding_dataset(self, split: str) -> datasets.Dataset:
         """
         The grounding queries of a split (one per event, with its exact span) in the schema of the grounding loaders
-        (`GROUNDING_FEATURES` of `locvtp_hf.grounding_datasets`), which grounding fine-tuning and evaluation read:
-        `query_id` is `"{video_id}#{i}"` for the `i`-th event of the video, `moments` its one span.
+        (`LOADED_GROUNDING_FEATURES` of `locvtp_hf.grounding_datasets`), which grounding fine-tuning and evaluation
+        read: `query_id` is `"{video_id}#{i}"` for the `i`-th event of the video, `moments` its one span, and
+        highlight annotations in QVHighlights' format from one "annotator" (see [`saliency_annotation`]).
 
         Returns:
             `datasets.Dataset` with columns `query_id`, `video_id` (string), `duration` (float64 seconds), `query`
-            (string) and `moments` (`[[start, end]]`, float64 seconds).
+            (string), `moments` (`[[start, end]]`, float64 seconds), `relevant_clip_ids` (int64 indices of
+            `saliency_clip_seconds` clips) and `saliency_scores` (per relevant clip, `[score]`, 0-4).
         """
         rows = [
             dict(
@@ -791,11 +798,32 @@ class SyntheticWorld:
                 duration=video.duration,
                 query=event.sentence,
                 moments=[[event.start, event.end]],
+                **self.saliency_annotation(video, event),
             )
             for video in self.videos(split)
             for index, event in enumerate(video.events)
         ]
-        return datasets.Dataset.from_list(rows, features=GROUNDING_FEATURES)
+        return datasets.Dataset.from_list(rows, features=LOADED_GROUNDING_FEATURES)
+
+    def saliency_annotation(self, video: SyntheticVideo, event: Event) -> dict[str, list]:
+        """
+        An event's highlight annotation in QVHighlights' format, over the video's `int(duration /
+        saliency_clip_seconds)` clips `[k c, (k + 1) c)` (`c = saliency_clip_seconds`, 1 s; the last partial clip has
+        none, as in QVHighlights): the clips the event's span covers in part are relevant, and one "annotator" scores
+        each `floor(4 * coverage + 1/2)`, `coverage` the share of the clip inside the span. So a clip the event fills
+        scores 4 (VeryGood), and a clip is Fair (>= 2) for the annotator when the event covers at least 3/8 of it.
+
+        Returns:
+            `dict` with `relevant_clip_ids` (`list[int]`, increasing) and `saliency_scores` (`list[[float]]`).
+        """
+        clip = self.saliency_clip_seconds
+        starts = np.arange(int(video.duration / clip)) * clip
+        coverage = (np.minimum(starts + clip, event.end) - np.maximum(starts, event.start)).clip(0) / clip
+        relevant = np.flatnonzero(coverage > 0)
+        return {
+            "relevant_clip_ids": relevant.tolist(),
+            "saliency_scores": [[float(math.floor(4 * coverage[index] + 0.5))] for index in relevant],
+        }
 
     def captions(self, split: str) -> datasets.Dataset:
         """

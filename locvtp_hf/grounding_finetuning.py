@@ -70,7 +70,7 @@ from .grounding_metrics import (
     saliency_at_annotation_clips,
     saliency_targets,
 )
-from .grounding_postprocessing import clip_saliency
+from .grounding_postprocessing import clip_saliency, clip_times
 from .training import TrainingArguments, TrainingStep, train
 from .zero_shot_grounding import zero_shot_saliency
 
@@ -193,11 +193,9 @@ class _GroundingQueries(torch.utils.data.Dataset):
         if reference is None:
             return torch.full((num_clips,), float("nan"))
         clip_spans = item["clip_spans"][None] if "clip_spans" in item else None
-        (timed,) = clip_saliency(
-            torch.zeros(1, num_clips), video_durations=item["video_durations"][None], clip_spans=clip_spans
-        )
+        (times,) = clip_times(torch.ones(1, num_clips), item["video_durations"][None], clip_spans)
         where = f"query {self.query_ids[query_index]!r}"
-        return saliency_targets(reference, timed["times"], self.saliency_clip_seconds, where)
+        return saliency_targets(reference, times, self.saliency_clip_seconds, where)
 
     def _video(self, video_id: str) -> dict:
         raise NotImplementedError

@@ -80,6 +80,41 @@ def clip_boundaries(
     return boundaries
 
 
+def clip_times(
+    clip_mask: torch.Tensor,
+    video_durations: torch.Tensor | None = None,
+    clip_spans: torch.Tensor | None = None,
+) -> list[list[list[float]]]:
+    """
+    The stretch of video each real clip stands for, in seconds, per video.
+
+    Args:
+        clip_mask (`[Q, T]`): 1 for real clips, 0 for padding at the end.
+        video_durations (`[Q]`, *optional*): durations in seconds; needed without `clip_spans`.
+        clip_spans (`[Q, T, 2]`, *optional*): each clip's `(start, end)` in seconds, as the processor returns them.
+            The times are then the [`clip_boundaries`]; without them each video's real clips cut its duration
+            evenly (as precomputed `video_features` tile their video).
+
+    Returns:
+        `list[list[list[float]]]`: per video, `[start, end]` of each real clip, in order.
+    """
+    mask = clip_mask.bool()
+    lengths = mask.sum(-1)
+    if clip_spans is not None:
+        boundaries = clip_boundaries(clip_spans, video_durations, mask)
+    elif video_durations is None:
+        raise ValueError("The clips have no times: give the clip_spans or the video_durations (seconds) of the videos.")
+    else:
+        durations = torch.as_tensor(video_durations, dtype=torch.float64, device=mask.device).reshape(-1, 1)
+        steps = torch.arange(mask.shape[1] + 1, device=mask.device, dtype=torch.float64)
+        boundaries = durations * steps / lengths[:, None].clamp(min=1)
+    times = []
+    for video_boundaries, length in zip(boundaries, lengths.tolist()):
+        ends = video_boundaries[: length + 1].tolist()
+        times.append([list(pair) for pair in zip(ends[:-1], ends[1:])])
+    return times
+
+
 def clip_saliency(
     scores: torch.Tensor,
     clip_mask: torch.Tensor | None = None,
@@ -87,15 +122,12 @@ def clip_saliency(
     clip_spans: torch.Tensor | None = None,
 ) -> list[dict[str, list]]:
     """
-    Each query's per-clip saliency with the stretch of video each clip stands for, in seconds.
+    Each query's per-clip saliency with the stretch of video each clip stands for, in seconds ([`clip_times`]).
 
     Args:
         scores (`[Q, T]`): a saliency score per clip of each query's video.
         clip_mask (`[Q, T]`, *optional*): 1 for real clips, 0 for padding at the end.
-        video_durations (`[Q]`, *optional*): durations in seconds; needed without `clip_spans`.
-        clip_spans (`[Q, T, 2]`, *optional*): each clip's `(start, end)` in seconds, as the processor returns them.
-            The times are then the [`clip_boundaries`]; without them each video's real clips cut its duration
-            evenly (as precomputed `video_features` tile their video).
+        video_durations (`[Q]`, *optional*), clip_spans (`[Q, T, 2]`, *optional*): see [`clip_times`].
 
     Returns:
         `list[dict]`: per query, `{"times": [[start, end], ...], "scores": [...]}`, one entry per real clip, in order.
@@ -103,23 +135,11 @@ def clip_saliency(
     if scores.dim() != 2:
         raise ValueError(f"saliency scores must be [queries, clips], got shape {tuple(scores.shape)}.")
     mask = torch.ones_like(scores, dtype=torch.bool) if clip_mask is None else clip_mask.bool()
-    lengths = mask.sum(-1)
-    if clip_spans is not None:
-        boundaries = clip_boundaries(clip_spans, video_durations, mask)
-    elif video_durations is None:
-        raise ValueError(
-            "The saliency scores have no times: give the clip_spans or the video_durations (seconds) of the videos."
-        )
-    else:
-        durations = torch.as_tensor(video_durations, dtype=torch.float64, device=scores.device).reshape(-1, 1)
-        steps = torch.arange(scores.shape[1] + 1, device=scores.device, dtype=torch.float64)
-        boundaries = durations * steps / lengths[:, None].clamp(min=1)
-    results = []
-    for query_scores, query_boundaries, length in zip(scores.float(), boundaries, lengths.tolist()):
-        ends = query_boundaries[: length + 1].tolist()
-        times = [list(pair) for pair in zip(ends[:-1], ends[1:])]
-        results.append({"times": times, "scores": query_scores[:length].tolist()})
-    return results
+    times = clip_times(mask, video_durations, clip_spans)
+    return [
+        {"times": query_times, "scores": query_scores[: len(query_times)].tolist()}
+        for query_times, query_scores in zip(times, scores.float())
+    ]
 
 
 def grounding_moments(
@@ -195,4 +215,4 @@ def grounding_moments(
     return [{"moments": moments, "saliency": clip} for moments, clip in zip(results, saliency)]
 
 
-__all__ = ["clip_boundaries", "clip_saliency", "grounding_moments", "temporal_nms"]
+__all__ = ["clip_boundaries", "clip_saliency", "clip_times", "grounding_moments", "temporal_nms"]

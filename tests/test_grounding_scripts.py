@@ -349,8 +349,8 @@ def test_finetuning_a_pretraining_checkpoint_learns_on_the_synthetic_world(tmp_p
     # the image tower: at this tiny size (width 32, 200 steps) it learns the world's objects faster than the default
     # VideoMAE clip encoder, and this test is about fine-tuning, not about the encoder
     run_script(monkeypatch, load_script("pretrain"), *world, "--world_test_videos", 4, "--output_dir", pretraining,
-               "--vision_model_type", "vit", "--hidden_size", 32, "--projection_dim", 16, "--num_clips", 8, "--per_device_batch_size", 16,
-               "--max_steps", 200, "--learning_rate", 3e-3, "--warmup_steps", 20, "--checkpointing_steps", 0,
+               "--vision_model_type", "vit", "--hidden_size", 32, "--projection_dim", 16, "--num_clips", 8,
+               "--per_device_batch_size", 16, "--max_steps", 200, "--learning_rate", 3e-3, "--warmup_steps", 20, "--checkpointing_steps", 0,
                "--num_workers", 0, "--probe_num_clips", 8, "--seed", 0)
     output_dir = tmp_path / "grounding"
     run_script(monkeypatch, load_script("finetune_grounding"), "--model_name_or_path", pretraining, *world,

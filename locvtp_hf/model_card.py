@@ -110,6 +110,34 @@ with torch.no_grad():
 clip_scores = clips @ text.pooler_output[0]  # how well each clip matches the first query
 print(inputs["clip_spans"][0], clip_scores)''',
     ),
+    "LocVTPForPreTraining": ClassCard(
+        # As LocVTPModel, whose weights it holds; the tags name no pipeline: share the LocVTPModel to be used, this
+        # class to continue pre-training.
+        pipeline_tag=None,
+        tags=("video-retrieval", "temporal-grounding"),
+        architecture="video-text dual encoder with the LocVTP pre-training head",
+        summary=(
+            "This is a LocVTP pre-training checkpoint (`LocVTPForPreTraining`): the video-text encoder "
+            "(`LocVTPModel`, its `locvtp` attribute) with the context projection head and the coarse, fine-grained "
+            "and temporal-aware losses, to continue LocVTP pre-training. `LocVTPModel.from_pretrained`, "
+            "`LocVTPForRetrieval.from_pretrained` and `LocVTPForTemporalGrounding.from_pretrained` load its encoder "
+            "for use and fine-tuning."
+        ),
+        usage='''\
+from transformers import AutoProcessor
+
+from locvtp_hf import LocVTPForPreTraining
+
+model = LocVTPForPreTraining.from_pretrained(checkpoint)
+processor = AutoProcessor.from_pretrained(checkpoint)
+
+# one more pre-training step: each video with the sentence that describes (a span of) it
+inputs = processor(videos=["video1.mp4", "video2.mp4"], text=["a person opens a door", "a person drinks from a cup"],
+                   training=True, return_tensors="pt")
+outputs = model(**inputs)
+outputs.loss.backward()
+print(outputs.loss_coarse, outputs.loss_fine, outputs.loss_temporal)''',
+    ),
     "LocVTPForRetrieval": ClassCard(
         # No Hub task runs: the Hub has no text-to-video retrieval task, and `video-classification` cannot load the
         # model (it needs a fixed label set, transformers has no zero-shot video classification pipeline).

@@ -358,6 +358,7 @@ PIPELINE_CALLS = {
 # The pipeline tasks a saved checkpoint of each class runs: the only ones its card may name.
 RUNNABLE_TASKS = {
     "LocVTPModel": [GROUNDING_TASK],  # zero-shot, from the pre-trained clip embeddings
+    "LocVTPForPreTraining": [],  # its encoder is shared as a LocVTPModel to be used
     "LocVTPForRetrieval": [],
     "LocVTPForTemporalGrounding": [GROUNDING_TASK],
 }

@@ -137,6 +137,7 @@ def save_for_hub(
     for path in extra_files:
         if not path.is_file():
             raise FileNotFoundError(f"Extra file to share {str(path)!r} does not exist or is not a file.")
+    card = model_card if model_card is not None else create_model_card(model)  # fails before anything is written
     folder = Path(save_directory)
     folder.mkdir(parents=True, exist_ok=True)
     with (
@@ -149,7 +150,7 @@ def save_for_hub(
             processor.save_pretrained(folder)
         if pipeline_declared:
             custom_object_save(VideoTemporalGroundingPipeline, folder)  # the pipeline's file and what it imports
-    (model_card if model_card is not None else create_model_card(model)).save(folder / "README.md")
+    card.save(folder / "README.md")
     written = {path.name for path in folder.iterdir()}
     for path in extra_files:
         if path.name in written:

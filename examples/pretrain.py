@@ -275,6 +275,11 @@ def model_inputs(batch: dict) -> dict:
     return {name: value for name, value in batch.items() if name != "context_offsets"}
 
 
+def logged_losses(loss, coarse, fine, temporal) -> dict:
+    """The loss to minimise and its three terms, under the names the training loop logs."""
+    return {"loss": loss, "loss_coarse": coarse, "loss_fine": fine, "loss_temporal": temporal}
+
+
 def pretraining_loss(accelerator, log_term_gradient_norms: bool):
     """The loss function of the training loop: the three LocVTP losses of a micro-batch, with context offsets drawn
     for it, and (at logging steps, if asked) the norm of each weighted term's gradient on the clip encoder."""
@@ -283,12 +288,7 @@ def pretraining_loss(accelerator, log_term_gradient_norms: bool):
         unwrapped = accelerator.unwrap_model(model)
         offsets = context_offsets(batch, unwrapped.config, accelerator.device)
         outputs = model(**model_inputs(batch), context_offsets=offsets)
-        terms = {
-            "loss": outputs.loss,
-            "loss_coarse": outputs.loss_coarse,
-            "loss_fine": outputs.loss_fine,
-            "loss_temporal": outputs.loss_temporal,
-        }
+        terms = logged_losses(outputs.loss, outputs.loss_coarse, outputs.loss_fine, outputs.loss_temporal)
         if log_term_gradient_norms and step.is_logging_step:
             weighted = {
                 f"grad_norm_{name}": getattr(unwrapped.config, f"{name}_loss_weight") * terms[f"loss_{name}"]
@@ -332,12 +332,7 @@ class AccumulatedNegativesLoss(EmbeddingLoss):
     def loss(self, model, embeddings: dict, step, loss_parameter_gradients: bool = True) -> dict:
         unwrapped = self.accelerator.unwrap_model(model)
         losses = unwrapped.compute_losses(**embeddings, loss_parameter_gradients=loss_parameter_gradients)
-        return {
-            "loss": losses.loss,
-            "loss_coarse": losses.coarse,
-            "loss_fine": losses.fine,
-            "loss_temporal": losses.temporal,
-        }
+        return logged_losses(losses.loss, losses.coarse, losses.fine, losses.temporal)
 
 
 def pretraining_model_card(

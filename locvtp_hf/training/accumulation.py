@@ -131,9 +131,6 @@ def cached_embedding_step(
         for index, (batch, step) in enumerate(zip(batches, steps)):
             reseed(index)
             cached.append({name: value.detach() for name, value in embedding_loss.embed(model, batch, step).items()})
-    names = list(cached[0])
-    shapes = {name: [max(sizes) for sizes in zip(*(embeds[name].shape for embeds in cached))] for name in names}
-    cached = [{name: pad_to(embeds[name], shapes[name]) for name in names} for embeds in cached]
     terms = {}
     for index, (batch, step) in enumerate(zip(batches, steps)):
         last = index == count - 1
@@ -143,12 +140,11 @@ def cached_embedding_step(
         with nullcontext() if last else accelerator.no_sync(model):
             fresh = embedding_loss.embed(model, batch, step)
             embeddings = {
-                name: torch.cat([
-                    pad_to(fresh[name], shapes[name]) if other == index and fresh[name].is_floating_point()
-                    else cached[other][name]
+                name: concatenate_rows([
+                    fresh[name] if other == index and fresh[name].is_floating_point() else cached[other][name]
                     for other in range(count)
                 ])
-                for name in names
+                for name in cached[0]
             }
             terms = embedding_loss.loss(model, embeddings, step, loss_parameter_gradients=last)
             # each pass back-propagates the whole batch's loss through its own rows; the accelerator divides by `k`

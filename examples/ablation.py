@@ -63,6 +63,7 @@ PRETRAIN_SCRIPT = Path(__file__).with_name("pretrain.py")
 # pretrain.py arguments of each world: the world's options, also used to build it here
 WORLDS = {
     "easy": {"persistent_object": False, "persistent_object_looks": None, "pretraining_span_coverage": 1.0},
+    "misaligned": {"persistent_object": False, "persistent_object_looks": None, "pretraining_span_coverage": 0.5},
     "hard": {"persistent_object": True, "persistent_object_looks": None, "pretraining_span_coverage": 0.5},
     "hard_one_look": {"persistent_object": True, "persistent_object_looks": 1, "pretraining_span_coverage": 0.5},
 }

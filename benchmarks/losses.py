@@ -2,30 +2,35 @@
 global batch grows.
 
     python benchmarks/losses.py [--config tiny|small|default] [--global_batch_sizes 64 128 ... 4096]
-        [--text_length 32] [--chunk_size 64] [--unchunked_max 1024] [--encoder_batch_size N] [--repeats 3]
-        [--device auto|cpu|cuda] [--precision auto|fp32|bf16] [--quick]
+        [--text_length 32] [--chunk_size 64] [--unchunked_max 1024] [--before_max 1024] [--encoder_batch_size N]
+        [--repeats 3] [--device auto|cpu|cuda] [--precision auto|fp32|bf16] [--quick]
 
 One process holds the whole global batch of `N` samples: random L2-normalised embeddings of the configuration's
 shapes (`N x num_clips` clips, `N x text_length` words, some of them padding) go through each loss term on its own:
 the coarse video-sentence term, the fine-grained clip-word term (chunked as configured, and for `N <=
---unchunked_max` also unchunked, to show what chunking saves), and the temporal term with its context head. The
+--unchunked_max` also unchunked, to show what chunking saves), and the temporal term with its context head. For `N
+<= --before_max` the fine and temporal terms also run on `baseline_multi_positive_nce`, the implementation from
+before issue 16 kept below as the "before" reference, side by side with the package's in the same run. The
 encoders (clip encoder + text encoder, forward and backward) are measured at `--encoder_batch_size` and twice that,
 and extrapolated linearly to `N` samples: they cost the same per sample whatever the batch, while the fine and
 temporal terms score every clip and word against the whole global batch and grow with `N^2`.
 
 On CUDA (chosen automatically when present) everything runs under bf16 autocast with the paper-size (default)
-configuration; on the CPU in fp32 with the small one (`examples/pretrain.py --vision_model_type vit`'s model) and `N`
-up to 1024. Memory is
-the peak of tensor bytes above the inputs (see `benchmark_utils.peak_memory`).
+configuration (the package's clip-word logits are float32 even there); on the CPU in fp32 with the small one
+(`examples/pretrain.py --vision_model_type vit`'s model) and `N` up to 1024. Memory is the peak of tensor bytes above
+the inputs (see `benchmark_utils.peak_memory`).
 """
 
 import argparse
+from contextlib import contextmanager, nullcontext
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 from benchmark_utils import Table, autocast, is_out_of_memory, machine_line, measure, pick_device, pick_precision
 from train_step import CONFIGS, random_batch
 
+import locvtp_hf.loss
 from locvtp_hf import LocVTPConfig, LocVTPLoss, LocVTPModel
 from locvtp_hf.modeling_locvtp import LocVTPContextProjectionHead
 
@@ -35,7 +40,111 @@ TERM_WEIGHTS = {
     "fine": dict(coarse_weight=0.0, fine_weight=1.0, temporal_weight=0.0),
     "temporal": dict(coarse_weight=0.0, fine_weight=0.0, temporal_weight=1.0),
 }
-CASES = ["coarse", "fine", "temporal", "fine, unchunked"]
+CASES = ["coarse", "fine", "temporal", "fine, unchunked", "fine, before", "temporal, before"]
+
+
+def baseline_multi_positive_nce(
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    key_mask: torch.Tensor,
+    positives: torch.Tensor,
+    offset: int,
+    temperature: float,
+    chunk_size: int | None = None,
+    own_negatives: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """
+    THE BASELINE, not the package's code: `locvtp_hf.loss.multi_positive_nce` as it was before issue 16 (commit
+    7d31e08), kept to time the fine and temporal terms "before" in the same run. It builds `[chunk_size, Q, G, K]`
+    logits with boolean masks of the same shape and recomputes each chunk in the backward pass. It returns what the
+    package's function returns, `(loss_sum, num_valid)`, so `LocVTPLoss` runs on it unchanged.
+
+    Multi-positive InfoNCE of each query against the keys of its own sample (positives) and of every other sample in
+    the global batch (negatives). The non-positive keys of the query's own sample are left out of the denominator,
+    unless `own_negatives` marks them: then those that are not positives of the query are negatives too (each key
+    once, sampled without replacement), which asks for "this key rather than the sample's other keys".
+
+    The logits of `chunk_size` samples' queries against all keys (`[chunk_size, Q, G, K]`) are the largest tensor
+    built. With more than `chunk_size` samples the chunks are recomputed in the backward pass instead of stored
+    (`torch.utils.checkpoint`), so memory stays that of one chunk while the result and gradients are unchanged.
+
+    Args:
+        queries (`[B, Q, D]`): this process's queries.
+        keys (`[G, K, D]`): the keys of the global batch; sample `b` of this process is row `offset + b`.
+        key_mask (`[G, K]`, bool): valid keys.
+        positives (`[B, Q, K]`, bool): the positives of each query among its own sample's keys.
+        chunk_size (`int`, *optional*): samples whose queries are scored at once; all of them when `None`.
+        own_negatives (`[B, K]`, bool, *optional*): the keys of each query's own sample that are negatives when they
+            are not among its positives. `None`: negatives come from the other samples only.
+
+    Returns:
+        `(loss_sum, num_valid)`: the summed losses of the queries that have a positive, and their number.
+    """
+    batch_size = queries.shape[0]
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be at least 1 (or None for no chunking), got {chunk_size}.")
+    own = torch.arange(batch_size, device=queries.device) + offset
+    if own_negatives is None:
+        own_negatives = positives.new_zeros(batch_size, keys.shape[1])
+    if chunk_size is None or batch_size <= chunk_size:
+        losses = _baseline_chunk(queries, keys, key_mask, positives, own, own_negatives, temperature)
+    else:
+        losses = torch.cat(
+            [
+                checkpoint(
+                    _baseline_chunk,
+                    queries[start : start + chunk_size],
+                    keys,
+                    key_mask,
+                    positives[start : start + chunk_size],
+                    own[start : start + chunk_size],
+                    own_negatives[start : start + chunk_size],
+                    temperature,
+                    use_reentrant=False,
+                )
+                for start in range(0, batch_size, chunk_size)
+            ]
+        )
+    return losses.sum(), positives.any(-1).sum()
+
+
+def _baseline_chunk(
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    key_mask: torch.Tensor,
+    positives: torch.Tensor,
+    own: torch.Tensor,
+    own_negatives: torch.Tensor,
+    temperature: float,
+) -> torch.Tensor:
+    """The baseline's `[B, Q]` losses for queries whose own samples are the key rows `own` (`[B]`)."""
+    rows = torch.arange(queries.shape[0], device=queries.device)
+    logits = torch.einsum("bqd,gkd->bqgk", queries, keys).float() / temperature
+    fill = torch.finfo(logits.dtype).min  # finite, so that queries without positives get zero (not NaN) gradients
+    own_logits = logits[rows, :, own]  # [B, Q, K], a copy
+    positive_logits = own_logits.masked_fill(~positives, fill)
+    own_negative_logits = own_logits.masked_fill(positives | ~own_negatives[:, None, :], fill)
+    is_other = torch.ones(queries.shape[0], keys.shape[0], dtype=torch.bool, device=queries.device)
+    is_other[rows, own] = False
+    negatives = key_mask[None, :, :] & is_other[:, :, None]  # [B, G, K]
+    # in place: the logits are the largest tensor here, and nothing saved for backward holds them
+    negative_logits = logits.masked_fill_(~negatives[:, None], fill).flatten(2)
+    numerator = positive_logits.logsumexp(-1)
+    negatives_sum = torch.logaddexp(negative_logits.logsumexp(-1), own_negative_logits.logsumexp(-1))
+    denominator = torch.logaddexp(numerator, negatives_sum)
+    return (denominator - numerator).masked_fill(~positives.any(-1), 0.0)
+
+
+
+@contextmanager
+def baseline_implementation():
+    """`LocVTPLoss` runs on the baseline `multi_positive_nce` inside the block."""
+    current = locvtp_hf.loss.multi_positive_nce
+    locvtp_hf.loss.multi_positive_nce = baseline_multi_positive_nce
+    try:
+        yield
+    finally:
+        locvtp_hf.loss.multi_positive_nce = current
 
 
 def random_embeddings(config: LocVTPConfig, global_batch: int, text_length: int, device: torch.device) -> dict:
@@ -70,12 +179,13 @@ def measure_loss_term(
     """The `Measurement` of one term's forward + backward, or `"out of memory"`."""
     term = case.split(",")[0]
     loss_fn = LocVTPLoss(**TERM_WEIGHTS[term], chunk_size=None if case == "fine, unchunked" else chunk_size)
+    implementation = baseline_implementation if case.endswith("before") else nullcontext
     head = LocVTPContextProjectionHead(config).to(device)
     logit_scale = torch.tensor(1 / 0.07, device=device, requires_grad=True)
     leaves = [logit_scale, *head.parameters(), *(value for value in inputs.values() if value.requires_grad)]
 
     def forward_backward():
-        with autocast(device, precision):
+        with autocast(device, precision), implementation():
             loss = loss_fn(**inputs, logit_scale=logit_scale, context_head=head).loss
         loss.backward()
         for leaf in leaves:
@@ -134,6 +244,8 @@ def main(argv: list[str] | None = None) -> list[Table]:
                         help="LocVTPLoss(chunk_size=...), the config's loss_chunk_size")
     parser.add_argument("--unchunked_max", type=int, default=1024,
                         help="largest global batch for which the fine term also runs unchunked")
+    parser.add_argument("--before_max", type=int, default=1024,
+                        help="largest global batch for which the baseline (before) fine and temporal terms run")
     parser.add_argument("--encoder_batch_size", type=int,
                         help="the encoders run at this batch and twice it (default: 4 on CUDA, 16 on the CPU)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per case, after a warm-up and a memory run")
@@ -141,18 +253,19 @@ def main(argv: list[str] | None = None) -> list[Table]:
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                         help="auto: bf16 autocast on CUDA, fp32 on the CPU")
     parser.add_argument("--quick", action="store_true",
-                        help="a check that the script works: tiny config, global batches 8 and 16, chunks of 4")
+                        help="a check that the script works: tiny config, global batches 32 and 64, chunks of 4")
     args = parser.parse_args(argv)
     device = pick_device(args.device)
     precision = pick_precision(args.precision, device)
     on_cuda = device.type == "cuda"
     if args.quick:
-        config_name, sizes, text_length, chunk_size = args.config or "tiny", [8, 16], 8, 4
-        unchunked_max, encoder_batch_size, repeats = 16, 2, 1
+        config_name, sizes, text_length, chunk_size = args.config or "tiny", [32, 64], 8, 4
+        unchunked_max, before_max, encoder_batch_size, repeats = 64, 64, 2, 1
     else:
         config_name = args.config or ("default" if on_cuda else "small")
         sizes = args.global_batch_sizes or [2**power for power in range(6, 13 if on_cuda else 11)]
         text_length, chunk_size, unchunked_max = args.text_length, args.chunk_size, args.unchunked_max
+        before_max = args.before_max
         encoder_batch_size, repeats = args.encoder_batch_size or (4 if on_cuda else 16), args.repeats
     for name, value in (("--global_batch_sizes", min(sizes)), ("--chunk_size", chunk_size),
                         ("--encoder_batch_size", encoder_batch_size), ("--repeats", repeats)):
@@ -171,12 +284,16 @@ def main(argv: list[str] | None = None) -> list[Table]:
     )
     times = Table(
         title=f"LocVTP losses against the encoders: milliseconds per forward + backward, {shapes}",
-        columns=["global batch", *CASES, "encoders", "losses % of step"],
+        columns=["global batch", *CASES, "encoders", "losses % of step", "fine + temporal % of step",
+                 "before: fine + temporal % of step"],
         notes=[
             f"Each term alone; the fine and temporal terms in chunks of {chunk_size} samples (LocVTPLoss chunk_size). "
+            "Before: the same terms on the baseline multi_positive_nce (before issue 16, kept in "
+            f"benchmarks/losses.py), same chunks, up to a global batch of {before_max}. "
             f"Encoders: clip and text encoder with projections, measured at {encoder_batches[0]} and "
             f"{encoder_batches[1]} samples, extrapolated linearly. Losses % of step: the three terms against terms + "
-            f"encoders. Median of {repeats}."
+            "encoders; fine + temporal % of step: those two against the same step (before: with the baseline's fine "
+            f"and temporal times). Median of {repeats}."
         ],
     )
     memory = Table(
@@ -192,7 +309,9 @@ def main(argv: list[str] | None = None) -> list[Table]:
         inputs = random_embeddings(config, global_batch, text_length, device)
         time_row, memory_row = {"global batch": global_batch}, {"global batch": global_batch}
         for case in CASES:
-            if case == "fine, unchunked" and global_batch > unchunked_max:
+            if (case == "fine, unchunked" and global_batch > unchunked_max) or (
+                case.endswith("before") and global_batch > before_max
+            ):
                 continue
             result = measure_loss_term(case, config, inputs, chunk_size, device, precision, repeats)
             if result == "out of memory":
@@ -202,9 +321,15 @@ def main(argv: list[str] | None = None) -> list[Table]:
         encoder_seconds = linear_in_batch([m.seconds for m in encoders], encoder_batches, global_batch)
         encoder_bytes = linear_in_batch([m.peak_bytes for m in encoders], encoder_batches, global_batch)
         time_row["encoders"], memory_row["encoders"] = 1000 * encoder_seconds, encoder_bytes / 2**20
-        loss_times = [time_row[term] for term in TERM_WEIGHTS]
-        if all(isinstance(value, float) for value in loss_times):
-            time_row["losses % of step"] = 100 * sum(loss_times) / (sum(loss_times) + time_row["encoders"])
+        for column, terms in (("losses % of step", ["coarse", "fine", "temporal"]),
+                              ("fine + temporal % of step", ["fine", "temporal"]),
+                              ("before: fine + temporal % of step", ["fine, before", "temporal, before"])):
+            step = [time_row.get(term) for term in ("coarse", "fine", "temporal", "encoders")]
+            if column.startswith("before"):
+                step[1:3] = [time_row.get(term) for term in terms]
+            counted = [time_row.get(term) for term in terms]
+            if all(isinstance(value, float) for value in step + counted):
+                time_row[column] = 100 * sum(counted) / sum(step)
         times.rows.append(time_row)
         memory.rows.append(memory_row)
         print(f"global batch {global_batch}: {time_row}", flush=True)

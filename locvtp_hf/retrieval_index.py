@@ -1,5 +1,6 @@
 """A searchable index of video embeddings: the embeddings live in a `datasets.Dataset` beside the video ids and are
-searched with FAISS (`Dataset.add_faiss_index`), by text (embedded with the model) or by embedding.
+searched with FAISS (`Dataset.add_faiss_index`), by text (embedded with the model) or by embedding. The index may
+store them compressed (float16, or 8 bits per dimension) and re-score a shortlist with the float32 embeddings.
 
 FAISS is an optional dependency: `pip install "locvtp-hf[index]"` (or `pip install faiss-cpu`).
 """
@@ -35,11 +36,21 @@ ID_COLUMN = "video_id"
 CONFIG_NAME = "index_config.json"
 FAISS_INDEX_NAME = "index.faiss"
 DATASET_FOLDER = "dataset"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_FORMAT_VERSIONS = (1, 2)  # version 1 had no `storage` / `rerank`: float32 storage
 # At most this many vectors (a random sample) train an index that needs training; k-means subsamples further.
 MAX_TRAINING_VECTORS = 200_000
 HNSW_NEIGHBOURS = 32
 HNSW_EF_SEARCH = 128
+STORAGES = ("float32", "float16", "int8")
+# FAISS scalar quantisers of the compressed storages; "SQ8" keeps a minimum and a range per dimension.
+SCALAR_QUANTIZERS = {"float16": "SQfp16", "int8": "SQ8"}
+DEFAULT_RERANK = 100
+# An exact index scans a batch of at least this many queries as matrix products over blocks of rows, which reads the
+# stored vectors once for the whole batch; fewer queries go to FAISS, whose fused scan is faster for one query.
+MATMUL_MIN_QUERIES = 16
+SCAN_BLOCK_ROWS = 16_384
+SCAN_QUERY_CHUNK = 1024
 
 
 def _import_faiss():
@@ -72,6 +83,27 @@ def ivf_num_lists(num_vectors: int) -> int:
 def ivf_default_nprobe(num_lists: int) -> int:
     """Lists visited per query by the `"ivf"` preset: one in eight (at least one)."""
     return max(1, math.ceil(num_lists / 8))
+
+
+def faiss_factory(index_type: str, num_vectors: int, storage: str = "float32") -> tuple[str, dict[str, Any]]:
+    """
+    The `faiss.index_factory` string of an index type (`"exact"`, `"ivf"`, `"hnsw"` or a factory string) storing
+    `num_vectors` vectors as `storage`, and the preset's default search parameters.
+    """
+    codec = SCALAR_QUANTIZERS.get(storage)
+    if index_type == "ivf":
+        num_lists = ivf_num_lists(num_vectors)
+        return f"IVF{num_lists},{codec or 'Flat'}", {"nprobe": ivf_default_nprobe(num_lists)}
+    if index_type == "hnsw":
+        return f"HNSW{HNSW_NEIGHBOURS}" + (f",{codec}" if codec else ""), {"efSearch": HNSW_EF_SEARCH}
+    if index_type == "exact":
+        return codec or "Flat", {}
+    if codec:
+        raise ValueError(
+            f"`storage={storage!r}` applies to the index types {INDEX_TYPES}; a FAISS factory string sets its own "
+            f"storage (e.g. \"IVF1024,SQ8\"), so leave `storage` at \"float32\" with {index_type!r}."
+        )
+    return index_type, {}
 
 
 def nearest_neighbour_recall(found: Sequence[Sequence], exact: Sequence[Sequence]) -> float:
@@ -131,6 +163,18 @@ class VideoIndex:
     - `"hnsw"`: `HNSW32`, a graph index (no training); `efSearch` (default 128) sets the breadth of a query.
     - any other string is passed to `faiss.index_factory` as is (e.g. `"IVF1024,PQ32"`), with inner product.
 
+    Storage of the presets' vectors (`storage`):
+
+    - `"float32"` (default): the embeddings as they are; scores are exact inner products.
+    - `"float16"` (`SQfp16`) or `"int8"` (`SQ8`: 8 bits per dimension between that dimension's minimum and maximum
+      over the training sample): half or a quarter of the memory and of the bytes a scan reads. The compressed scan
+      keeps a shortlist of `rerank` candidates per query (default 100, at least `k`), which are re-scored with the
+      float32 embeddings of `dataset`: the returned scores are exact inner products, and the exact index returns
+      the exact top-k unless a true neighbour falls out of the shortlist.
+
+    An exact index scans a batch of 16 queries or more as matrix products over blocks of rows (the stored vectors
+    are read once per batch, not once per query); smaller batches go to FAISS.
+
     A query is embedded with the attached model (see [`attach_model`], [`load_index`]); text search uses the coarse
     video-sentence similarity `<z, s>`. Searches may run from several threads at once: the model runs in eval mode
     without its mode being switched (a model in training mode is run through an eval-mode copy that shares its
@@ -139,6 +183,8 @@ class VideoIndex:
     Attributes:
         dataset (`datasets.Dataset`): the ids, embeddings and FAISS index.
         index_type (`str`): `"exact"`, `"ivf"`, `"hnsw"` or a FAISS factory string.
+        storage (`str`): `"float32"`, `"float16"` or `"int8"`, how the FAISS index stores the vectors.
+        rerank (`int`): candidates per query re-scored with the float32 embeddings when `storage` is compressed.
         search_params (`dict`): FAISS search-time parameters applied to the index (`nprobe`, `efSearch`, ...).
         skipped (`list[SkippedVideo]`): videos left out while building because they could not be read.
         model_name_or_path (`str`, *optional*): where the model that embedded the videos loads from.
@@ -153,9 +199,15 @@ class VideoIndex:
         skipped: Sequence[SkippedVideo] = (),
         model_name_or_path: str | None = None,
         model_class: str | None = None,
+        *,
+        storage: str = "float32",
+        rerank: int = DEFAULT_RERANK,
     ):
+        _check_storage(storage, rerank)
         self.dataset = dataset
         self.index_type = index_type
+        self.storage = storage
+        self.rerank = rerank
         self.search_params = {}
         self.skipped = list(skipped)
         self.model_name_or_path = model_name_or_path
@@ -163,6 +215,13 @@ class VideoIndex:
         self.model = None
         self.processor = None
         self._ids = dataset.data.column(ID_COLUMN)  # the Arrow column: `select_columns` would copy the table
+        # Views of the float32 embeddings in the Arrow table (no copy), one per chunk, for the scan and the rerank.
+        self._embedding_chunks = [
+            chunk.flatten().to_numpy().reshape(len(chunk), -1)
+            for chunk in dataset.data.column(EMBEDDING_COLUMN).chunks
+            if len(chunk)
+        ]
+        self._chunk_starts = np.cumsum([0] + [len(chunk) for chunk in self._embedding_chunks[:-1]])
         self._loading = threading.Lock()
         self.set_search_params(**(search_params or {}))
 
@@ -177,6 +236,9 @@ class VideoIndex:
         model=None,
         processor=None,
         seed: int = 0,
+        *,
+        storage: str = "float32",
+        rerank: int = DEFAULT_RERANK,
     ) -> "VideoIndex":
         """
         Index ready embeddings.
@@ -190,6 +252,10 @@ class VideoIndex:
             skipped (`Sequence[SkippedVideo]`): videos left out, kept as the record of the build.
             model, processor (*optional*): attached for text search; the model's name or path is recorded.
             seed (`int`): seed of the sample that trains an index that needs training.
+            storage (`str`, *optional*, defaults to `"float32"`): `"float32"`, `"float16"` or `"int8"`, how the
+                preset index types store the vectors (see the class docstring).
+            rerank (`int`, *optional*, defaults to 100): with compressed storage, the candidates per query that are
+                re-scored with the float32 embeddings (at least `k` are).
         """
         faiss = _import_faiss()
         embeddings = _as_float32(embeddings)
@@ -204,8 +270,10 @@ class VideoIndex:
             raise ValueError(f"Embeddings of {[video_ids[row] for row in rows]} hold NaN or infinite values.")
         if not isinstance(index_type, str) or not index_type:
             raise ValueError(f"`index_type` must be one of {INDEX_TYPES} or a FAISS factory string: {index_type!r}")
-
+        _check_storage(storage, rerank)
         num_videos, dim = embeddings.shape
+        factory, defaults = faiss_factory(index_type, num_videos, storage)
+
         # A copy that the dataset owns, shared by its Arrow column without another copy. The dataset gets a random
         # fingerprint: by default `datasets` would pickle and hash the whole table (several times its size in memory).
         embeddings = embeddings.copy()
@@ -214,15 +282,6 @@ class VideoIndex:
             EMBEDDING_COLUMN: pa.FixedSizeListArray.from_arrays(pa.array(embeddings.reshape(-1)), dim),
         })
         dataset = datasets.Dataset(table, fingerprint=generate_random_fingerprint())
-
-        defaults = {}
-        if index_type == "ivf":
-            num_lists = ivf_num_lists(num_videos)
-            factory, defaults = f"IVF{num_lists},Flat", {"nprobe": ivf_default_nprobe(num_lists)}
-        elif index_type == "hnsw":
-            factory, defaults = f"HNSW{HNSW_NEIGHBOURS}", {"efSearch": HNSW_EF_SEARCH}
-        else:
-            factory = "Flat" if index_type == "exact" else index_type
         try:
             faiss_index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
         except RuntimeError as error:
@@ -243,6 +302,8 @@ class VideoIndex:
             skipped,
             model_name_or_path=_model_name_or_path(model) if model is not None else None,
             model_class=type(model).__name__ if model is not None else None,
+            storage=storage,
+            rerank=rerank,
         )
         if model is not None or processor is not None:
             index.attach_model(model, processor)
@@ -254,7 +315,7 @@ class VideoIndex:
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(num_videos={len(self)}, dim={self.dim}, index_type={self.index_type!r}, "
-            f"search_params={self.search_params}, skipped={len(self.skipped)}, "
+            f"storage={self.storage!r}, search_params={self.search_params}, skipped={len(self.skipped)}, "
             f"model_name_or_path={self.model_name_or_path!r})"
         )
 
@@ -335,13 +396,95 @@ class VideoIndex:
                 f"Query embeddings must be [num_queries, {self.dim}] (the index's dimension), got "
                 f"{tuple(query_embeds.shape)}."
             )
-        scores, rows = self.dataset.search_batch(EMBEDDING_COLUMN, query_embeds, k)
+        compressed = self.storage != "float32"
+        num_candidates = min(max(self.rerank, k), len(self)) if compressed else k
+        if self.index_type == "exact" and len(query_embeds) >= MATMUL_MIN_QUERIES:
+            scores, rows = self._scan(query_embeds, num_candidates)
+        else:
+            scores, rows = self.faiss_index.search(query_embeds, num_candidates)
+        # An exact index re-scores its float32 results too, so that the scores of one query do not depend on the path
+        # (FAISS or the matrix products) that the size of its batch chose.
+        if compressed or self.index_type == "exact":
+            scores, rows = self._rerank(query_embeds, rows, k)
         found = rows >= 0  # FAISS pads with -1 when it finds fewer than k
         ids = iter(self._ids.take(rows[found]).to_pylist())
         return [
             [(next(ids), float(score)) for score in query_scores[query_found]]
             for query_scores, query_found in zip(scores, found, strict=True)
         ]
+
+    def _scan(self, queries: np.ndarray, num: int) -> tuple[np.ndarray, np.ndarray]:
+        """
+        The top `num` rows (`[Q, num]` scores and rows) of an exact index for `queries` `[Q, D]`, by the stored
+        vectors: matrix products over blocks of `SCAN_BLOCK_ROWS` rows, whose top `num` are merged into the running
+        top `num`. An `"int8"` index scores `queries * step` against the 8-bit codes: its scores are the inner
+        products with the decoded vectors less a constant per query, which leaves the ranking unchanged.
+        """
+        num = min(num, len(self))
+        weights = queries
+        if self.storage == "int8":  # a code c of dimension d decodes to minimum_d + (c + 0.5) * range_d / 255
+            weights = queries * (_faiss_view(self.faiss_index.sq.trained)[self.dim :] / 255)
+        all_scores, all_rows = [], []
+        for first in range(0, len(queries), SCAN_QUERY_CHUNK):
+            query_weights = weights[first : first + SCAN_QUERY_CHUNK]
+            best_scores = torch.full((len(query_weights), num), -math.inf)
+            best_rows = torch.full((len(query_weights), num), -1)
+            for start, block in self._stored_blocks():
+                # numpy multiplies read-only blocks (memory-mapped after `load_index`) without a copy
+                block_scores = torch.from_numpy(query_weights @ block.T)
+                top_scores, top_rows = block_scores.topk(min(num, len(block)), dim=1)
+                merged_scores = torch.cat([best_scores, top_scores], dim=1)
+                merged_rows = torch.cat([best_rows, top_rows + start], dim=1)
+                best_scores, order = merged_scores.topk(num, dim=1)
+                best_rows = merged_rows.gather(1, order)
+            all_scores.append(best_scores.numpy())
+            all_rows.append(best_rows.numpy())
+        return np.concatenate(all_scores), np.concatenate(all_rows)
+
+    def _stored_blocks(self):
+        """
+        `(first row, [rows, D] float32 array)` blocks of the vectors as the index stores them: the dataset's float32
+        embeddings, float16 vectors converted, or the 8-bit codes as numbers (0 to 255).
+        """
+        if self.storage == "float32":
+            for chunk_start, chunk in zip(self._chunk_starts, self._embedding_chunks, strict=True):
+                for start in range(0, len(chunk), SCAN_BLOCK_ROWS):
+                    yield chunk_start + start, chunk[start : start + SCAN_BLOCK_ROWS]
+            return
+        faiss_index = self.faiss_index  # referenced while its codes are read: `save_to_disk` reloads the index
+        codes = _faiss_view(faiss_index.codes)
+        codes = (codes.view(np.float16) if self.storage == "float16" else codes).reshape(-1, self.dim)
+        for start in range(0, len(codes), SCAN_BLOCK_ROWS):
+            block = codes[start : start + SCAN_BLOCK_ROWS]
+            # torch converts float16 with vector instructions, numpy one number at a time (20x slower); uint8 the
+            # other way round
+            if self.storage == "float16":
+                yield start, torch.from_numpy(block).float().numpy()
+            else:
+                yield start, block.astype(np.float32)
+
+    def _rerank(self, queries: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """
+        The top `k` of candidate `rows` `[Q, C]` (-1: none) by their float32 inner products with `queries` `[Q, D]`:
+        `([Q, min(k, C)]` scores, rows).
+        """
+        found = rows >= 0
+        vectors = self._embedding_rows(np.where(found, rows, 0).reshape(-1)).reshape(*rows.shape, self.dim)
+        scores = np.matmul(vectors, queries[:, :, None])[..., 0]
+        scores[~found] = -np.inf
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(scores, order, axis=1), np.take_along_axis(np.where(found, rows, -1), order, axis=1)
+
+    def _embedding_rows(self, rows: np.ndarray) -> np.ndarray:
+        """The float32 embeddings `[len(rows), D]` of dataset rows `rows`."""
+        if len(self._embedding_chunks) == 1:
+            return self._embedding_chunks[0][rows]
+        vectors = np.empty((len(rows), self.dim), dtype=np.float32)
+        chunk_of_row = np.searchsorted(self._chunk_starts, rows, side="right") - 1
+        for chunk in np.unique(chunk_of_row):
+            in_chunk = chunk_of_row == chunk
+            vectors[in_chunk] = self._embedding_chunks[chunk][rows[in_chunk] - self._chunk_starts[chunk]]
+        return vectors
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         """`(Q, D)` float32 sentence embeddings of `texts` with the attached (or recorded) model, in eval mode."""
@@ -393,6 +536,8 @@ class VideoIndex:
         config = {
             "format_version": FORMAT_VERSION,
             "index_type": self.index_type,
+            "storage": self.storage,
+            "rerank": self.rerank,
             "metric": "inner_product",
             "search_params": self.search_params,
             "dim": self.dim,
@@ -420,10 +565,10 @@ def load_index(path: str | os.PathLike, model=None, processor=None) -> VideoInde
             f"{path} is not a saved video index (it has no {CONFIG_NAME}); save one with `VideoIndex.save_to_disk`."
         )
     config = json.loads(config_file.read_text())
-    if config.get("format_version") != FORMAT_VERSION:
+    if config.get("format_version") not in READABLE_FORMAT_VERSIONS:
         raise ValueError(
             f"{config_file} has format_version {config.get('format_version')!r}; this version of locvtp-hf reads "
-            f"{FORMAT_VERSION}."
+            f"{' and '.join(map(str, READABLE_FORMAT_VERSIONS))}."
         )
     _import_faiss()
     dataset = datasets.load_from_disk(str(path / DATASET_FOLDER))
@@ -444,6 +589,8 @@ def load_index(path: str | os.PathLike, model=None, processor=None) -> VideoInde
         [SkippedVideo(**video) for video in config["skipped"]],
         model_name_or_path=model_name_or_path,
         model_class=config["model_class"],
+        storage=config.get("storage", "float32"),
+        rerank=config.get("rerank", DEFAULT_RERANK),
     )
     return index.attach_model(model, processor)
 
@@ -461,6 +608,8 @@ def build_video_index(
     search_params: dict[str, Any] | None = None,
     load_video: Callable[[Any], Any] | None = None,
     video_fps: float | None = None,
+    storage: str = "float32",
+    rerank: int = DEFAULT_RERANK,
 ) -> VideoIndex:
     r"""
     Embed videos with a LocVTP model (the video embedding `z`, clips centred in the processor's `num_clips`
@@ -486,6 +635,10 @@ def build_video_index(
         search_params (`dict`, *optional*): FAISS search-time parameters, e.g. `{"nprobe": 32}`.
         load_video (`Callable`, *optional*): maps an entry of `videos` to what the video processor takes.
         video_fps (`float`, *optional*): frame rate of array videos.
+        storage (`str`, *optional*, defaults to `"float32"`): `"float32"`, `"float16"` or `"int8"`; see
+            [`VideoIndex`].
+        rerank (`int`, *optional*, defaults to 100): candidates per query re-scored in float32 with compressed
+            storage.
 
     Returns:
         [`VideoIndex`]
@@ -507,7 +660,8 @@ def build_video_index(
     unreadable_rows = {video.index for video in unreadable}
     kept_ids = [video_id for row, video_id in enumerate(ids) if row not in unreadable_rows]
     return VideoIndex.from_embeddings(
-        embeddings, kept_ids, index_type, search_params, skipped, model=model, processor=processor
+        embeddings, kept_ids, index_type, search_params, skipped, model=model, processor=processor, storage=storage,
+        rerank=rerank,
     )
 
 
@@ -562,6 +716,18 @@ def _from_video_feature(entry, position: int, scratch: str):
     file = Path(scratch) / f"{position}{Path(entry['path'] or '').suffix or '.mp4'}"
     file.write_bytes(entry["bytes"])
     return str(file)
+
+
+def _check_storage(storage: str, rerank: int) -> None:
+    if storage not in STORAGES:
+        raise ValueError(f"`storage` must be one of {STORAGES}, got {storage!r}.")
+    if not isinstance(rerank, int) or isinstance(rerank, bool) or rerank < 1:
+        raise ValueError(f"`rerank` must be a positive integer (candidates re-scored per query), got {rerank!r}.")
+
+
+def _faiss_view(vector) -> np.ndarray:
+    """A numpy view (no copy) of a FAISS C++ vector, e.g. an index's `codes`: valid while that index exists."""
+    return _import_faiss().rev_swig_ptr(vector.data(), vector.size())
 
 
 def _check_unique(video_ids: Sequence[str]) -> None:

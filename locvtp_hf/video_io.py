@@ -43,6 +43,10 @@ TIME_TOLERANCE = 1e-6
 # stream's, often the audio's).
 TRUNCATION_TOLERANCE_FRAMES = 2
 
+# Requested times further apart than this are read in separate stretches, each with its own seek: reading the packets
+# between them (without decoding the groups of pictures that show no requested frame) would cost more than a seek.
+SEEK_GAP_SECONDS = 10.0
+
 
 class VideoDecodingError(ValueError):
     """
@@ -116,14 +120,18 @@ def probe_video(path: VideoSource, backend: str = "pyav") -> VideoInfo:
 
 
 def read_frames_at(
-    path: VideoSource, timestamps: Sequence[float], backend: str = "pyav"
+    path: VideoSource, timestamps: Sequence[float], backend: str = "pyav", short_side: int | None = None
 ) -> tuple[np.ndarray, VideoInfo]:
     """
     Decode the frames shown at the given times.
 
-    With the PyAV backend, decoding seeks to the keyframe at or before the earliest requested time, decodes
-    sequentially, converts only the frames that are requested and stops after the latest requested time, so memory
-    holds at most one RGB array per distinct requested frame whatever the length of the video.
+    With the PyAV backend the requested times are read in stretches (times more than `SEEK_GAP_SECONDS` apart start
+    a new one): one seek per stretch, to the keyframe at or before its first time, then its packets are read up to its
+    last time. Only the packets that the requested frames need are decoded: a group of pictures that shows none of
+    them is not decoded, nor the packets of a group after its last requested frame, and the decoder skips the
+    non-reference frames (e.g. most B-frames) that are not requested. Only the requested frames are converted to RGB,
+    so memory holds at most one RGB array per distinct requested frame whatever the length of the video. Streams
+    whose packets carry no presentation times are decoded sequentially from the keyframe before the earliest time.
 
     Args:
         path (`str`, `os.PathLike` or [`EncodedVideo`]): Video file (mp4, mkv, webm, ...), an http(s) URL of one,
@@ -131,6 +139,9 @@ def read_frames_at(
         timestamps (`Sequence[float]`): `N` times in seconds from the start of the video, in any order, repeats
             allowed.
         backend (`str`, *optional*, defaults to `"pyav"`): `"pyav"` or `"torchcodec"`.
+        short_side (`int`, *optional*): Resize the frames so that their shorter side has this many pixels (aspect
+            ratio kept, the longer side rounded), in FFmpeg's scaler while they are converted to RGB (area
+            averaging), instead of returning them at the video's size. PyAV backend only.
 
     Returns:
         `tuple[np.ndarray, VideoInfo]`: the frames, `uint8` of shape `[N, H, W, 3]` (RGB) in the order of
@@ -140,7 +151,8 @@ def read_frames_at(
         `FileNotFoundError`: the file does not exist.
         [`VideoDecodingError`]: the file cannot be opened or decoded, has no decodable video frame, or its frames
             stop short of a requested time that lies inside the duration its header gives (a truncated file).
-        `ValueError`: `timestamps` is empty or holds non-finite values.
+        `ValueError`: `timestamps` is empty or holds non-finite values, or `short_side` is not a positive integer
+            or is given with the torchcodec backend.
     """
     path = _check_path(path, backend)
     times = np.asarray(timestamps, dtype=np.float64)
@@ -148,9 +160,14 @@ def read_frames_at(
         raise ValueError(f"`timestamps` must be a non-empty 1-D sequence of seconds, got shape {times.shape}.")
     if not np.all(np.isfinite(times)):
         raise ValueError(f"`timestamps` must be finite numbers of seconds, got {times.tolist()}.")
+    if short_side is not None:
+        if not isinstance(short_side, int) or isinstance(short_side, bool) or short_side < 1:
+            raise ValueError(f"`short_side` must be a positive number of pixels, got {short_side!r}.")
+        if backend != "pyav":
+            raise ValueError("`short_side` (resizing while decoding) needs the pyav backend.")
     if backend == "torchcodec":
         return _read_frames_torchcodec(path, times)
-    return _read_frames_pyav(path, times)
+    return _read_frames_pyav(path, times, short_side)
 
 
 def _check_decoded_until(
@@ -233,7 +250,184 @@ def _decode_from(container, stream, seek_pts: int | None):
     yield from container.decode(stream)
 
 
-def _read_frames_pyav(path: str | EncodedVideo, times: np.ndarray) -> tuple[np.ndarray, VideoInfo]:
+def _read_frames_pyav(
+    path: str | EncodedVideo, times: np.ndarray, short_side: int | None = None
+) -> tuple[np.ndarray, VideoInfo]:
+    import av
+
+    order = np.argsort(times, kind="stable")
+    with _open_pyav(path) as container:
+        stream = _pyav_video_stream(container, path)
+        info = _pyav_info(container, stream, path)
+        stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = _decoder_threads()
+        time_base = stream.time_base
+        stream_start = float(stream.start_time * time_base) if stream.start_time is not None else 0.0
+        targets = times[order] + stream_start
+        picked: list[np.ndarray | None] = [None] * len(times)
+        breaks = (np.flatnonzero(np.diff(targets) > SEEK_GAP_SECONDS) + 1).tolist()
+        for begin, end in zip([0, *breaks], [*breaks, len(targets)], strict=True):
+            stretch = targets[begin:end]
+            try:
+                packets, reached_end = _demux_stretch(container, stream, stretch[0], stretch[-1], begin > 0)
+            except av.FFmpegError as err:
+                raise VideoDecodingError(f"video '{path}' is corrupt or unreadable: {_ffmpeg_reason(err)}") from err
+            if packets is None:
+                frames, info = _read_frames_sequential(path, times)
+                if short_side is not None:
+                    reformatter = av.video.reformatter.VideoReformatter()
+                    frames = np.stack([
+                        _to_rgb(reformatter, av.VideoFrame.from_ndarray(frame, format="rgb24"), short_side)
+                        for frame in frames
+                    ])
+                return frames, info
+            if not packets:
+                raise VideoDecodingError(f"video '{path}' has no decodable video frames")
+            # The frame shown at a time is the last one presented at or before it (the first one before the first).
+            presented = sorted(packet.pts for packet in packets)
+            seconds = np.array(presented, dtype=np.float64) * float(time_base)
+            shown = np.maximum(np.searchsorted(seconds, stretch + TIME_TOLERANCE, side="right") - 1, 0)
+            if reached_end and stretch[-1] + TIME_TOLERANCE >= seconds[-1]:
+                # The last times lie after the last frame, which is shown for one frame duration.
+                decoded_until = seconds[-1] - stream_start + 1.0 / info.fps
+                _check_decoded_until(path, decoded_until, times[order[end - 1]], info.duration, info.fps)
+            needed = {presented[index] for index in shown}
+            frames = _decode_needed(stream, packets, needed, short_side, path, stream_start)
+            for target_index, index in zip(order[begin:end], shown, strict=True):
+                if presented[index] not in frames:
+                    raise VideoDecodingError(
+                        f"video '{path}' is corrupt: the frame at {seconds[index] - stream_start:.2f} s could not be "
+                        "decoded"
+                    )
+                picked[target_index] = frames[presented[index]]
+    return np.stack(picked), info
+
+
+def _decoder_threads() -> int:
+    """FFmpeg decoding threads: in a DataLoader worker, its share of the cores (at least one: more would only contend
+    with the other workers), else 0, FFmpeg's choice (one per core)."""
+    import torch.utils.data
+
+    worker = torch.utils.data.get_worker_info()
+    if worker is None:
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // worker.num_workers)
+
+
+def _demux_stretch(container, stream, first: float, last: float, seek: bool) -> tuple[list | None, bool]:
+    """
+    The packets, in decode order, from the keyframe at or before `first` (seconds, stream time; from the start of the
+    stream when there is no earlier seek: `seek=False` and `first` in its first group of pictures) to the last one
+    that can be presented at or before `last`, and whether the stream ended before `last`. `None` instead of the
+    packets when one carries no presentation time.
+    """
+    time_base = stream.time_base
+    seek_pts = math.floor(first / time_base) if seek or first > float((stream.start_time or 0) * time_base) else None
+    packets, reached_end = _demux_from(container, stream, seek_pts, last)
+    if seek_pts is not None and packets is not None and (
+        not packets or float(packets[0].pts * time_base) > first + TIME_TOLERANCE
+    ):
+        # The seek landed after `first` (a broken keyframe index) or past the end of a truncated file: read from the
+        # start instead.
+        packets, reached_end = _demux_from(container, stream, stream.start_time or 0, last)
+    return packets, reached_end
+
+
+def _demux_from(container, stream, seek_pts: int | None, last: float) -> tuple[list | None, bool]:
+    if seek_pts is not None:
+        container.seek(seek_pts, stream=stream, backward=True, any_frame=False)
+    packets = []
+    # Decode times never decrease and never exceed presentation times: after a packet decoded after `last`, no packet
+    # is presented at or before it.
+    last_pts = (last + TIME_TOLERANCE) / float(stream.time_base)
+    for packet in container.demux(stream):
+        if packet.size == 0:  # the end-of-stream marker
+            continue
+        if packet.pts is None:
+            return None, False
+        if (packet.dts if packet.dts is not None else packet.pts) > last_pts:
+            return packets, False
+        packets.append(packet)
+    return packets, True
+
+
+def _decode_needed(
+    stream, packets: list, needed: set[int], short_side: int | None, path: str | EncodedVideo, stream_start: float
+) -> dict[int, np.ndarray]:
+    """
+    Decode the frames presented at the times `needed` (in stream time units) from `packets` (decode order, starting at
+    a keyframe) and convert them to RGB arrays (resized to `short_side`), keyed by presentation time.
+    """
+    import av
+
+    codec = stream.codec_context
+    # One scaler for all the frames: a frame's own `to_ndarray` sets up a new one each time, which costs more than
+    # converting a small frame.
+    reformatter = av.video.reformatter.VideoReformatter()
+    frames: dict[int, np.ndarray] = {}
+    decoded_until = 0.0
+
+    def keep(decoded) -> None:
+        nonlocal decoded_until
+        for frame in decoded:
+            decoded_until = max(decoded_until, frame.time - stream_start)
+            if frame.pts in needed and frame.pts not in frames:
+                frames[frame.pts] = _to_rgb(reformatter, frame, short_side)
+
+    try:
+        for packet in itertools.compress(packets, _packets_to_decode(packets, needed)):
+            codec.skip_frame = "DEFAULT" if packet.pts in needed else "NONREF"
+            keep(codec.decode(packet))
+        codec.skip_frame = "DEFAULT"
+        keep(codec.decode(None))
+    except av.FFmpegError as err:
+        raise VideoDecodingError(
+            f"video '{path}' is corrupt or unreadable: decoding failed after {decoded_until:.2f} s "
+            f"({_ffmpeg_reason(err)})"
+        ) from err
+    finally:
+        codec.skip_frame = "DEFAULT"
+        codec.flush_buffers()
+    return frames
+
+
+def _packets_to_decode(packets: list, needed: set[int]) -> np.ndarray:
+    """
+    Which of `packets` (decode order, starting at a keyframe) the frames presented at `needed` need, as a boolean mask:
+    in each group of pictures (from a keyframe to the next) the packets up to its last needed one, and all of them when
+    the next group's leading pictures (presented before its keyframe, which they may reference across) are needed.
+    """
+    keys = [index for index, packet in enumerate(packets) if packet.is_keyframe]
+    groups = list(itertools.pairwise(sorted({0, *keys, len(packets)})))
+    send = np.zeros(len(packets), dtype=bool)
+    for group, (begin, end) in enumerate(groups):
+        wanted = [index for index in range(begin, end) if packets[index].pts in needed]
+        if wanted:
+            send[begin : wanted[-1] + 1] = True
+        if group + 1 < len(groups):
+            next_begin, next_end = groups[group + 1]
+            key_pts = packets[next_begin].pts
+            if any(packet.pts in needed and packet.pts < key_pts for packet in packets[next_begin:next_end]):
+                send[begin:end] = True
+    return send
+
+
+def _to_rgb(reformatter, frame, short_side: int | None) -> np.ndarray:
+    """A decoded frame as a uint8 `[H, W, 3]` RGB array, its shorter side resized to `short_side` when given."""
+    if short_side is None:
+        return reformatter.reformat(frame, format="rgb24").to_ndarray()
+    scale = short_side / min(frame.width, frame.height)
+    width, height = (max(1, round(side * scale)) for side in (frame.width, frame.height))
+    return reformatter.reformat(frame, width=width, height=height, format="rgb24", interpolation="AREA").to_ndarray()
+
+
+def _read_frames_sequential(path: str | EncodedVideo, times: np.ndarray) -> tuple[np.ndarray, VideoInfo]:
+    """
+    The frames shown at `times`, decoding every frame from the keyframe at or before the earliest time to the latest:
+    the path for streams whose packets carry no presentation times (e.g. AVI with B-frames), which
+    `_read_frames_pyav` needs to plan its reads.
+    """
     import av
 
     order = np.argsort(times, kind="stable")

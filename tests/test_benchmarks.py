@@ -85,15 +85,16 @@ def test_cpu_attention_flops_are_counted():
 
 def test_losses_tables_show_what_chunking_saves(suite):
     times, memory = suite[0]["losses"]
-    assert [row["global batch"] for row in times.rows] == [row["global batch"] for row in memory.rows] == [8, 16]
+    assert [row["global batch"] for row in times.rows] == [row["global batch"] for row in memory.rows] == [32, 64]
     cases = ["coarse", "fine", "temporal", "fine, unchunked", "encoders"]
     for row in times.rows:
         _numbers(row, cases)
         assert 0 < row["losses % of step"] < 100
     small, large = (_numbers(row, cases) for row in memory.rows)
     chunked, unchunked = cases.index("fine"), cases.index("fine, unchunked")
-    # chunks of 4 samples: memory doubles with the global batch; all at once, it grows 4x
-    assert large[chunked] / small[chunked] < 2.3 < 3.5 < large[unchunked] / small[unchunked]
+    # chunks of 4 samples: memory doubles with the global batch; all at once, it grows toward 4x as the logits
+    # outgrow the per-sample tensors (3x from 32 to 64 samples)
+    assert large[chunked] / small[chunked] < 2.2 < 2.8 < large[unchunked] / small[unchunked]
     assert large[chunked] < large[unchunked]
 
 

@@ -16,8 +16,9 @@ from testing_utils import make_config, random_batch
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 from benchmark_utils import peak_memory  # noqa: E402
 
+import locvtp_hf.loss  # noqa: E402
 from locvtp_hf import LocVTPLoss  # noqa: E402
-from locvtp_hf.loss import discover_correspondence, sample_context_offsets  # noqa: E402
+from locvtp_hf.loss import discover_correspondence, multi_positive_nce, sample_context_offsets  # noqa: E402
 from locvtp_hf.modeling_locvtp import LocVTPContextProjectionHead, LocVTPForPreTraining  # noqa: E402
 
 
@@ -288,11 +289,106 @@ def test_chunking_keeps_the_memory_of_the_clip_word_terms_linear_in_the_batch():
         return memory.bytes
 
     # the [B, T, B, L] logits make the unchunked memory quadratic in the batch; chunks of 4 samples make it linear
-    unchunked = [peak_bytes(batch_size, None) for batch_size in (16, 32)]
-    chunked = [peak_bytes(batch_size, 4) for batch_size in (16, 32)]
+    # (batches of 128 and 256: below, the [B, T, L]-sized tensors, linear in the batch, still outweigh the logits)
+    unchunked = [peak_bytes(batch_size, None) for batch_size in (128, 256)]
+    chunked = [peak_bytes(batch_size, 4) for batch_size in (128, 256)]
     assert unchunked[1] / unchunked[0] > 3.5, unchunked
     assert chunked[1] / chunked[0] < 2.2, chunked
     assert chunked[1] < unchunked[1] / 5
+
+
+def _mask_multi_positive_nce(queries, keys, key_mask, positives, offset, temperature, chunk_size=None,
+                             own_negatives=None):
+    """`multi_positive_nce` as the package computed it before issue 16: all `[B, Q, G, K]` logits at once, with
+    boolean masks of the numerator (the positives) and the denominator (the valid keys of the other samples, the
+    positives and the own negatives)."""
+    batch_size, num_queries = positives.shape[:2]
+    logits = torch.einsum("bqd,gkd->bqgk", queries, keys).float() / temperature
+    rows = torch.arange(batch_size)
+    numerator = torch.zeros(logits.shape, dtype=torch.bool)
+    numerator[rows, :, rows + offset] = positives
+    denominator = key_mask.bool()[None, None].repeat(batch_size, num_queries, 1, 1)
+    own_kept = positives if own_negatives is None else positives | own_negatives[:, None, :]
+    denominator[rows, :, rows + offset] = own_kept
+    fill = torch.finfo(logits.dtype).min  # not -inf: queries without positives get zero gradients, not NaN
+    losses = logits.masked_fill(~denominator, fill).flatten(2).logsumexp(-1) - logits.masked_fill(
+        ~numerator, fill
+    ).flatten(2).logsumexp(-1)
+    valid = positives.any(-1)
+    return losses[valid].sum(), valid.sum()
+
+
+def _losses_and_gradients(clips, videos, texts, words, mask, head, offsets, discovery_mask=None, **loss_kwargs):
+    inputs = {"clip_embeds": clips, "video_embeds": videos, "text_embeds": texts, "word_embeds": words}
+    inputs = {name: value.clone().requires_grad_() for name, value in inputs.items()}
+    scale = torch.tensor(1 / TAU, requires_grad=True)
+    head.zero_grad(set_to_none=True)
+    out = LocVTPLoss(**loss_kwargs)(**inputs, word_mask=mask, logit_scale=scale, context_head=head,
+                                    context_offsets=offsets, discovery_mask=discovery_mask)
+    out.loss.backward()
+    grads = {name: value.grad for name, value in inputs.items()}
+    grads.update({name: parameter.grad.clone() for name, parameter in head.named_parameters()}, scale=scale.grad)
+    return out, grads
+
+
+@pytest.mark.parametrize("fine_negatives", ["other_samples", "same_and_other_samples"])
+@pytest.mark.parametrize("chunk_size", [None, 2, 3])
+def test_fine_and_temporal_terms_equal_the_mask_formulation(fine_negatives, chunk_size, monkeypatch):
+    clips, videos, texts, words, mask = _embeddings(batch_size=5, num_clips=5, length=7)
+    mask[4], words[4] = False, 0.0  # a sample without words: its clips have no positive
+    discoverable = mask.clone()
+    discoverable[:, 1] = False  # tokens excluded from discovery (e.g. stop words)
+    discoverable[2, 3] = False
+    torch.manual_seed(0)
+    head = LocVTPContextProjectionHead(make_config(projection_dim=8))
+    offsets = sample_context_offsets(5, 5, 2, generator=torch.Generator().manual_seed(2))
+    # chunks of 2 and 3 samples do not divide the batch of 5
+    options = dict(fine_topk_words=2, fine_topk_clips=2, fine_negatives=fine_negatives, chunk_size=chunk_size)
+    fused, fused_grads = _losses_and_gradients(
+        clips, videos, texts, words, mask, head, offsets, discovery_mask=discoverable, **options
+    )
+    with torch.no_grad():
+        without_grad = LocVTPLoss(**options)(
+            clips, videos, texts, words, mask, torch.tensor(1 / TAU), context_head=head, context_offsets=offsets,
+            discovery_mask=discoverable,
+        )
+    monkeypatch.setattr(locvtp_hf.loss, "multi_positive_nce", _mask_multi_positive_nce)
+    reference, reference_grads = _losses_and_gradients(
+        clips, videos, texts, words, mask, head, offsets, discovery_mask=discoverable, **options
+    )
+    for term in ("loss", "fine", "temporal"):
+        torch.testing.assert_close(getattr(fused, term), getattr(reference, term), msg=term)
+        torch.testing.assert_close(getattr(without_grad, term), getattr(reference, term).detach(), msg=term)
+    for name, grad in reference_grads.items():
+        torch.testing.assert_close(fused_grads[name], grad, msg=name)
+    assert reference_grads["word_embeds"].abs().sum() > 0
+
+
+def test_fine_term_survives_logits_far_above_the_positives(monkeypatch):
+    # sample 1's words are sample 0's clips: at a temperature of 0.005, other samples' words score up to ~150 above
+    # the positives of sample 0's clips, past the point where exp(logit - positives) overflows float32
+    clips, videos, texts, words, mask = _embeddings(batch_size=4, num_clips=5, length=6)
+    words[1, :5] = clips[0]
+    mask[1, :5] = True
+    head = LocVTPContextProjectionHead(make_config(projection_dim=8))
+    offsets = sample_context_offsets(4, 5, 2, generator=torch.Generator().manual_seed(1))
+    options = dict(fine_temperature=0.005, chunk_size=1)
+    fused, fused_grads = _losses_and_gradients(clips, videos, texts, words, mask, head, offsets, **options)
+    monkeypatch.setattr(locvtp_hf.loss, "multi_positive_nce", _mask_multi_positive_nce)
+    reference, reference_grads = _losses_and_gradients(clips, videos, texts, words, mask, head, offsets, **options)
+    assert reference.fine > 20
+    for term in ("loss", "fine", "temporal"):
+        torch.testing.assert_close(getattr(fused, term), getattr(reference, term), msg=term)
+    for name, grad in reference_grads.items():  # gradients of up to ~40, through logits scaled by 200
+        torch.testing.assert_close(fused_grads[name], grad, rtol=1e-5, atol=1e-4, msg=name)
+
+
+def test_positives_must_be_valid_keys():
+    clips, _, _, words, mask = _embeddings()
+    positives = torch.zeros(4, 5, 6, dtype=torch.bool)
+    positives[1, :, 5] = True  # the last word of sample 1 is padding
+    with pytest.raises(ValueError, match="valid key of its own sample"):
+        multi_positive_nce(clips, words, mask, positives, 0, TAU)
 
 
 def test_chunk_size_comes_from_the_config_and_is_checked():

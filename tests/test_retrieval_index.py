@@ -101,6 +101,116 @@ def test_save_and_load_give_identical_results(index_type, tmp_path):
     np.testing.assert_array_equal(np.array(loaded.dataset["embedding"], dtype=np.float32), embeddings)
 
 
+def brute_force(queries: np.ndarray, embeddings: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Float64 inner products of the float32 vectors: `(scores, rows)` `[Q, k]`, best first."""
+    scores = queries.astype(np.float64) @ embeddings.astype(np.float64).T
+    rows = np.argsort(-scores, axis=1)[:, :k]
+    return np.take_along_axis(scores, rows, axis=1), rows
+
+
+@pytest.mark.parametrize("storage", ["float16", "int8"])
+def test_compressed_exact_index_reranks_to_the_brute_force_top_k(storage):
+    embeddings, queries = unit_vectors(5000, 32, seed=0), unit_vectors(40, 32, seed=1)
+    video_ids = [str(row) for row in range(len(embeddings))]
+    index = VideoIndex.from_embeddings(embeddings, video_ids, storage=storage)
+    true_scores, true_rows = brute_force(queries, embeddings, 10)
+
+    batch = index.search_batch(queries, k=10)  # 40 queries: matrix products over blocks of rows
+    singles = [index.search(query, k=10) for query in queries[:5]]  # one at a time: FAISS's scan
+
+    assert nearest_neighbour_recall(ids_of(batch), true_rows.astype(str).tolist()) == 1.0
+    # the scores are the float32 inner products of the returned videos, not the compressed ones
+    np.testing.assert_allclose([[score for _, score in hits] for hits in batch], true_scores, atol=1e-6)
+    assert ids_of(singles) == ids_of(batch[:5])
+    np.testing.assert_allclose([[s for _, s in hits] for hits in singles], true_scores[:5], atol=1e-6)
+    compressed_scores, _ = index.dataset.search_batch("embedding", queries, 10)  # FAISS alone: no rerank
+    assert np.abs(compressed_scores - true_scores).max() > 1e-5
+    assert index.faiss_index.sa_code_size() == {"float16": 64, "int8": 32}[storage]  # bytes per vector
+
+
+def test_the_int8_scan_ranks_like_the_decoded_vectors():
+    """The matrix-product scan scores codes with `queries * step`; its shortlist is the decoded vectors' top."""
+    embeddings, queries = unit_vectors(3000, 16, seed=4), unit_vectors(20, 16, seed=5)
+    index = VideoIndex.from_embeddings(embeddings, [str(row) for row in range(3000)], storage="int8")
+    decoded = index.faiss_index.sa_decode(index.faiss_index.sa_encode(embeddings))
+
+    _, rows = index._scan(queries, 50)
+
+    _, decoded_rows = brute_force(queries, decoded, 50)
+    assert nearest_neighbour_recall(rows.tolist(), decoded_rows.tolist()) > 0.99  # float32 rounding at ties only
+
+
+@pytest.mark.parametrize("index_type", ["ivf", "hnsw"])
+def test_approximate_int8_index_recall_with_float32_rerank(index_type):
+    embeddings = clustered_unit_vectors(3000, 32, num_clusters=30, seed=0)
+    queries = embeddings[:100] + 0.02 * np.random.default_rng(5).standard_normal((100, 32)).astype(np.float32)
+    index = VideoIndex.from_embeddings(embeddings, [str(row) for row in range(3000)], index_type, storage="int8",
+                                       rerank=50)
+    true_scores, true_rows = brute_force(queries, embeddings, 10)
+
+    results = index.search_batch(queries, 10)
+
+    recall = nearest_neighbour_recall(ids_of(results), true_rows.astype(str).tolist())
+    assert recall >= 0.95, f"{index_type} int8 recall@10 {recall:.3f}"
+    found = np.array(ids_of(results), dtype=int)
+    np.testing.assert_allclose([[score for _, score in hits] for hits in results],
+                               np.einsum("qd,qkd->qk", queries, embeddings[found]), atol=1e-6)
+
+
+@pytest.mark.parametrize("storage", ["float16", "int8"])
+def test_compressed_index_save_and_load_round_trip(storage, tmp_path):
+    embeddings, queries = unit_vectors(5000, 16, seed=2), unit_vectors(20, 16, seed=3)
+    index = VideoIndex.from_embeddings(embeddings, [f"v{row}" for row in range(5000)], storage=storage, rerank=30)
+    before = index.search_batch(queries, k=7), index.search(queries[0], k=7)
+
+    index.save_to_disk(tmp_path / "index")
+    loaded = load_index(tmp_path / "index")
+
+    assert len(loaded._embedding_chunks) > 1  # memory-mapped in record batches: the rerank gathers across them
+    assert (loaded.search_batch(queries, k=7), loaded.search(queries[0], k=7)) == before
+    assert (loaded.storage, loaded.rerank) == (storage, 30)
+    assert loaded.faiss_index.sa_code_size() == index.faiss_index.sa_code_size()
+
+
+def test_an_index_saved_before_storage_options_loads_as_float32(tmp_path):
+    embeddings, queries = unit_vectors(300, 8, seed=0), unit_vectors(20, 8, seed=1)
+    index = VideoIndex.from_embeddings(embeddings, [f"v{row}" for row in range(300)])
+    index.save_to_disk(tmp_path / "index")
+    config_file = tmp_path / "index" / "index_config.json"
+    config = json.loads(config_file.read_text())
+    del config["storage"], config["rerank"]
+    config_file.write_text(json.dumps({**config, "format_version": 1}))
+
+    loaded = load_index(tmp_path / "index")
+
+    assert loaded.storage == "float32" and loaded.search_batch(queries, 5) == index.search_batch(queries, 5)
+
+
+@pytest.mark.parametrize("storage", ["float32", "float16", "int8"])
+def test_k_beyond_the_index_returns_every_video_once(storage):
+    embeddings = unit_vectors(30, 8, seed=0)
+    index = VideoIndex.from_embeddings(embeddings, [f"v{row}" for row in range(30)], storage=storage, rerank=5)
+    for results in (index.search_batch(unit_vectors(20, 8, seed=1), k=50), [index.search(embeddings[0], k=50)]):
+        assert all(sorted(ids) == sorted(f"v{row}" for row in range(30)) for ids in ids_of(results))
+
+
+def test_storage_options_bad_input_errors():
+    embeddings = unit_vectors(40, 8, seed=0)
+    video_ids = [str(row) for row in range(40)]
+    with pytest.raises(ValueError, match=r"`storage` must be one of \('float32', 'float16', 'int8'\), got 'int4'"):
+        VideoIndex.from_embeddings(embeddings, video_ids, storage="int4")
+    with pytest.raises(ValueError, match="a FAISS factory string sets its own storage"):
+        VideoIndex.from_embeddings(embeddings, video_ids, index_type="IVF4,Flat", storage="int8")
+    with pytest.raises(ValueError, match="`rerank` must be a positive integer"):
+        VideoIndex.from_embeddings(embeddings, video_ids, storage="int8", rerank=0)
+    with pytest.raises(ValueError, match=r"must be \[num_videos > 0, dim\]"):
+        VideoIndex.from_embeddings(np.zeros((0, 8), dtype=np.float32), [], storage="int8")
+    index = VideoIndex.from_embeddings(embeddings, video_ids, storage="int8")
+    for queries in (np.zeros((20, 5), dtype=np.float32), np.zeros((1, 5), dtype=np.float32)):
+        with pytest.raises(ValueError, match=r"\[num_queries, 8\] \(the index's dimension\)"):
+            index.search_batch(queries)
+
+
 def test_unreadable_videos_are_skipped_and_reported(world, model, processor, tmp_path):
     folder = world.export(tmp_path, "test", num_videos=3)
     good = sorted(str(path) for path in folder.glob("*.mp4"))

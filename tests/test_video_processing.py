@@ -145,24 +145,6 @@ def test_read_frames_at_seeks_to_late_times(index_video):
     assert frame_indices(frames).tolist() == [36, 30, 31]
 
 
-def test_read_frames_at_decodes_only_from_the_keyframe_before_the_first_time_to_the_last_time(
-    index_video, monkeypatch
-):
-    decoded = []
-    decode_from = video_io._decode_from
-
-    def recording_decode_from(container, stream, seek_pts):
-        for frame in decode_from(container, stream, seek_pts):
-            decoded.append(round(frame.time * 10))
-            yield frame
-
-    monkeypatch.setattr(video_io, "_decode_from", recording_decode_from)
-    frames, _ = read_frames_at(index_video, [2.25, 2.05, 2.15])
-    assert frame_indices(frames).tolist() == [22, 20, 21]
-    # From the keyframe at frame 20 to the first frame after the last requested time.
-    assert decoded == [20, 21, 22, 23]
-
-
 def test_read_frames_at_mkv_and_webm(tmp_path):
     for name in ("clip.mkv", "clip.webm"):
         path = tmp_path / name

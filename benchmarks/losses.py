@@ -59,26 +59,7 @@ def baseline_multi_positive_nce(
     logits with boolean masks of the same shape and recomputes each chunk in the backward pass. It returns what the
     package's function returns, `(loss_sum, num_valid)`, so `LocVTPLoss` runs on it unchanged.
 
-    Multi-positive InfoNCE of each query against the keys of its own sample (positives) and of every other sample in
-    the global batch (negatives). The non-positive keys of the query's own sample are left out of the denominator,
-    unless `own_negatives` marks them: then those that are not positives of the query are negatives too (each key
-    once, sampled without replacement), which asks for "this key rather than the sample's other keys".
-
-    The logits of `chunk_size` samples' queries against all keys (`[chunk_size, Q, G, K]`) are the largest tensor
-    built. With more than `chunk_size` samples the chunks are recomputed in the backward pass instead of stored
-    (`torch.utils.checkpoint`), so memory stays that of one chunk while the result and gradients are unchanged.
-
-    Args:
-        queries (`[B, Q, D]`): this process's queries.
-        keys (`[G, K, D]`): the keys of the global batch; sample `b` of this process is row `offset + b`.
-        key_mask (`[G, K]`, bool): valid keys.
-        positives (`[B, Q, K]`, bool): the positives of each query among its own sample's keys.
-        chunk_size (`int`, *optional*): samples whose queries are scored at once; all of them when `None`.
-        own_negatives (`[B, K]`, bool, *optional*): the keys of each query's own sample that are negatives when they
-            are not among its positives. `None`: negatives come from the other samples only.
-
-    Returns:
-        `(loss_sum, num_valid)`: the summed losses of the queries that have a positive, and their number.
+    Arguments as the package's function.
     """
     batch_size = queries.shape[0]
     if chunk_size is not None and chunk_size < 1:

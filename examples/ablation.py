@@ -7,10 +7,11 @@ make clip features localize better than coarse video-sentence alignment alone?
     python examples/ablation.py --help
 
 Every variant is pre-trained with `examples/pretrain.py` on the same world, budget and seeds; only the loss settings
-differ (`VARIANTS`). Two worlds (`WORLDS`): `easy`, where each event has its own object, drawn only during the event,
-and pre-training spans are cut exactly to the event; `hard`, where one object stays on screen and performs every
-event (only the action marks the moment) and each pre-training span is widened so that its event covers half of it,
-as in narrated video.
+differ (`VARIANTS`). The worlds (`WORLDS`): `easy`, where each event has its own object, drawn only during the
+event, and pre-training spans are cut exactly to the event; `misaligned`, the same videos with each pre-training span
+widened so that its event covers half of it, as in narrated video (the regime correspondence discovery is meant
+for); `hard`, where one object stays on screen and performs every event (only the action marks the moment) and the
+spans are widened likewise.
 
 Each pre-trained model is measured on the world's held-out videos with figures that see the encoder, not a head:
 

@@ -432,10 +432,12 @@ def test_a_legacy_pretraining_checkpoint_loads_with_identical_outputs(model_clas
     with torch.no_grad():
         out = model.eval()(**batch)
     names = EMBEDDINGS + (("logits_per_video",) if not isinstance(model, LocVTPForRetrieval) else ())
-    if isinstance(model, LocVTPForPreTraining):
-        names += ("loss", "loss_coarse", "loss_fine", "loss_temporal")
     for name in names:
         assert torch.equal(getattr(out, name), record[f"model.{name}"]), name
+    if isinstance(model, LocVTPForPreTraining):
+        # the losses are computed by code reworked since (issue 16): equal up to the order of float operations
+        for name in ("loss", "loss_coarse", "loss_fine", "loss_temporal"):
+            torch.testing.assert_close(getattr(out, name), record[f"model.{name}"], rtol=1e-5, atol=1e-6, msg=name)
 
 
 def test_a_pretraining_checkpoint_loads_into_the_base_model_and_both_heads(tmp_path):

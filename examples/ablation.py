@@ -70,10 +70,12 @@ WORLDS = {
 }
 # pretrain.py arguments of each variant, every design option spelled out so that a change of pretrain.py's defaults
 # does not change what a variant means
-_OTHER = ["--fine_negatives", "other_samples", "--discovery_stop_words", "false"]
-_OTHER_STOP = ["--fine_negatives", "other_samples", "--discovery_stop_words", "true"]
-_SAME = ["--fine_negatives", "same_and_other_samples", "--discovery_stop_words", "false"]
-_SAME_STOP = ["--fine_negatives", "same_and_other_samples", "--discovery_stop_words", "true"]
+_OTHER = ["--fine_negatives", "other_samples", "--discovery_stop_words", "false", "--discovery_mutual", "false"]
+_OTHER_STOP = ["--fine_negatives", "other_samples", "--discovery_stop_words", "true", "--discovery_mutual", "false"]
+_SAME = ["--fine_negatives", "same_and_other_samples", "--discovery_stop_words", "false", "--discovery_mutual", "false"]
+_SAME_STOP = ["--fine_negatives", "same_and_other_samples", "--discovery_stop_words", "true", "--discovery_mutual", "false"]
+_MUTUAL = ["--fine_negatives", "other_samples", "--discovery_stop_words", "false", "--discovery_mutual", "true"]
+_MUTUAL_STOP = ["--fine_negatives", "other_samples", "--discovery_stop_words", "true", "--discovery_mutual", "true"]
 VARIANTS = {
     "no_pretraining": ["--max_steps", "0", *_OTHER],
     "coarse": ["--fine_loss_weight", "0", "--temporal_loss_weight", "0", *_OTHER],
@@ -85,6 +87,9 @@ VARIANTS = {
     "coarse_fine_same_sample": ["--temporal_loss_weight", "0", *_SAME],
     "full_same_sample": [*_SAME],
     "full_same_sample_stop_words": [*_SAME_STOP],
+    "coarse_fine_mutual": ["--temporal_loss_weight", "0", *_MUTUAL],
+    "full_mutual": [*_MUTUAL],
+    "full_mutual_stop_words": [*_MUTUAL_STOP],
 }
 BASELINE = "coarse"
 # (result key, column title) of the tables, localization first

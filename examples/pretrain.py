@@ -143,6 +143,10 @@ class PreTrainingArguments:
         default=False,
         metadata={"help": "Keep stop words and punctuation out of clip-word correspondence discovery."},
     )
+    discovery_mutual: bool = field(
+        default=False,
+        metadata={"help": "Keep only the clip-word pairs discovery picks from both sides (see docs/method.md)."},
+    )
     freeze_vision: bool = field(default=False, metadata={"help": "Keep the clip encoder's weights fixed."})
     freeze_text: bool = field(default=False, metadata={"help": "Keep the text encoder's weights fixed."})
     accumulate_negatives: bool = field(
@@ -258,6 +262,7 @@ def pretraining_fields(args: PreTrainingArguments, tokenizer) -> dict:
         temporal_intra_video_weight=args.temporal_intra_video_weight,
         fine_negatives=args.fine_negatives,
         discovery_excluded_token_ids=stop_word_token_ids(tokenizer) if args.discovery_stop_words else None,
+        discovery_mutual=args.discovery_mutual,
     )
 
 

@@ -81,6 +81,11 @@ class LocVTPConfig(PreTrainedConfig):
             Token ids that correspondence discovery never picks (e.g. stop words and punctuation, see
             [`~locvtp_hf.stop_words.stop_word_token_ids`]); they still serve as other samples' negatives. Empty: any
             word may be picked.
+        discovery_mutual (`bool`, *optional*, defaults to `False`):
+            Keep only the clip-word pairs that discovery picks from both sides (the clip among the word's top clips
+            and the word among the clip's top words). The method pairs every clip with its top words, so with
+            loosely aligned captions the clips that show something else are pulled toward the sentence too; with
+            `True` they are no queries of the clip-word and warp terms. See `docs/method.md`.
         temporal_cross_modal_weight (`float`, *optional*, defaults to 1.0):
             Weight of the cross-modal warp term inside the temporal loss, `L_temporal = (w_c * warp + w_i * intra) /
             2`. 0 skips it (an ablation).
@@ -179,6 +184,7 @@ class LocVTPConfig(PreTrainedConfig):
     temporal_temperature: float = 0.07
     fine_negatives: str = "other_samples"
     discovery_excluded_token_ids: list[int] | None = None
+    discovery_mutual: bool = False
     temporal_cross_modal_weight: float = 1.0
     temporal_intra_video_weight: float = 1.0
     loss_chunk_size: int | None = 64

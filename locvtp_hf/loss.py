@@ -108,7 +108,12 @@ def symmetric_infonce(logits_per_video: torch.Tensor, logits_per_text: torch.Ten
 
 @torch.no_grad()
 def discover_correspondence(
-    clip_embeds: torch.Tensor, word_embeds: torch.Tensor, word_mask: torch.Tensor, topk_words: int, topk_clips: int
+    clip_embeds: torch.Tensor,
+    word_embeds: torch.Tensor,
+    word_mask: torch.Tensor,
+    topk_words: int,
+    topk_clips: int,
+    mutual: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """
     Clip-word correspondence discovery inside each sample; no gradient flows through the choice.
@@ -120,11 +125,15 @@ def discover_correspondence(
             padding (and for stop words, when they are excluded from discovery).
         topk_words (`int`): Positive words per clip.
         topk_clips (`int`): Positive clips per word.
+        mutual (`bool`, *optional*, defaults to `False`): Keep only the pairs each side picked (clip `t` is among
+            word `n`'s top clips and `n` among `t`'s top words), in both directions. A clip that no word picks back,
+            such as a clip of a loosely aligned span that shows something the sentence does not mention, then has no
+            positive and is no query.
 
     Returns:
         `(words_of_clip, clips_of_word)`, both `[B, T, L]` bool: `words_of_clip[b, t]` marks the `topk_words` most
         similar valid words of clip `(b, t)`; `clips_of_word[b, :, n]` marks the `topk_clips` most similar clips of
-        word `(b, n)` (all False for padding and special tokens).
+        word `(b, n)` (all False for padding and special tokens). With `mutual`, both are their intersection.
     """
     similarity = torch.einsum("btd,bld->btl", clip_embeds, word_embeds).float()
     valid = word_mask[:, None, :]
@@ -135,6 +144,8 @@ def discover_correspondence(
     words_of_clip = no_choice.scatter(-1, top_words, True) & valid
     top_clips = similarity.topk(min(topk_clips, similarity.shape[1]), dim=1).indices
     clips_of_word = no_choice.scatter(1, top_clips, True) & valid
+    if mutual:
+        words_of_clip = clips_of_word = words_of_clip & clips_of_word
     return words_of_clip, clips_of_word
 
 
@@ -369,6 +380,7 @@ class LocVTPLoss(nn.Module):
         fine_negatives: str = "other_samples",
         temporal_cross_modal_weight: float = 1.0,
         temporal_intra_video_weight: float = 1.0,
+        discovery_mutual: bool = False,
     ):
         super().__init__()
         if chunk_size is not None and chunk_size < 1:
@@ -395,6 +407,7 @@ class LocVTPLoss(nn.Module):
         self.fine_negatives = fine_negatives
         self.temporal_cross_modal_weight = temporal_cross_modal_weight
         self.temporal_intra_video_weight = temporal_intra_video_weight
+        self.discovery_mutual = discovery_mutual
 
     def forward(
         self,
@@ -437,7 +450,12 @@ class LocVTPLoss(nn.Module):
             all_words, _ = gather_with_grad(word_embeds)
             all_word_mask, _ = gather_with_grad(word_mask)
             words_of_clip, clips_of_word = discover_correspondence(
-                clip_embeds, word_embeds, discovery_mask, self.fine_topk_words, self.fine_topk_clips
+                clip_embeds,
+                word_embeds,
+                discovery_mask,
+                self.fine_topk_words,
+                self.fine_topk_clips,
+                mutual=self.discovery_mutual,
             )
             # other processes may have padded their text further: align the positives with the gathered words
             padding = (0, all_words.shape[1] - word_embeds.shape[1])

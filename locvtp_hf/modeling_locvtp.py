@@ -922,6 +922,7 @@ class LocVTPForPreTraining(LocVTPPreTrainedModel):
             fine_negatives=config.fine_negatives,
             temporal_cross_modal_weight=config.temporal_cross_modal_weight,
             temporal_intra_video_weight=config.temporal_intra_video_weight,
+            discovery_mutual=config.discovery_mutual,
         )
         self.post_init()
 

@@ -44,9 +44,19 @@ def _reference_infonce(query, positives, negatives, tau):
     return -math.log(numerator / denominator)
 
 
-def _reference_clip_to_word(queries, clips, words, mask, topk, tau, same_sample=False, discoverable=None):
+def _top_words(clips, words, valid, b, t, topk):
+    return sorted(valid, key=lambda n: -float(clips[b, t] @ words[b, n]))[:topk]
+
+
+def _top_clips(clips, words, b, n, topk):
+    return sorted(range(clips.shape[1]), key=lambda t: -float(clips[b, t] @ words[b, n]))[:topk]
+
+
+def _reference_clip_to_word(queries, clips, words, mask, topk, tau, same_sample=False, discoverable=None,
+                            mutual=False):
     """queries[b][t] against the words discovered for clip (b, t): the method doc's L_c2w, one term at a time.
-    `discoverable`: the words discovery may pick; `same_sample`: its other discoverable words are negatives too."""
+    `discoverable`: the words discovery may pick; `same_sample`: its other discoverable words are negatives too;
+    `mutual`: a word is a positive of clip t only if t is also among the word's top clips (no positive, no term)."""
     discoverable = mask if discoverable is None else discoverable & mask
     batch_size, num_clips = clips.shape[:2]
     losses = []
@@ -54,22 +64,29 @@ def _reference_clip_to_word(queries, clips, words, mask, topk, tau, same_sample=
         valid = [n for n in range(words.shape[1]) if discoverable[b, n]]
         others = [words[c, n] for c in range(batch_size) if c != b for n in range(words.shape[1]) if mask[c, n]]
         for t in range(num_clips):
-            ranked = sorted(valid, key=lambda n: -float(clips[b, t] @ words[b, n]))[:topk]
+            ranked = _top_words(clips, words, valid, b, t, topk)
+            if mutual:
+                ranked = [n for n in ranked if t in _top_clips(clips, words, b, n, topk)]
+            if not ranked:
+                continue
             own = [words[b, n] for n in valid if n not in ranked] if same_sample else []
             losses.append(_reference_infonce(queries[b][t], [words[b, n] for n in ranked], others + own, tau))
     return sum(losses) / len(losses)
 
 
-def _reference_word_to_clip(clips, words, mask, topk, tau, same_sample=False, discoverable=None):
+def _reference_word_to_clip(clips, words, mask, topk, tau, same_sample=False, discoverable=None, mutual=False):
     discoverable = mask if discoverable is None else discoverable & mask
     batch_size, num_clips = clips.shape[:2]
     losses = []
     for b in range(batch_size):
+        valid = [n for n in range(words.shape[1]) if discoverable[b, n]]
         others = [clips[c, t] for c in range(batch_size) if c != b for t in range(num_clips)]
-        for n in range(words.shape[1]):
-            if not discoverable[b, n]:
+        for n in valid:
+            ranked = _top_clips(clips, words, b, n, topk)
+            if mutual:
+                ranked = [t for t in ranked if n in _top_words(clips, words, valid, b, t, topk)]
+            if not ranked:
                 continue
-            ranked = sorted(range(num_clips), key=lambda t: -float(clips[b, t] @ words[b, n]))[:topk]
             own = [clips[b, t] for t in range(num_clips) if t not in ranked] if same_sample else []
             losses.append(_reference_infonce(words[b, n], [clips[b, t] for t in ranked], others + own, tau))
     return sum(losses) / len(losses)
@@ -145,6 +162,45 @@ def test_same_sample_negatives_and_a_discovery_mask_match_the_formulas(chunk_siz
                                                                 torch.tensor(1 / TAU), context_head=head,
                                                                 context_offsets=offsets, discovery_mask=discoverable)
     assert default.fine < out.fine
+
+
+@pytest.mark.parametrize("fine_negatives", ["other_samples", "same_and_other_samples"])
+def test_mutual_discovery_keeps_only_the_pairs_both_sides_picked(fine_negatives):
+    clips, videos, texts, words, mask = _embeddings(num_clips=6)
+    discoverable = mask.clone()
+    discoverable[:, 0] = False
+    head = LocVTPContextProjectionHead(make_config(projection_dim=8, context_window=2))
+    offsets = sample_context_offsets(4, 6, 2, generator=torch.Generator().manual_seed(1))
+    loss_fn = LocVTPLoss(fine_topk_words=2, fine_topk_clips=2, fine_negatives=fine_negatives, discovery_mutual=True)
+    out = loss_fn(clips, videos, texts, words, mask, torch.tensor(1 / TAU), context_head=head,
+                  context_offsets=offsets, discovery_mask=discoverable)
+
+    words_of_clip, clips_of_word = discover_correspondence(clips, words, discoverable, 2, 2)
+    mutual_words, mutual_clips = discover_correspondence(clips, words, discoverable, 2, 2, mutual=True)
+    assert torch.equal(mutual_words, words_of_clip & clips_of_word) and torch.equal(mutual_clips, mutual_words)
+    # some clips keep no word (they are no queries), but every sample keeps its most similar pair
+    assert (~mutual_words.any(-1)).any() and mutual_words.flatten(1).any(-1).all()
+
+    options = dict(same_sample=fine_negatives == "same_and_other_samples", discoverable=discoverable, mutual=True)
+    fine = (_reference_clip_to_word(clips, clips, words, mask, 2, TAU, **options)
+            + _reference_word_to_clip(clips, words, mask, 2, TAU, **options)) / 2
+    assert out.fine.item() == pytest.approx(fine, rel=1e-4)
+    with torch.no_grad():
+        warped = [[head(clips[b, t + offsets[b, t]], -offsets[b, t]) for t in range(6)] for b in range(4)]
+    warp = _reference_clip_to_word(warped, clips, words, mask, 2, TAU, **options)
+    intra = _reference_intra(warped, clips, sigma=1.0, tau=TAU)
+    assert out.temporal.item() == pytest.approx((warp + intra) / 2, rel=1e-4)
+    plain = LocVTPLoss(fine_topk_words=2, fine_topk_clips=2, fine_negatives=fine_negatives)(
+        clips, videos, texts, words, mask, torch.tensor(1 / TAU), context_head=head, context_offsets=offsets,
+        discovery_mask=discoverable,
+    )
+    assert plain.fine.item() != pytest.approx(out.fine.item(), rel=1e-3)
+
+
+def test_mutual_discovery_comes_from_the_config():
+    config = make_config(discovery_mutual=True)
+    assert LocVTPForPreTraining(config).locvtp_loss.discovery_mutual
+    assert not LocVTPForPreTraining(make_config()).locvtp_loss.discovery_mutual
 
 
 @pytest.mark.parametrize("weights", [(1.0, 0.0), (0.0, 1.0), (0.5, 2.0)])

@@ -4,11 +4,17 @@ BERT-base)
 configurations.
 
     python benchmarks/train_step.py [--configs tiny small default] [--device auto|cpu|cuda]
-        [--precision auto|fp32|bf16] [--batch_size N] [--steps 5] [--text_length 32] [--matmul_size N] [--quick]
+        [--precision auto|fp32|bf16] [--batch_size N [N ...]] [--steps 5] [--text_length 32] [--matmul_size N]
+        [--attn_implementation eager|sdpa ...] [--gradient_checkpointing off|on ...] [--fused_optimizer off|on ...]
+        [--quick]
 
 On CUDA (chosen automatically when present) the step runs under bf16 autocast, with the towers' default attention
-(SDPA where transformers has it for the backbone); on the CPU in fp32. Per configuration it prints the median step
-time, samples per second, the model FLOPs of one step counted with `torch.utils.flop_counter.FlopCounterMode`
+(SDPA: transformers' for BERT and ViT, the package's for TimeSformer) and the fused AdamW that training uses there; on
+the CPU in fp32 with the unfused AdamW. Several values of `--batch_size`, `--attn_implementation` (the clip encoder's
+attention), `--gradient_checkpointing` (activation checkpointing of both towers) and `--fused_optimizer` give a row
+for every combination, measured one after the other in the same run: before and after side by side. Per row it
+prints the median step time, samples per second, the model FLOPs of one step counted with
+`torch.utils.flop_counter.FlopCounterMode`
 (forward + backward: matrix multiplies, convolutions, attention), the FLOP/s they make, that as a share of the peak
 FLOP/s of a large matrix multiply measured in the same run and precision, and the peak memory of a step (parameters,
 optimizer state and batch, plus the peak of what the step allocates). The default configuration runs by default
@@ -17,6 +23,7 @@ only on CUDA: on a CPU one step of it takes minutes (add `--configs tiny small d
 
 import argparse
 import gc
+import itertools
 
 import torch
 from benchmark_utils import (
@@ -59,8 +66,9 @@ DEFAULT_BATCH_SIZES = {
     "cuda": {"tiny": 256, "small": 256, "default": 8},
 }
 COLUMNS = [
-    "config", "parameters (M)", "batch", "clips x frames x px", "attention (vision / text)", "precision", "s / step",
-    "samples / s", "GFLOP / step", "TFLOP/s", "% of matmul peak", "peak memory (GiB)",
+    "config", "parameters (M)", "batch", "clips x frames x px", "attention (vision / text)", "activation checkpointing",
+    "optimizer", "precision", "s / step", "samples / s", "GFLOP / step", "TFLOP/s", "% of matmul peak",
+    "peak memory (GiB)",
 ]
 
 
@@ -102,13 +110,26 @@ def measure_train_step(
     steps: int,
     text_length: int,
     matmul_peak: float | None = None,
+    attn_implementation: str | None = None,
+    gradient_checkpointing: bool = False,
+    fused_optimizer: bool | None = None,
 ) -> dict:
-    """One row of the table: the configuration's training step measured with `benchmark_utils.measure`; the FLOP/s
-    as a share of `matmul_peak` (FLOP/s) when given."""
+    """
+    One row of the table: the configuration's training step measured with `benchmark_utils.measure`; the FLOP/s
+    as a share of `matmul_peak` (FLOP/s) when given. `attn_implementation`: the clip encoder's attention ("eager" or
+    "sdpa"; default: the tower's default). `fused_optimizer`: AdamW's fused update (default: on CUDA, as in
+    training).
+    """
     config = LocVTPConfig(**CONFIGS[config_name])
     torch.manual_seed(0)
     model = LocVTPForPreTraining(config).to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    if attn_implementation is not None:
+        model.set_attn_implementation({"vision_config": attn_implementation})
+    if gradient_checkpointing:
+        model.activation_checkpointing_enable()
+    if fused_optimizer is None:
+        fused_optimizer = device.type == "cuda"
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=fused_optimizer)
     batch = random_batch(config, batch_size, text_length, device)
 
     def train_step():
@@ -124,8 +145,11 @@ def measure_train_step(
         "parameters (M)": sum(parameter.numel() for parameter in model.parameters()) / 1e6,
         "batch": batch_size,
         "clips x frames x px": f"{config.num_clips} x {config.frames_per_clip} x {height}",
-        "attention (vision / text)": f"{config.vision_config._attn_implementation} / "
-        f"{config.text_config._attn_implementation}",
+        # the towers share these sub-configs, and read their attention implementation from them at every call
+        "attention (vision / text)": f"{model.config.vision_config._attn_implementation} / "
+        f"{model.config.text_config._attn_implementation}",
+        "activation checkpointing": "on" if gradient_checkpointing else "off",
+        "optimizer": "AdamW, fused" if fused_optimizer else "AdamW",
         "precision": precision,
     }
     try:
@@ -163,26 +187,37 @@ def main(argv: list[str] | None = None) -> list[Table]:
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                         help="auto: bf16 autocast on CUDA, fp32 on the CPU")
-    parser.add_argument("--batch_size", type=int, help="for every configuration (default: per configuration)")
+    parser.add_argument("--batch_size", type=int, nargs="+",
+                        help="for every configuration, a row for each (default: per configuration)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps, after a warm-up step and a counted one")
     parser.add_argument("--text_length", type=int, default=32, help="tokens per text")
     parser.add_argument("--matmul_size", type=int,
                         help="side of the peak matrix multiply (default: 2048 on the CPU, 8192 on CUDA)")
+    parser.add_argument("--attn_implementation", nargs="+", choices=["eager", "sdpa"],
+                        help="the clip encoder's attention, a row for each (default: the tower's default, SDPA)")
+    parser.add_argument("--gradient_checkpointing", nargs="+", choices=["off", "on"], default=["off"],
+                        help="activation checkpointing of both towers, a row for each (default: off)")
+    parser.add_argument("--fused_optimizer", nargs="+", choices=["off", "on"],
+                        help="AdamW's fused update, a row for each (default: on CUDA, as in training)")
     parser.add_argument("--quick", action="store_true", help="a check that the script works: tiny, batch 4, 2 steps")
     args = parser.parse_args(argv)
-    for name in ("batch_size", "steps", "text_length", "matmul_size"):
+    for name in ("steps", "text_length", "matmul_size"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if args.batch_size and min(args.batch_size) < 1:
+        parser.error(f"--batch_size must be at least 1, got {min(args.batch_size)}")
     device = pick_device(args.device)
     precision = pick_precision(args.precision, device)
     if args.quick:
         configs, steps, text_length, matmul_size = args.configs or ["tiny"], 2, 16, args.matmul_size or 256
-        batch_sizes = dict.fromkeys(CONFIGS, args.batch_size or 4)
+        batch_sizes = dict.fromkeys(CONFIGS, args.batch_size or [4])
     else:
         configs = args.configs or (list(CONFIGS) if device.type == "cuda" else ["tiny", "small"])
         steps, text_length = args.steps, args.text_length
         matmul_size = args.matmul_size or (8192 if device.type == "cuda" else 2048)
-        batch_sizes = dict.fromkeys(CONFIGS, args.batch_size) if args.batch_size else DEFAULT_BATCH_SIZES[device.type]
+        batch_sizes = dict.fromkeys(CONFIGS, args.batch_size) if args.batch_size else {
+            name: [size] for name, size in DEFAULT_BATCH_SIZES[device.type].items()
+        }
 
     print(machine_line(device), flush=True)
     count_cpu_attention_flops()
@@ -196,10 +231,28 @@ def main(argv: list[str] | None = None) -> list[Table]:
             f"state and batch plus the peak the step allocates. Median of {steps} steps, text of {text_length} tokens."
         ],
     )
+    if "on" in args.gradient_checkpointing:
+        table.notes.append(
+            "With activation checkpointing the GFLOP / step include the forward pass that the backward pass "
+            "recomputes, so its TFLOP/s and % of matmul peak count that work too: compare the rows by samples / s."
+        )
+    variants = list(itertools.product(
+        args.attn_implementation or [None],
+        [value == "on" for value in args.gradient_checkpointing],
+        [value == "on" for value in args.fused_optimizer] if args.fused_optimizer else [None],
+    ))
     for name in configs:
-        row = measure_train_step(name, batch_sizes[name], device, precision, steps, text_length, peak)
-        table.rows.append(row)
-        print(f"{name}: {row['s / step']} s / step", flush=True)
+        for batch_size, (attention, checkpointing, fused) in itertools.product(batch_sizes[name], variants):
+            row = measure_train_step(
+                name, batch_size, device, precision, steps, text_length, peak, attention, checkpointing, fused
+            )
+            table.rows.append(row)
+            print(
+                f"{name}, batch {batch_size}, attention {row['attention (vision / text)']} (vision / text), "
+                f"activation checkpointing {row['activation checkpointing']}, {row['optimizer']}: "
+                f"{row['s / step']} s / step",
+                flush=True,
+            )
     table.print()
     return [table]
 

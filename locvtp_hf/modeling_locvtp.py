@@ -17,6 +17,12 @@ from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.auto.modeling_auto import MODEL_MAPPING
+from transformers.models.timesformer.configuration_timesformer import TimesformerConfig
+from transformers.models.timesformer.modeling_timesformer import (
+    TimeSformerAttention,
+    TimesformerModel,
+    TimesformerSelfAttention,
+)
 from transformers.utils import ModelOutput, can_return_tuple, logging
 
 from .configuration_locvtp import LocVTPConfig
@@ -387,8 +393,84 @@ class LocVTPSaliencyHead(nn.Module):
         return logits.masked_fill(~video_mask, float("-inf"))
 
 
+class LocVTPTimesformerSdpaSelfAttention(TimesformerSelfAttention):
+    """
+    TimeSformer's self-attention (the parameters and state dict keys of `TimesformerSelfAttention`: one `qkv`
+    projection) that runs `torch.nn.functional.scaled_dot_product_attention` when `config._attn_implementation` is
+    `"sdpa"`: a fused kernel (flash or memory-efficient attention on CUDA) instead of materialising the
+    `[batch, heads, tokens, tokens]` probabilities. With `"eager"`, or `output_attentions=True` (which needs the
+    probabilities), it is the eager parent. The implementation is read at every call, so `set_attn_implementation`
+    switches it.
+    """
+
+    def __init__(self, config: TimesformerConfig):
+        super().__init__(config)
+        self.config = config
+
+    @classmethod
+    def from_eager(cls, eager: TimesformerSelfAttention, config: TimesformerConfig):
+        """The module over `eager`'s own parameter tensors: nothing is copied or drawn at random."""
+        with torch.device("meta"):
+            module = cls(config)
+        module.load_state_dict(eager.state_dict(), assign=True)
+        return module
+
+    def forward(self, hidden_states: torch.Tensor, output_attentions: bool = False) -> tuple[torch.Tensor, ...]:
+        """
+        Args:
+            hidden_states (`torch.FloatTensor` of shape `(batch_size, tokens, hidden_size)`):
+                The tokens that attend to each other: the patches of one frame and the class token (spatial
+                attention), or the frames of one patch (temporal attention).
+            output_attentions (`bool`): Also return the probabilities, `(batch_size, heads, tokens, tokens)`.
+
+        Returns:
+            `tuple`: the attended tokens, `(batch_size, tokens, hidden_size)`, and the probabilities if asked for.
+        """
+        if output_attentions or self.config._attn_implementation != "sdpa":
+            return super().forward(hidden_states, output_attentions)
+        batch_size, num_tokens, hidden_size = hidden_states.shape
+        # [3, batch, heads, tokens, head_dim]
+        query, key, value = (
+            self.qkv(hidden_states)
+            .reshape(batch_size, num_tokens, 3, self.num_heads, hidden_size // self.num_heads)
+            .permute(2, 0, 3, 1, 4)
+        )
+        context = F.scaled_dot_product_attention(
+            query, key, value, dropout_p=self.attn_drop.p if self.training else 0.0, scale=self.scale
+        )
+        return (context.transpose(1, 2).reshape(batch_size, num_tokens, hidden_size),)
+
+
+class LocVTPTimesformerModel(TimesformerModel):
+    """
+    `TimesformerModel` with [`LocVTPTimesformerSdpaSelfAttention`] in every attention block, so that it supports
+    `attn_implementation="sdpa"` (its default, as for the towers that transformers gives SDPA) as well as `"eager"`.
+    Its parameters, state dict and outputs are `TimesformerModel`'s: checkpoints load either way. LocVTP builds its
+    TimeSformer clip encoders with this class.
+    """
+
+    _supports_sdpa = True
+
+    def __init__(self, config: TimesformerConfig):
+        super().__init__(config)
+        for module in list(self.modules()):
+            if isinstance(module, TimeSformerAttention):  # the spatial and the temporal attention of every layer
+                module.attention = LocVTPTimesformerSdpaSelfAttention.from_eager(module.attention, config)
+
+    @classmethod
+    def _can_set_attn_implementation(cls) -> bool:
+        return True  # the attention reads the implementation from the config at every call
+
+
+def _tower_class(config) -> type[PreTrainedModel]:
+    """The base model class of `config`'s type; [`LocVTPTimesformerModel`] for TimeSformer."""
+    return LocVTPTimesformerModel if isinstance(config, TimesformerConfig) else MODEL_MAPPING[type(config)]
+
+
 def _tower_from_config(config, **kwargs) -> PreTrainedModel:
     """The base model of `config`'s type, without the pooling layer that LocVTP does not use (BERT, ViT)."""
+    if isinstance(config, TimesformerConfig):
+        return LocVTPTimesformerModel._from_config(config, **kwargs)
     return AutoModel.from_config(config, **_no_pooler_kwargs(config), **kwargs)
 
 
@@ -417,8 +499,7 @@ def _pretrained_tower(name_or_path: str, sub_config: str, **kwargs) -> PreTraine
     )
     if sub_config in getattr(config, "sub_configs", {}):
         config = getattr(config, sub_config)
-    model_class = MODEL_MAPPING[type(config)]
-    return model_class.from_pretrained(name_or_path, config=config, **_no_pooler_kwargs(config), **kwargs)
+    return _tower_class(config).from_pretrained(name_or_path, config=config, **_no_pooler_kwargs(config), **kwargs)
 
 
 def _check_mask(name: str, mask: torch.Tensor | None, shape: torch.Size, device: torch.device) -> torch.Tensor:

@@ -105,6 +105,11 @@ class TrainingArguments:
     mixed_precision: str | None = field(
         default=None, metadata={"help": "'no', 'fp16' or 'bf16'. Default: the accelerate launch config's."}
     )
+    gradient_checkpointing: bool = field(
+        default=False,
+        metadata={"help": "Recompute the towers' activations in the backward pass instead of keeping them "
+                  "(activation checkpointing): less memory, so larger batches, for about one more forward pass."},
+    )
     seed: int = field(default=42, metadata={"help": "Seed of initialisation, data order and sampling."})
     num_workers: int = field(default=1, metadata={"help": "DataLoader worker processes that decode and sample clips."})
     # evaluation and tracking

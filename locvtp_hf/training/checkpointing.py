@@ -33,6 +33,7 @@ RESUMABLE_CHANGES = {
     "probe_num_clips",
     "max_consecutive_nonfinite_steps",
     "log_term_gradient_norms",
+    "gradient_checkpointing",
     "eval_batch_size",
     "renormalization",
     "renormalization_temperature",

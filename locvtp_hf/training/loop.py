@@ -128,7 +128,10 @@ def train(
     """
     if (args.checkpointing_steps or args.resume_from_checkpoint) and run_arguments is None:
         raise ValueError("Checkpoints need the run's arguments: pass run_arguments.")
-    optimizer = adamw_optimizer(model, args.learning_rate, args.weight_decay)
+    if args.gradient_checkpointing:
+        model.activation_checkpointing_enable()
+    # prepare() moves the model to the accelerator's device: the fused update where that is CUDA
+    optimizer = adamw_optimizer(model, args.learning_rate, args.weight_decay, fused=accelerator.device.type == "cuda")
     scheduler = cosine_schedule(optimizer, args.warmup_steps, args.max_steps, accelerator.num_processes)
     if streaming:
         model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)

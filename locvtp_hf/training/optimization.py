@@ -4,8 +4,16 @@ import torch
 from transformers import get_cosine_schedule_with_warmup
 
 
-def adamw_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters, with weight decay on the weights of linear and convolution layers only."""
+def adamw_optimizer(
+    model: torch.nn.Module, learning_rate: float, weight_decay: float, fused: bool | None = None
+) -> torch.optim.AdamW:
+    """
+    AdamW over the trainable parameters, with weight decay on the weights of linear and convolution layers only.
+
+    `fused`: torch's fused kernel, which updates all parameters in a few launches instead of several per parameter;
+    by default when every trainable parameter is on CUDA (elsewhere the unfused update is kept). Pass `True` when the
+    model moves to CUDA only after the optimizer is built (as `accelerator.prepare` does).
+    """
     decayed = {
         id(module.weight)
         for module in model.modules()
@@ -15,8 +23,12 @@ def adamw_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: 
     for parameter in model.parameters():
         if parameter.requires_grad:
             (decay if id(parameter) in decayed else no_decay).append(parameter)
+    if fused is None:
+        fused = all(parameter.is_cuda for parameter in decay + no_decay)
     return torch.optim.AdamW(
-        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=learning_rate
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=learning_rate,
+        fused=fused,
     )
 
 

@@ -107,6 +107,20 @@ def _reference_intra(warped, clips, sigma, tau):
     return sum(losses) / len(losses)
 
 
+def _assert_fine_and_temporal_match_the_formulas(out, clips, words, mask, head, offsets, topk, **options):
+    """`out.fine` and `out.temporal` (intra-video sigma 1) against the loop references, `options` of the fine term."""
+    fine = (_reference_clip_to_word(clips, clips, words, mask, topk, TAU, **options)
+            + _reference_word_to_clip(clips, words, mask, topk, TAU, **options)) / 2
+    assert out.fine.item() == pytest.approx(fine, rel=1e-4)
+    batch_size, num_clips = clips.shape[:2]
+    with torch.no_grad():
+        warped = [[head(clips[b, t + offsets[b, t]], -offsets[b, t]) for t in range(num_clips)]
+                  for b in range(batch_size)]
+    warp = _reference_clip_to_word(warped, clips, words, mask, topk, TAU, **options)
+    intra = _reference_intra(warped, clips, sigma=1.0, tau=TAU)
+    assert out.temporal.item() == pytest.approx((warp + intra) / 2, rel=1e-4)
+
+
 @pytest.mark.parametrize("topk", [1, 2])
 def test_losses_match_the_method_formulas(topk):
     clips, videos, texts, words, mask = _embeddings()
@@ -148,15 +162,8 @@ def test_same_sample_negatives_and_a_discovery_mask_match_the_formulas(chunk_siz
     out = loss_fn(clips, videos, texts, words, mask, torch.tensor(1 / TAU), context_head=head,
                   context_offsets=offsets, discovery_mask=discoverable)
 
-    options = dict(same_sample=True, discoverable=discoverable)
-    fine = (_reference_clip_to_word(clips, clips, words, mask, 2, TAU, **options)
-            + _reference_word_to_clip(clips, words, mask, 2, TAU, **options)) / 2
-    assert out.fine.item() == pytest.approx(fine, rel=1e-4)
-    with torch.no_grad():
-        warped = [[head(clips[b, t + offsets[b, t]], -offsets[b, t]) for t in range(5)] for b in range(4)]
-    warp = _reference_clip_to_word(warped, clips, words, mask, 2, TAU, **options)
-    intra = _reference_intra(warped, clips, sigma=1.0, tau=TAU)
-    assert out.temporal.item() == pytest.approx((warp + intra) / 2, rel=1e-4)
+    _assert_fine_and_temporal_match_the_formulas(out, clips, words, mask, head, offsets, topk=2, same_sample=True,
+                                                 discoverable=discoverable)
     # the other-samples-only default gives another (lower: fewer negatives) fine loss on the same inputs
     default = LocVTPLoss(fine_topk_words=2, fine_topk_clips=2)(clips, videos, texts, words, mask,
                                                                 torch.tensor(1 / TAU), context_head=head,
@@ -181,15 +188,9 @@ def test_mutual_discovery_keeps_only_the_pairs_both_sides_picked(fine_negatives)
     # some clips keep no word (they are no queries), but every sample keeps its most similar pair
     assert (~mutual_words.any(-1)).any() and mutual_words.flatten(1).any(-1).all()
 
-    options = dict(same_sample=fine_negatives == "same_and_other_samples", discoverable=discoverable, mutual=True)
-    fine = (_reference_clip_to_word(clips, clips, words, mask, 2, TAU, **options)
-            + _reference_word_to_clip(clips, words, mask, 2, TAU, **options)) / 2
-    assert out.fine.item() == pytest.approx(fine, rel=1e-4)
-    with torch.no_grad():
-        warped = [[head(clips[b, t + offsets[b, t]], -offsets[b, t]) for t in range(6)] for b in range(4)]
-    warp = _reference_clip_to_word(warped, clips, words, mask, 2, TAU, **options)
-    intra = _reference_intra(warped, clips, sigma=1.0, tau=TAU)
-    assert out.temporal.item() == pytest.approx((warp + intra) / 2, rel=1e-4)
+    _assert_fine_and_temporal_match_the_formulas(out, clips, words, mask, head, offsets, topk=2,
+                                                 same_sample=fine_negatives == "same_and_other_samples",
+                                                 discoverable=discoverable, mutual=True)
     plain = LocVTPLoss(fine_topk_words=2, fine_topk_clips=2, fine_negatives=fine_negatives)(
         clips, videos, texts, words, mask, torch.tensor(1 / TAU), context_head=head, context_offsets=offsets,
         discovery_mask=discoverable,

@@ -573,8 +573,14 @@ class LocVTPPreTrainedModel(PreTrainedModel):
         text_model = _pretrained_tower(text_model_name_or_path, sub_config="text_config", **text_kwargs)
         if hasattr(vision_model.config, "num_frames"):
             kwargs.setdefault("frames_per_clip", vision_model.config.num_frames)
+        # becoming sub-configs resets the towers' attention implementations: keep those they were loaded with
+        implementations = {
+            "vision_config": vision_model.config._attn_implementation,
+            "text_config": text_model.config._attn_implementation,
+        }
         config = LocVTPConfig(vision_config=vision_model.config, text_config=text_model.config, **kwargs)
         model = cls(config, vision_model=vision_model, text_model=text_model)
+        model.set_attn_implementation(implementations)
         logger.warning(
             f"The projections and the logit scale of {cls.__name__} (and its context projection head, if any) are "
             "newly initialized: pre-train the model before using its embeddings."

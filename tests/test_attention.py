@@ -178,6 +178,13 @@ def test_a_pretrained_timesformer_tower_gets_the_sdpa_path(tmp_path):
     assert list(state) == list(vision.state_dict())
     for name, value in vision.state_dict().items():
         assert torch.equal(state[name], value), name
+    # the implementation each tower is loaded with is kept, whatever it is
+    eager = LocVTPModel.from_vision_text_pretrained(
+        str(tmp_path / "timesformer"), str(tmp_path / "bert"), projection_dim=16, num_clips=NUM_CLIPS,
+        vision_attn_implementation="eager", text_attn_implementation="eager",
+    )
+    assert eager.config.vision_config._attn_implementation == eager.config.text_config._attn_implementation == "eager"
+    assert eager.vision_model.config._attn_implementation == eager.text_model.config._attn_implementation == "eager"
 
 
 def test_output_attentions_still_returns_the_attention_probabilities(tokenizer):

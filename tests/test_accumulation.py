@@ -29,8 +29,9 @@ SENTENCES = [
     "the blue ball jumps up and down", "a cat walks", "the green circle moves right then shrinks", "a car",
     "a person closes the fridge", "the box grows", "a ball is on the left", "the woman runs to the car",
 ]
-# the gradients of the accumulated batch add k partial gradients: other sums than one backward pass
-TOLERANCE = {"rtol": 1e-4, "atol": 1e-6}
+# the gradients of the accumulated batch add k partial gradients: other sums than one backward pass; and the CPU
+# scaled-dot-product attention kernel rounds differently for other batch sizes (a few 1e-6 on near-zero entries)
+TOLERANCE = {"rtol": 1e-4, "atol": 1e-5}
 
 
 def load_pretrain_script():

@@ -68,14 +68,21 @@ WORLDS = {
     "hard": {"persistent_object": True, "persistent_object_looks": None, "pretraining_span_coverage": 0.5},
     "hard_one_look": {"persistent_object": True, "persistent_object_looks": 1, "pretraining_span_coverage": 0.5},
 }
+
+
+def _design(negatives: str = "other_samples", stop_words: bool = False, mutual: bool = False) -> list[str]:
+    """pretrain.py's arguments of the open design choices of the fine-grained terms."""
+    flag = {False: "false", True: "true"}
+    return [
+        "--fine_negatives", negatives, "--discovery_stop_words", flag[stop_words], "--discovery_mutual", flag[mutual]
+    ]
+
+
+_OTHER, _OTHER_STOP = _design(), _design(stop_words=True)
+_SAME, _SAME_STOP = _design("same_and_other_samples"), _design("same_and_other_samples", stop_words=True)
+_MUTUAL, _MUTUAL_STOP = _design(mutual=True), _design(stop_words=True, mutual=True)
 # pretrain.py arguments of each variant, every design option spelled out so that a change of pretrain.py's defaults
 # does not change what a variant means
-_OTHER = ["--fine_negatives", "other_samples", "--discovery_stop_words", "false", "--discovery_mutual", "false"]
-_OTHER_STOP = ["--fine_negatives", "other_samples", "--discovery_stop_words", "true", "--discovery_mutual", "false"]
-_SAME = ["--fine_negatives", "same_and_other_samples", "--discovery_stop_words", "false", "--discovery_mutual", "false"]
-_SAME_STOP = ["--fine_negatives", "same_and_other_samples", "--discovery_stop_words", "true", "--discovery_mutual", "false"]
-_MUTUAL = ["--fine_negatives", "other_samples", "--discovery_stop_words", "false", "--discovery_mutual", "true"]
-_MUTUAL_STOP = ["--fine_negatives", "other_samples", "--discovery_stop_words", "true", "--discovery_mutual", "true"]
 VARIANTS = {
     "no_pretraining": ["--max_steps", "0", *_OTHER],
     "coarse": ["--fine_loss_weight", "0", "--temporal_loss_weight", "0", *_OTHER],

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoConfig, AutoModel, PreTrainedModel
+from transformers import AutoConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.auto.modeling_auto import MODEL_MAPPING
@@ -469,13 +469,11 @@ def _tower_class(config) -> type[PreTrainedModel]:
 
 def _tower_from_config(config, **kwargs) -> PreTrainedModel:
     """The base model of `config`'s type, without the pooling layer that LocVTP does not use (BERT, ViT)."""
-    if isinstance(config, TimesformerConfig):
-        return LocVTPTimesformerModel._from_config(config, **kwargs)
-    return AutoModel.from_config(config, **_no_pooler_kwargs(config), **kwargs)
+    return _tower_class(config)._from_config(config, **_no_pooler_kwargs(config), **kwargs)
 
 
 def _no_pooler_kwargs(config) -> dict:
-    model_class = MODEL_MAPPING[type(config)]
+    model_class = _tower_class(config)
     return {"add_pooling_layer": False} if "add_pooling_layer" in inspect.signature(model_class).parameters else {}
 
 

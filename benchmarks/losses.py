@@ -13,7 +13,9 @@ the coarse video-sentence term, the fine-grained clip-word term (chunked as conf
 before issue 16 kept below as the "before" reference, side by side with the package's in the same run. The
 encoders (clip encoder + text encoder, forward and backward) are measured at `--encoder_batch_size` and twice that,
 and extrapolated linearly to `N` samples: they cost the same per sample whatever the batch, while the fine and
-temporal terms score every clip and word against the whole global batch and grow with `N^2`.
+temporal terms score every clip and word against the whole global batch and grow with `N^2`. A second table counts
+the fine and temporal terms' matrix-multiply FLOPs and sets them against the machine's matrix-multiply peak,
+measured in the same run: the share of the step the two terms would still take if their products ran at the peak.
 
 On CUDA (chosen automatically when present) everything runs under bf16 autocast with the paper-size (default)
 configuration (the package's clip-word logits are float32 even there); on the CPU in fp32 with the small one
@@ -27,7 +29,9 @@ from contextlib import contextmanager, nullcontext
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
-from benchmark_utils import Table, autocast, is_out_of_memory, machine_line, measure, pick_device, pick_precision
+from benchmark_utils import (
+    Table, autocast, is_out_of_memory, machine_line, matmul_peak_flops, measure, pick_device, pick_precision
+)
 from train_step import CONFIGS, random_batch
 
 import locvtp_hf.loss
@@ -173,7 +177,7 @@ def measure_loss_term(
             leaf.grad = None
 
     try:
-        return measure(forward_backward, device, repeats)
+        return measure(forward_backward, device, repeats, count_flops=True)
     except (torch.OutOfMemoryError, RuntimeError) as error:
         if not is_out_of_memory(error):
             raise
@@ -277,6 +281,19 @@ def main(argv: list[str] | None = None) -> list[Table]:
             f"and temporal times). Median of {repeats}."
         ],
     )
+    matmul_peak = matmul_peak_flops(device, precision, 2048)
+    floor = Table(
+        title=f"Fine and temporal terms against the matrix-multiply peak, {shapes}",
+        columns=["global batch", "fine GFLOP", "temporal GFLOP", "fine % of matmul peak", "temporal % of matmul peak",
+                 "fine + temporal at matmul peak (ms)", "at matmul peak: fine + temporal % of step"],
+        notes=[
+            f"Matrix multiply peak: {matmul_peak / 1e12:.3g} TFLOP/s (2048 x 2048, {precision}, fastest of 5), "
+            "measured in this run. GFLOP: forward + backward of the chunked terms as FlopCounterMode counts them "
+            "(matrix multiplies; the exponentials and other elementwise work are not counted). At matmul peak: the "
+            "milliseconds those FLOPs take at the peak, and that time's share of the step (with the coarse term and "
+            "the encoders as measured): the least share the two terms could have without computing fewer products."
+        ],
+    )
     memory = Table(
         title=f"LocVTP losses against the encoders: peak memory (MiB) above the inputs, {shapes}",
         columns=["global batch", *CASES, "encoders"],
@@ -288,7 +305,7 @@ def main(argv: list[str] | None = None) -> list[Table]:
     )
     for global_batch in sizes:
         inputs = random_embeddings(config, global_batch, text_length, device)
-        time_row, memory_row = {"global batch": global_batch}, {"global batch": global_batch}
+        time_row, memory_row, flops = {"global batch": global_batch}, {"global batch": global_batch}, {}
         for case in CASES:
             if (case == "fine, unchunked" and global_batch > unchunked_max) or (
                 case.endswith("before") and global_batch > before_max
@@ -299,6 +316,7 @@ def main(argv: list[str] | None = None) -> list[Table]:
                 time_row[case] = memory_row[case] = result
             else:
                 time_row[case], memory_row[case] = 1000 * result.seconds, result.peak_bytes / 2**20
+                flops[case] = result.flops
         encoder_seconds = linear_in_batch([m.seconds for m in encoders], encoder_batches, global_batch)
         encoder_bytes = linear_in_batch([m.peak_bytes for m in encoders], encoder_batches, global_batch)
         time_row["encoders"], memory_row["encoders"] = 1000 * encoder_seconds, encoder_bytes / 2**20
@@ -311,13 +329,26 @@ def main(argv: list[str] | None = None) -> list[Table]:
             counted = [time_row.get(term) for term in terms]
             if all(isinstance(value, float) for value in step + counted):
                 time_row[column] = 100 * sum(counted) / sum(step)
+        floor_row = {"global batch": global_batch}
+        for term in ("fine", "temporal"):
+            if isinstance(time_row.get(term), float):
+                floor_row[f"{term} GFLOP"] = flops[term] / 1e9
+                floor_row[f"{term} % of matmul peak"] = 100 * flops[term] / matmul_peak / (time_row[term] / 1000)
+        if all(term in flops for term in ("fine", "temporal")) and isinstance(time_row.get("coarse"), float):
+            at_peak = 1000 * (flops["fine"] + flops["temporal"]) / matmul_peak
+            floor_row["fine + temporal at matmul peak (ms)"] = at_peak
+            floor_row["at matmul peak: fine + temporal % of step"] = (
+                100 * at_peak / (at_peak + time_row["coarse"] + time_row["encoders"])
+            )
         times.rows.append(time_row)
+        floor.rows.append(floor_row)
         memory.rows.append(memory_row)
         print(f"global batch {global_batch}: {time_row}", flush=True)
         del inputs
     times.print()
+    floor.print()
     memory.print()
-    return [times, memory]
+    return [times, floor, memory]
 
 
 if __name__ == "__main__":

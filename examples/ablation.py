@@ -97,6 +97,8 @@ VARIANTS = {
     "coarse_fine_mutual": ["--temporal_loss_weight", "0", *_MUTUAL],
     "full_mutual": [*_MUTUAL],
     "full_mutual_stop_words": [*_MUTUAL_STOP],
+    "full_mutual_warmup": ["--localization_warmup_steps", "500", *_MUTUAL],
+    "full_mutual_long_warmup": ["--localization_warmup_steps", "1000", *_MUTUAL],
 }
 BASELINE = "coarse"
 # (result key, column title) of the tables, localization first

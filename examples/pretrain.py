@@ -147,6 +147,14 @@ class PreTrainingArguments:
         default=False,
         metadata={"help": "Keep only the clip-word pairs discovery picks from both sides (see docs/method.md)."},
     )
+    localization_warmup_steps: int = field(
+        default=0,
+        metadata={
+            "help": "Raise the fine-grained and temporal loss weights linearly from 0 to their values over the first "
+            "N optimizer steps, so that coarse alignment, which correspondence discovery relies on, forms first "
+            "(0: full weights from the first step; see docs/method.md)."
+        },
+    )
     freeze_vision: bool = field(default=False, metadata={"help": "Keep the clip encoder's weights fixed."})
     freeze_text: bool = field(default=False, metadata={"help": "Keep the text encoder's weights fixed."})
     accumulate_negatives: bool = field(
@@ -243,6 +251,8 @@ def check_arguments(
         )
     if train_args.metric_for_best_model and args.eval_data == "none":
         raise ValueError("--metric_for_best_model needs an evaluation: set --eval_data.")
+    if args.localization_warmup_steps < 0:
+        raise ValueError(f"--localization_warmup_steps must be >= 0, got {args.localization_warmup_steps}.")
     if args.log_term_gradient_norms and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ValueError("--log_term_gradient_norms measures one process's gradients: run it with one process.")
     if args.accumulate_negatives and args.log_term_gradient_norms:
@@ -280,27 +290,50 @@ def model_inputs(batch: dict) -> dict:
     return {name: value for name, value in batch.items() if name != "context_offsets"}
 
 
-def logged_losses(loss, coarse, fine, temporal) -> dict:
-    """The loss to minimise and its three terms, under the names the training loop logs."""
-    return {"loss": loss, "loss_coarse": coarse, "loss_fine": fine, "loss_temporal": temporal}
+def localization_ramp(step: int, warmup_steps: int) -> float:
+    """The factor of the fine-grained and temporal loss weights at optimizer `step` (from 1) of a run with
+    `--localization_warmup_steps warmup_steps`: `step / warmup_steps`, at most 1."""
+    return 1.0 if warmup_steps <= 0 else min(1.0, step / warmup_steps)
 
 
-def pretraining_loss(accelerator, log_term_gradient_norms: bool):
+def weighted_terms(config, terms: dict, ramp: float) -> dict:
+    """Each computed term of `terms` (from `logged_losses`) times its weight in `config`, the fine-grained and
+    temporal ones also times `ramp`."""
+    factors = {"coarse": 1.0, "fine": ramp, "temporal": ramp}
+    return {
+        name: factor * getattr(config, f"{name}_loss_weight") * terms[f"loss_{name}"]
+        for name, factor in factors.items()
+        if terms[f"loss_{name}"] is not None
+    }
+
+
+def logged_losses(loss, coarse, fine, temporal, config, ramp: float) -> dict:
+    """The loss to minimise and its three terms, under the names the training loop logs. `loss` is the model's
+    weighted sum; below a `ramp` of 1 (`localization_ramp`) it is re-weighted, and the ramp is logged."""
+    terms = {"loss": loss, "loss_coarse": coarse, "loss_fine": fine, "loss_temporal": temporal}
+    if ramp < 1:
+        terms["loss"] = sum(weighted_terms(config, terms, ramp).values())
+        terms["localization_ramp"] = ramp
+    return terms
+
+
+def pretraining_loss(accelerator, log_term_gradient_norms: bool, localization_warmup_steps: int):
     """The loss function of the training loop: the three LocVTP losses of a micro-batch, with context offsets drawn
-    for it, and (at logging steps, if asked) the norm of each weighted term's gradient on the clip encoder."""
+    for it, their weights ramped (`localization_ramp`), and (at logging steps, if asked) the norm of each weighted
+    term's gradient on the clip encoder."""
 
     def loss_function(model, batch: dict, step) -> dict:
-        unwrapped = accelerator.unwrap_model(model)
-        offsets = context_offsets(batch, unwrapped.config, accelerator.device)
+        config = accelerator.unwrap_model(model).config
+        ramp = localization_ramp(step.step, localization_warmup_steps)
+        offsets = context_offsets(batch, config, accelerator.device)
         outputs = model(**model_inputs(batch), context_offsets=offsets)
-        terms = logged_losses(outputs.loss, outputs.loss_coarse, outputs.loss_fine, outputs.loss_temporal)
+        terms = logged_losses(
+            outputs.loss, outputs.loss_coarse, outputs.loss_fine, outputs.loss_temporal, config, ramp
+        )
         if log_term_gradient_norms and step.is_logging_step:
-            weighted = {
-                f"grad_norm_{name}": getattr(unwrapped.config, f"{name}_loss_weight") * terms[f"loss_{name}"]
-                for name in ("coarse", "fine", "temporal")
-                if terms[f"loss_{name}"] is not None
-            }
-            terms.update(term_gradient_norms(weighted, unwrapped.locvtp.vision_model.parameters()))
+            weighted = {f"grad_norm_{name}": term for name, term in weighted_terms(config, terms, ramp).items()}
+            vision_parameters = accelerator.unwrap_model(model).locvtp.vision_model.parameters()
+            terms.update(term_gradient_norms(weighted, vision_parameters))
         return terms
 
     return loss_function
@@ -314,8 +347,9 @@ class AccumulatedNegativesLoss(EmbeddingLoss):
     pass, and reused); `loss` is [`LocVTPForPreTraining.compute_losses`] over the accumulated batch.
     """
 
-    def __init__(self, accelerator):
+    def __init__(self, accelerator, localization_warmup_steps: int = 0):
         self.accelerator = accelerator
+        self.localization_warmup_steps = localization_warmup_steps
 
     def embed(self, model, batch: dict, step) -> dict:
         unwrapped = self.accelerator.unwrap_model(model)
@@ -337,7 +371,8 @@ class AccumulatedNegativesLoss(EmbeddingLoss):
     def loss(self, model, embeddings: dict, step, loss_parameter_gradients: bool = True) -> dict:
         unwrapped = self.accelerator.unwrap_model(model)
         losses = unwrapped.compute_losses(**embeddings, loss_parameter_gradients=loss_parameter_gradients)
-        return logged_losses(losses.loss, losses.coarse, losses.fine, losses.temporal)
+        ramp = localization_ramp(step.step, self.localization_warmup_steps)
+        return logged_losses(losses.loss, losses.coarse, losses.fine, losses.temporal, unwrapped.config, ramp)
 
 
 def pretraining_model_card(
@@ -577,9 +612,9 @@ def main():
         model,
         train_dataloader,
         (
-            AccumulatedNegativesLoss(accelerator)
+            AccumulatedNegativesLoss(accelerator, args.localization_warmup_steps)
             if args.accumulate_negatives
-            else pretraining_loss(accelerator, args.log_term_gradient_norms)
+            else pretraining_loss(accelerator, args.log_term_gradient_norms, args.localization_warmup_steps)
         ),
         train_args,
         evaluate=(lambda trained: evaluate(trained.locvtp)) if args.eval_data != "none" else None,

@@ -12,7 +12,7 @@ import torch
 from accelerate import Accelerator
 
 from locvtp_hf import LocVTPForPreTraining
-from locvtp_hf.training import cached_embedding_step
+from locvtp_hf.training import TrainingStep, cached_embedding_step
 
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -34,7 +34,7 @@ def main(folder: Path):
         model,
         batches[rank],
         pretrain.AccumulatedNegativesLoss(accelerator),
-        [None] * len(batches[rank]),
+        [TrainingStep(1, index, False) for index in range(len(batches[rank]))],
         reseed=lambda index: torch.manual_seed(10 * rank + index),
     )
     unwrapped = accelerator.unwrap_model(model)

@@ -19,7 +19,7 @@ from testing_utils import FRAMES_PER_CLIP, IMAGE_SIZE, NUM_CLIPS, make_config
 
 from locvtp_hf import LocVTPForPreTraining
 from locvtp_hf.loss import sample_context_offsets
-from locvtp_hf.training import cached_embedding_step
+from locvtp_hf.training import TrainingStep, cached_embedding_step
 from locvtp_hf.training.accumulation import concatenate_rows
 
 
@@ -79,12 +79,14 @@ def accelerator_factory():
     GradientState._reset_state()
 
 
-def accumulate(accelerator, model, batches, reseed=None) -> tuple[list, dict]:
-    """The cached-embedding step of `examples/pretrain.py` over `batches`: its losses and gradients."""
+def accumulate(accelerator, model, batches, reseed=None, step=1, localization_warmup_steps=0) -> tuple[list, dict]:
+    """The cached-embedding step of `examples/pretrain.py` over `batches` (optimizer step `step`): its losses and
+    gradients."""
     pretrain = load_pretrain_script()
     model = accelerator.prepare(model)
     terms = cached_embedding_step(
-        accelerator, model, batches, pretrain.AccumulatedNegativesLoss(accelerator), [None] * len(batches),
+        accelerator, model, batches, pretrain.AccumulatedNegativesLoss(accelerator, localization_warmup_steps),
+        [TrainingStep(step, index, False) for index in range(len(batches))],
         reseed=reseed or (lambda index: torch.manual_seed(index)),
     )
     gradients = {name: parameter.grad for name, parameter in model.named_parameters() if parameter.requires_grad}
@@ -169,3 +171,36 @@ def test_two_processes_accumulating_equal_one_process_with_the_global_batch(toke
         # the logged terms (the mean over processes) are the global batch's; DDP leaves the averaged gradients,
         # the single-process ones, on every process
         assert_same(saved["terms"], saved["grads"], expected_terms, expected_gradients, TOLERANCE)
+
+
+def test_the_localization_warmup_ramps_the_fine_and_temporal_weights(tokenizer, accelerator_factory):
+    # step 2 of a 4-step warm-up: loss = coarse + 0.5 * (1.5 * fine + 2 * temporal), in the cached-embedding step and
+    # in the plain loss function, terms and gradients both
+    pretrain = load_pretrain_script()
+    assert [pretrain.localization_ramp(step, 4) for step in (1, 2, 4, 9)] == [0.25, 0.5, 1.0, 1.0]
+    assert pretrain.localization_ramp(1, 0) == 1.0
+    torch.manual_seed(0)
+    model = LocVTPForPreTraining(make_config(fine_topk_words=2, fine_loss_weight=1.5, temporal_loss_weight=2.0))
+    batches = micro_batches(tokenizer, [2, 2])
+    batch = one_batch(batches)
+    reference = copy.deepcopy(model)
+    inputs = {name: value for name, value in batch.items() if name != "context_offsets"}
+    outputs = reference(**inputs, context_offsets=batch["context_offsets"])
+    loss = outputs.loss_coarse + 0.5 * (1.5 * outputs.loss_fine + 2.0 * outputs.loss_temporal)
+    loss.backward()
+    expected_terms = [term.detach() for term in (loss, outputs.loss_coarse, outputs.loss_fine, outputs.loss_temporal)]
+    expected_gradients = {name: p.grad for name, p in reference.named_parameters() if p.requires_grad}
+
+    accelerator = accelerator_factory(1)
+    plain = copy.deepcopy(model)
+    terms = pretrain.pretraining_loss(accelerator, False, 4)(plain, batch, TrainingStep(2, 0, False))
+    assert terms["localization_ramp"] == 0.5
+    terms["loss"].backward()
+    gradients = {name: p.grad for name, p in plain.named_parameters() if p.requires_grad}
+    names = ("loss", "loss_coarse", "loss_fine", "loss_temporal")
+    assert_same([terms[name] for name in names], gradients, expected_terms, expected_gradients, TOLERANCE)
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    terms, gradients = accumulate(accelerator_factory(2), model, batches, step=2, localization_warmup_steps=4)
+    assert_same(terms, gradients, expected_terms, expected_gradients, TOLERANCE)

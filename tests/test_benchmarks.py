@@ -84,7 +84,7 @@ def test_cpu_attention_flops_are_counted():
 
 
 def test_losses_tables_show_what_chunking_saves(suite):
-    times, memory = suite[0]["losses"]
+    times, _, memory = suite[0]["losses"]
     assert [row["global batch"] for row in times.rows] == [row["global batch"] for row in memory.rows] == [32, 64]
     cases = ["coarse", "fine", "temporal", "fine, unchunked", "encoders"]
     for row in times.rows:
@@ -96,6 +96,22 @@ def test_losses_tables_show_what_chunking_saves(suite):
     # outgrow the per-sample tensors (3x from 32 to 64 samples)
     assert large[chunked] / small[chunked] < 2.2 < 2.8 < large[unchunked] / small[unchunked]
     assert large[chunked] < large[unchunked]
+
+
+def test_the_losses_floor_table_counts_quadratic_products_below_the_measured_time(suite):
+    times, floor, _ = suite[0]["losses"]
+    columns = ["fine GFLOP", "temporal GFLOP", "fine % of matmul peak", "temporal % of matmul peak",
+               "fine + temporal at matmul peak (ms)", "at matmul peak: fine + temporal % of step"]
+    small, large = (_numbers(row, columns) for row in floor.rows)
+    # every clip and word is scored against the whole global batch: twice the batch, about four times the products
+    # (the products inside each sample grow only twice)
+    for term in ("fine GFLOP", "temporal GFLOP"):
+        index = columns.index(term)
+        assert 3.0 < large[index] / small[index] <= 4.0
+    for row, measured in zip(floor.rows, times.rows):
+        assert 0 < row["fine % of matmul peak"] < 100 and 0 < row["temporal % of matmul peak"] < 100
+        assert row["fine + temporal at matmul peak (ms)"] < measured["fine"] + measured["temporal"]
+        assert 0 < row["at matmul peak: fine + temporal % of step"] < measured["fine + temporal % of step"]
 
 
 def test_data_path_table(suite):

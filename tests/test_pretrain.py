@@ -294,6 +294,16 @@ def test_metric_for_best_model_needs_periodic_evaluation(tmp_path):
     assert result.returncode != 0 and "--metric_for_best_model chooses among periodic evaluations" in result.stderr
 
 
+def test_the_localization_warmup_is_logged_step_by_step_and_checked(tmp_path):
+    result = run_pretrain(tmp_path / "run", "--max_steps", "3", "--localization_warmup_steps", "2",
+                          "--checkpointing_steps", "0", "--eval_data", "none")
+    steps = [line for line in result.stderr.splitlines() if " INFO step " in line]
+    # the ramp is logged while it is below 1; from step 2 on, the model's own weighted loss is used
+    assert ["localization_ramp 0.5" in line for line in steps] == [True, False, False]
+    refused = run_pretrain(tmp_path / "refused", "--localization_warmup_steps", "-1", check=False)
+    assert refused.returncode != 0 and "--localization_warmup_steps must be >= 0" in refused.stderr
+
+
 def test_accumulated_negatives_train_and_resume_to_the_same_weights(tmp_path):
     """`--accumulate_negatives`: the losses of each step are those of the whole accumulated batch (cached
     embeddings), logged once per step; a run resumed from a checkpoint ends with the same weights."""

@@ -323,17 +323,17 @@ def pretraining_loss(accelerator, log_term_gradient_norms: bool, localization_wa
     term's gradient on the clip encoder."""
 
     def loss_function(model, batch: dict, step) -> dict:
-        config = accelerator.unwrap_model(model).config
+        unwrapped = accelerator.unwrap_model(model)
         ramp = localization_ramp(step.step, localization_warmup_steps)
-        offsets = context_offsets(batch, config, accelerator.device)
+        offsets = context_offsets(batch, unwrapped.config, accelerator.device)
         outputs = model(**model_inputs(batch), context_offsets=offsets)
         terms = logged_losses(
-            outputs.loss, outputs.loss_coarse, outputs.loss_fine, outputs.loss_temporal, config, ramp
+            outputs.loss, outputs.loss_coarse, outputs.loss_fine, outputs.loss_temporal, unwrapped.config, ramp
         )
         if log_term_gradient_norms and step.is_logging_step:
-            weighted = {f"grad_norm_{name}": term for name, term in weighted_terms(config, terms, ramp).items()}
-            vision_parameters = accelerator.unwrap_model(model).locvtp.vision_model.parameters()
-            terms.update(term_gradient_norms(weighted, vision_parameters))
+            weighted = weighted_terms(unwrapped.config, terms, ramp)
+            weighted = {f"grad_norm_{name}": term for name, term in weighted.items()}
+            terms.update(term_gradient_norms(weighted, unwrapped.locvtp.vision_model.parameters()))
         return terms
 
     return loss_function

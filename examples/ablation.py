@@ -70,12 +70,15 @@ WORLDS = {
 }
 
 
-def _design(negatives: str = "other_samples", stop_words: bool = False, mutual: bool = False) -> list[str]:
-    """pretrain.py's arguments of the open design choices of the fine-grained terms."""
+def _design(
+    negatives: str = "other_samples", stop_words: bool = False, mutual: bool = False, warmup_steps: int = 0
+) -> list[str]:
+    """pretrain.py's arguments of the open design choices of the fine-grained terms and of the term balance."""
     flag = {False: "false", True: "true"}
     return [
-        "--fine_negatives", negatives, "--discovery_stop_words", flag[stop_words], "--discovery_mutual", flag[mutual]
-    ]
+        "--fine_negatives", negatives, "--discovery_stop_words", flag[stop_words], "--discovery_mutual", flag[mutual],
+        "--localization_warmup_steps", str(warmup_steps),
+    ]  # fmt: skip
 
 
 _OTHER, _OTHER_STOP = _design(), _design(stop_words=True)
@@ -97,8 +100,8 @@ VARIANTS = {
     "coarse_fine_mutual": ["--temporal_loss_weight", "0", *_MUTUAL],
     "full_mutual": [*_MUTUAL],
     "full_mutual_stop_words": [*_MUTUAL_STOP],
-    "full_mutual_warmup": ["--localization_warmup_steps", "500", *_MUTUAL],
-    "full_mutual_long_warmup": ["--localization_warmup_steps", "1000", *_MUTUAL],
+    "full_mutual_warmup": _design(mutual=True, warmup_steps=500),
+    "full_mutual_long_warmup": _design(mutual=True, warmup_steps=1000),
 }
 BASELINE = "coarse"
 # (result key, column title) of the tables, localization first
@@ -156,6 +159,11 @@ class AblationArguments:
     grounding_batch_size: int = field(default=32, metadata={"help": "Queries per grounding step."})
     grounding_learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate of the head."})
     grounding_hidden_size: int = field(default=64, metadata={"help": "Width of the head's 2D map."})
+    action_ceiling_steps: int = field(
+        default=1000,
+        metadata={"help": "Steps of the supervised action ceiling of each world: a new clip encoder trained on the "
+                  "clips' action labels, what the encoder can show of the actions at all (0: skip it)."},
+    )
     bootstrap_samples: int = field(default=2000, metadata={"help": "Resamples of the per-query bootstrap."})
     quick: bool = field(
         default=False, metadata={"help": "A tiny run (a few videos, steps and queries) to check that all of it works."}
@@ -168,6 +176,7 @@ class AblationArguments:
 def apply_quick(args: AblationArguments) -> None:
     """`--quick`: the smallest settings that still exercise every stage."""
     args.max_steps, args.world_train_videos, args.world_validation_videos, args.world_test_videos = 2, 8, 3, 3
+    args.action_ceiling_steps = 2
     args.grounding_steps, args.grounding_batch_size, args.num_workers, args.bootstrap_samples = 2, 4, 0, 50
 
 
@@ -225,8 +234,8 @@ def cached(run_dir: Path, name: str, work) -> dict:
 # ---- one run: pre-training and measures ----------------------------------------------------------------------------
 
 
-def pretrain(args: AblationArguments, world_name: str, variant: str, seed: int, run_dir: Path) -> dict:
-    """Pre-train (or, for the floor, only save) one variant with `examples/pretrain.py`; its zero-shot figures."""
+def run_pretrain_script(args: AblationArguments, world_name: str, variant: str, seed: int, run_dir: Path, *extra):
+    """`examples/pretrain.py` for one variant (then `extra` arguments), its output in `run_dir/pretrain.log`."""
     world_options = WORLDS[world_name]
     command = [
         sys.executable, str(PRETRAIN_SCRIPT),
@@ -243,31 +252,48 @@ def pretrain(args: AblationArguments, world_name: str, variant: str, seed: int, 
           if world_options["persistent_object_looks"] else []),
         "--world_pretraining_span_coverage", str(world_options["pretraining_span_coverage"]),
         *VARIANTS[variant],
+        *extra,
     ]  # fmt: skip
     with open(run_dir / "pretrain.log", "w") as log:
         subprocess.run(command, stdout=log, stderr=log, check=True)
+
+
+def pretrain(args: AblationArguments, world_name: str, variant: str, seed: int, run_dir: Path) -> dict:
+    """Pre-train (or, for the floor, only save) one variant with `examples/pretrain.py`; its zero-shot figures."""
+    run_pretrain_script(args, world_name, variant, seed, run_dir)
     return json.loads((run_dir / "eval_results.json").read_text())
 
 
 @torch.no_grad()
+def clip_action_targets(videos: list, clip_spans: torch.Tensor, classes: list[str] | None = None) -> tuple:
+    """The action each clip shows at its centre ("none" between events) as class indices, clip by clip of `videos`
+    (`clip_spans`: `[N, T, 2]`); `classes` default to the sorted labels found, and a label outside them is -1."""
+    names = []
+    for video, spans in zip(videos, clip_spans):
+        for centre in spans.mean(-1).tolist():
+            showing = [event.action for event in video.events if event.start <= centre < event.end]
+            names.append(showing[0] if showing else "none")
+    classes = classes or sorted(set(names))
+    return torch.tensor([classes.index(name) if name in classes else -1 for name in names]), classes
+
+
+def majority_rate(train_targets: torch.Tensor, test_targets: torch.Tensor) -> float:
+    """The test accuracy of always answering the most frequent training class."""
+    majority = Counter(train_targets.tolist()).most_common(1)[0][0]
+    return (test_targets == majority).float().mean().item()
+
+
 def action_probe(model, processor, world: SyntheticWorld, num_clips: int) -> dict:
     """A linear classifier of "which action does the clip show" (or none) on frozen clip features, trained on the
     training videos and scored on the test videos, against always answering the most frequent training label."""
-    features, labels = {}, {}
+    features, targets, classes = {}, {}, None
     for split in ("train", "test"):
         videos = world.videos(split)
         _, clip_embeds, clip_spans = encode_videos(
             model, processor, [video.video_id for video in videos], world.render, world.fps, num_clips
         )
-        names = []
-        for video, spans in zip(videos, clip_spans):
-            for centre in spans.mean(-1).tolist():
-                showing = [event.action for event in video.events if event.start <= centre < event.end]
-                names.append(showing[0] if showing else "none")
-        features[split], labels[split] = clip_embeds.flatten(0, 1), names
-    classes = sorted(set(labels["train"]))
-    targets = {split: torch.tensor([classes.index(name) if name in classes else -1 for name in labels[split]])
-               for split in labels}  # fmt: skip
+        features[split] = clip_embeds.flatten(0, 1)
+        targets[split], classes = clip_action_targets(videos, clip_spans, classes)
     with torch.enable_grad():
         torch.manual_seed(0)
         probe = torch.nn.Linear(features["train"].shape[1], len(classes))
@@ -277,10 +303,55 @@ def action_probe(model, processor, world: SyntheticWorld, num_clips: int) -> dic
             torch.nn.functional.cross_entropy(probe(features["train"]), targets["train"]).backward()
             optimizer.step()
     predicted = probe(features["test"]).argmax(-1)
-    majority = Counter(targets["train"].tolist()).most_common(1)[0][0]
     return {
         "action_probe_accuracy": (predicted == targets["test"]).float().mean().item(),
-        "action_probe_majority_rate": (targets["test"] == majority).float().mean().item(),
+        "action_probe_majority_rate": majority_rate(targets["train"], targets["test"]),
+    }
+
+
+def action_ceiling(args: AblationArguments, world_name: str, world: SyntheticWorld, run_dir: Path) -> dict:
+    """What the pre-trained models' clip encoder can show of the actions at all: a new encoder of their size and
+    initialisation (the `no_pretraining` model of seed 0) trained end to end with a linear head on the training
+    videos' clip actions (cross-entropy, `args.action_ceiling_steps` steps of 16 videos), scored on the test videos
+    like the action probe."""
+    run_pretrain_script(args, world_name, "no_pretraining", 0, run_dir, "--eval_data", "none")
+    model = LocVTPModel.from_pretrained(run_dir)
+    processor = LocVTPProcessor.from_pretrained(run_dir)
+    pixels, targets, classes = {}, {}, None
+    for split in ("train", "test"):
+        videos = world.videos(split)
+        inputs = processor.video_processor(
+            [world.render(video.video_id) for video in videos], video_fps=world.fps, num_clips=args.num_clips,
+            return_tensors="pt",
+        )  # fmt: skip
+        pixels[split] = inputs["pixel_values_videos"]
+        targets[split], classes = clip_action_targets(videos, inputs["clip_spans"], classes)
+    torch.manual_seed(0)
+    head = torch.nn.Linear(model.config.projection_dim, len(classes))
+    parameters = [*model.parameters(), *head.parameters()]
+    optimizer = torch.optim.AdamW(parameters, lr=1e-3, weight_decay=0.05)
+    num_videos, per_video = len(pixels["train"]), args.num_clips
+    model.train()
+    for _ in range(args.action_ceiling_steps):
+        videos = torch.randint(0, num_videos, (16,))
+        clip_embeds = model.get_video_features(pixels["train"][videos]).clip_embeds
+        clip_targets = targets["train"].view(num_videos, per_video)[videos].flatten()
+        # the clip embeddings are unit vectors: a fixed scale lets the head's logits grow
+        loss = torch.nn.functional.cross_entropy(head(10 * clip_embeds.flatten(0, 1)), clip_targets)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        predicted = torch.cat([
+            head(10 * model.get_video_features(batch).clip_embeds.flatten(0, 1)).argmax(-1)
+            for batch in pixels["test"].split(16)
+        ])  # fmt: skip
+    return {
+        "action_ceiling_accuracy": (predicted == targets["test"]).float().mean().item(),
+        "action_ceiling_train_loss": loss.item(),
+        "action_probe_majority_rate": majority_rate(targets["train"], targets["test"]),
     }
 
 
@@ -449,8 +520,9 @@ def summarize(args: AblationArguments, runs: dict) -> dict:
     return summary
 
 
-def markdown_tables(args: AblationArguments, runs: dict, summary: dict, minutes: float) -> str:
-    """Per world: the figures (mean ± 95 % half-width) and the paired differences with the baseline."""
+def markdown_tables(args: AblationArguments, runs: dict, summary: dict, ceilings: dict, minutes: float) -> str:
+    """Per world: the figures (mean ± 95 % half-width), the paired differences with the baseline and the supervised
+    action ceiling."""
     text = []
     for world_name, by_variant in summary.items():
         keys = [(key, title) for key, title in FIGURES if any(key in entry for entry in by_variant.values())]
@@ -484,6 +556,13 @@ def markdown_tables(args: AblationArguments, runs: dict, summary: dict, minutes:
                     cell += f" [{low:+.3f}, {high:+.3f}]"
                 cells.append(cell)
             text.append(f"| {variant} | {' | '.join(cells)} |")
+        if world_name in ceilings:
+            ceiling = ceilings[world_name]
+            text.append(
+                f"\nSupervised action ceiling (a new clip encoder trained on the clips' action labels, "
+                f"{args.action_ceiling_steps} steps): {ceiling['action_ceiling_accuracy']:.3f}; majority class "
+                f"{ceiling['action_probe_majority_rate']:.3f}."
+            )
         text.append("")
     text.append(
         f"{args.max_steps} pre-training steps per variant (`examples/pretrain.py` defaults "
@@ -505,9 +584,18 @@ def main():
     output_dir = Path(args.output_dir)
 
     runs = {world_name: {variant: {} for variant in args.variants} for world_name in args.worlds}
-    seconds = 0.0
+    ceilings, seconds = {}, 0.0
     for world_name in args.worlds:
         world = build_world(args, world_name)
+        ceiling_dir = output_dir / world_name / "action_ceiling"
+        if args.action_ceiling_steps and not (args.summarize_only and not (ceiling_dir / "ceiling.json").exists()):
+            settings = run_settings(args, world_name, "no_pretraining", 0)
+            claim_run_folder(ceiling_dir, {**settings, "action_ceiling_steps": args.action_ceiling_steps})
+            logger.info(f"{world_name} world, supervised action ceiling")
+            ceilings[world_name] = cached(
+                ceiling_dir, "ceiling.json", lambda: action_ceiling(args, world_name, world, ceiling_dir)
+            )
+            seconds += json.loads((ceiling_dir / "timing.json").read_text())["ceiling"]
         for seed in args.seeds:
             for variant in args.variants:
                 run_dir = output_dir / world_name / variant / f"seed_{seed}"
@@ -532,7 +620,7 @@ def main():
     }
 
     summary = summarize(args, runs)
-    tables = markdown_tables(args, runs, summary, minutes)
+    tables = markdown_tables(args, runs, summary, ceilings, minutes)
     print("\n" + tables)
     (output_dir / "ABLATION.md").write_text(tables)
     per_seed = {
@@ -545,7 +633,11 @@ def main():
         for world_name, by_variant in runs.items()
     }
     (output_dir / "ablation_results.json").write_text(
-        json.dumps({"arguments": asdict(args), "runs": per_seed, "summary": summary, "minutes": minutes}, indent=2)
+        json.dumps(
+            {"arguments": asdict(args), "runs": per_seed, "summary": summary, "action_ceiling": ceilings,
+             "minutes": minutes},
+            indent=2,
+        )
         + "\n"
     )
     logger.info(f"Results in {output_dir / 'ablation_results.json'} and {output_dir / 'ABLATION.md'}")

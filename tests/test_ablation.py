@@ -14,7 +14,16 @@ import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "ablation.py"
 sys.path.insert(0, str(SCRIPT.parent))
-from ablation import bootstrap_difference, interval  # noqa: E402
+import pretrain  # noqa: E402
+from ablation import VARIANTS, WORLDS, bootstrap_difference, interval  # noqa: E402
+
+from locvtp_hf.training import (  # noqa: E402
+    ModelArguments,
+    SyntheticWorldArguments,
+    TrainingArguments,
+    parse_arguments,
+    recorded_arguments,
+)
 
 
 def test_the_ablation_measures_summarises_and_resumes(tmp_path):
@@ -50,6 +59,10 @@ def test_the_ablation_measures_summarises_and_resumes(tmp_path):
     assert len(per_query["zero_shot_iou"]) == len(per_query["in_video_auc"]) > 0
     table = (tmp_path / "ABLATION.md").read_text()
     assert "| coarse |" in table and "| full_same_sample |" in table and "Paired difference" in table
+    # the supervised action ceiling: once per world, from the untrained model of seed 0
+    ceiling = results["action_ceiling"]["hard"]
+    assert 0.0 <= ceiling["action_ceiling_accuracy"] <= 1.0 and ceiling["action_ceiling_train_loss"] > 0
+    assert "Supervised action ceiling" in table
 
     # a second invocation finds every run finished and only summarises them again
     logs = sorted(tmp_path.rglob("pretrain.log"))
@@ -57,7 +70,8 @@ def test_the_ablation_measures_summarises_and_resumes(tmp_path):
     second = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
     assert second.returncode == 0, second.stderr[-4000:]
     assert [log.stat().st_mtime_ns for log in logs] == modified
-    assert json.loads((tmp_path / "ablation_results.json").read_text())["runs"] == results["runs"]
+    again = json.loads((tmp_path / "ablation_results.json").read_text())
+    assert again["runs"] == results["runs"] and again["action_ceiling"] == results["action_ceiling"]
 
     # --summarize_only runs nothing: the unfinished seed 2 is left out of the tables
     summary_only = subprocess.run([*command, "2", "--summarize_only"], capture_output=True, text=True, timeout=900,
@@ -80,3 +94,25 @@ def test_intervals_and_the_bootstrap():
     a = [[0.6, 0.7, float("nan"), 0.2]] * 2
     b = [[0.5, 0.6, 0.1, 0.1]] * 2
     assert bootstrap_difference(a, b, samples=200) == pytest.approx([0.1, 0.1])
+
+
+def test_variants_pin_the_loss_options_and_the_default_run_is_the_chosen_variant(monkeypatch):
+    """Every variant spells out the loss options whose pretrain.py defaults may change, and pretrain.py with no
+    arguments trains exactly the ablation's `full_mutual_warmup` on the misaligned world at 1,500 steps."""
+    options = {"--fine_negatives", "--discovery_stop_words", "--discovery_mutual", "--localization_warmup_steps"}
+    for variant, arguments in VARIANTS.items():
+        assert options <= set(arguments), variant
+
+    def parsed(*arguments: str) -> dict:
+        monkeypatch.setattr(sys, "argv", ["pretrain.py", *arguments])
+        groups = (ModelArguments, pretrain.PreTrainingArguments, SyntheticWorldArguments, TrainingArguments)
+        return recorded_arguments(parse_arguments(groups, "", pretrain.SCRIPT_DEFAULTS), num_processes=1)
+
+    misaligned = WORLDS["misaligned"]
+    world = [
+        "--world_persistent_object", str(misaligned["persistent_object"]).lower(),
+        "--world_pretraining_span_coverage", str(misaligned["pretraining_span_coverage"]),
+    ]  # fmt: skip
+    default_run = parsed()
+    assert default_run == parsed("--max_steps", "1500", *world, *VARIANTS["full_mutual_warmup"])
+    assert default_run != parsed("--max_steps", "1500", *world, *VARIANTS["full_mutual"])

@@ -481,6 +481,9 @@ def test_pretraining_script_pushes_its_model_card_and_figures(fake_hub, tmp_path
     assert reported == {name: measured[name] for name in ("text_to_video_R@1", "text_to_video_R@5", "probe_hit_rate")}
     assert card.data.pipeline_tag is None and GROUNDING_TASK in card.data.tags
     assert "| Optimizer steps | 2 |" in card.text and "synthetic" in card.text
+    # the default run's departures from the paper are stated
+    assert "covers 50% of it" in card.text and "Discovery is mutual" in card.text
+    assert "| Warm-up of the fine-grained and temporal weights | linear from 0 over the first 500 steps |" in card.text
 
 
 def test_bad_input_is_rejected_with_the_reason(fake_hub, processor, tmp_path):

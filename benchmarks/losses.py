@@ -11,9 +11,10 @@ the coarse video-sentence term, the fine-grained clip-word term (chunked as conf
 --unchunked_max` also unchunked, to show what chunking saves), and the temporal term with its context head. For `N
 <= --before_max` the fine and temporal terms also run on `baseline_multi_positive_nce`, the implementation from
 before issue 16 kept below as the "before" reference, side by side with the package's in the same run. The
-encoders (clip encoder + text encoder, forward and backward) are measured at `--encoder_batch_size` and twice that,
-and extrapolated linearly to `N` samples: they cost the same per sample whatever the batch, while the fine and
-temporal terms score every clip and word against the whole global batch and grow with `N^2`. A second table counts
+encoders (clip encoder + text encoder, forward and backward) are measured on one micro-batch of
+`--encoder_batch_size` samples (a device's batch in training) and counted `N / encoder_batch_size` times, since a
+global batch goes through the encoders in such micro-batches, while the fine and temporal terms score every clip and
+word against the whole global batch and grow with `N^2`. A second table counts
 the fine and temporal terms' matrix-multiply FLOPs and sets them against the machine's matrix-multiply peak,
 measured in the same run: the share of the step the two terms would still take if their products ran at the peak.
 
@@ -189,34 +190,23 @@ def measure_loss_term(
 
 
 def measure_encoders(
-    config: LocVTPConfig, batch_sizes: tuple[int, int], text_length: int, device: torch.device, precision: str,
-    repeats: int,
-) -> list:
-    """The `Measurement`s of the clip and text encoders' forward + backward (with the projections) at each batch
-    size."""
+    config: LocVTPConfig, batch_size: int, text_length: int, device: torch.device, precision: str, repeats: int
+):
+    """The `Measurement` of the clip and text encoders' forward + backward (with the projections) on one micro-batch
+    of `batch_size` samples."""
     torch.manual_seed(0)
     model = LocVTPModel(config).to(device).train()
-    measurements = []
-    for batch_size in batch_sizes:
-        batch = random_batch(config, batch_size, text_length, device)
+    batch = random_batch(config, batch_size, text_length, device)
 
-        def forward_backward():
-            with autocast(device, precision):
-                video = model.get_video_features(batch["pixel_values_videos"])
-                text = model.get_text_features(batch["input_ids"], attention_mask=batch["attention_mask"])
-                total = video.clip_embeds.sum() + text.pooler_output.sum() + text.word_embeds.sum()
-            total.backward()
-            model.zero_grad(set_to_none=True)
+    def forward_backward():
+        with autocast(device, precision):
+            video = model.get_video_features(batch["pixel_values_videos"])
+            text = model.get_text_features(batch["input_ids"], attention_mask=batch["attention_mask"])
+            total = video.clip_embeds.sum() + text.pooler_output.sum() + text.word_embeds.sum()
+        total.backward()
+        model.zero_grad(set_to_none=True)
 
-        measurements.append(measure(forward_backward, device, repeats))
-    return measurements
-
-
-def linear_in_batch(values: tuple[float, float], batch_sizes: tuple[int, int], batch_size: int) -> float:
-    """The line through two (batch size, value) points at `batch_size`; a slope below 0 (timing noise) is taken as
-    0."""
-    slope = max((values[1] - values[0]) / (batch_sizes[1] - batch_sizes[0]), 0.0)
-    return values[1] + slope * (batch_size - batch_sizes[1])
+    return measure(forward_backward, device, repeats)
 
 
 def main(argv: list[str] | None = None) -> list[Table]:
@@ -232,7 +222,8 @@ def main(argv: list[str] | None = None) -> list[Table]:
     parser.add_argument("--before_max", type=int, default=1024,
                         help="largest global batch for which the baseline (before) fine and temporal terms run")
     parser.add_argument("--encoder_batch_size", type=int,
-                        help="the encoders run at this batch and twice it (default: 4 on CUDA, 16 on the CPU)")
+                        help="the encoders' micro-batch, a device's batch in training (default: 8 on CUDA, the "
+                        "default configuration's per-GPU batch; 32 on the CPU, examples/pretrain.py's)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per case, after a warm-up and a memory run")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
@@ -251,7 +242,7 @@ def main(argv: list[str] | None = None) -> list[Table]:
         sizes = args.global_batch_sizes or [2**power for power in range(6, 13 if on_cuda else 11)]
         text_length, chunk_size, unchunked_max = args.text_length, args.chunk_size, args.unchunked_max
         before_max = args.before_max
-        encoder_batch_size, repeats = args.encoder_batch_size or (4 if on_cuda else 16), args.repeats
+        encoder_batch_size, repeats = args.encoder_batch_size or (8 if on_cuda else 32), args.repeats
     for name, value in (("--global_batch_sizes", min(sizes)), ("--chunk_size", chunk_size),
                         ("--encoder_batch_size", encoder_batch_size), ("--repeats", repeats)):
         if value < 1:
@@ -261,8 +252,7 @@ def main(argv: list[str] | None = None) -> list[Table]:
 
     print(machine_line(device), flush=True)
     config = LocVTPConfig(**CONFIGS[config_name])
-    encoder_batches = (encoder_batch_size, 2 * encoder_batch_size)
-    encoders = measure_encoders(config, encoder_batches, text_length, device, precision, repeats)
+    encoders = measure_encoders(config, encoder_batch_size, text_length, device, precision, repeats)
     shapes = (
         f"{config_name} configuration ({config.num_clips} clips, {text_length} tokens, {config.projection_dim}-d), "
         f"{device.type}, {precision}"
@@ -275,10 +265,10 @@ def main(argv: list[str] | None = None) -> list[Table]:
             f"Each term alone; the fine and temporal terms in chunks of {chunk_size} samples (LocVTPLoss chunk_size). "
             "Before: the same terms on the baseline multi_positive_nce (before issue 16, kept in "
             f"benchmarks/losses.py), same chunks, up to a global batch of {before_max}. "
-            f"Encoders: clip and text encoder with projections, measured at {encoder_batches[0]} and "
-            f"{encoder_batches[1]} samples, extrapolated linearly. Losses % of step: the three terms against terms + "
-            "encoders; fine + temporal % of step: those two against the same step (before: with the baseline's fine "
-            f"and temporal times). Median of {repeats}."
+            f"Encoders: clip and text encoder with projections, measured on a micro-batch of {encoder_batch_size} "
+            "samples and counted once per micro-batch of the global batch. Losses % of step: the three terms "
+            "against terms + encoders; fine + temporal % of step: those two against the same step (before: with the "
+            f"baseline's fine and temporal times). Median of {repeats}."
         ],
     )
     matmul_peak = matmul_peak_flops(device, precision, 2048)
@@ -299,8 +289,8 @@ def main(argv: list[str] | None = None) -> list[Table]:
         columns=["global batch", *CASES, "encoders"],
         notes=[
             "Peak bytes of tensors allocated during the forward + backward (gradients included). Encoders: "
-            f"measured at {encoder_batches[0]} and {encoder_batches[1]} samples and extrapolated linearly, as if the "
-            "whole global batch went through the encoders at once (it is split over processes in training)."
+            f"the peak of one micro-batch of {encoder_batch_size} samples (the global batch goes through the "
+            "encoders in such micro-batches, over processes and accumulation steps)."
         ],
     )
     for global_batch in sizes:
@@ -317,9 +307,9 @@ def main(argv: list[str] | None = None) -> list[Table]:
             else:
                 time_row[case], memory_row[case] = 1000 * result.seconds, result.peak_bytes / 2**20
                 flops[case] = result.flops
-        encoder_seconds = linear_in_batch([m.seconds for m in encoders], encoder_batches, global_batch)
-        encoder_bytes = linear_in_batch([m.peak_bytes for m in encoders], encoder_batches, global_batch)
-        time_row["encoders"], memory_row["encoders"] = 1000 * encoder_seconds, encoder_bytes / 2**20
+        micro_batches = global_batch / encoder_batch_size
+        time_row["encoders"] = 1000 * encoders.seconds * micro_batches
+        memory_row["encoders"] = encoders.peak_bytes / 2**20
         for column, terms in (("losses % of step", ["coarse", "fine", "temporal"]),
                               ("fine + temporal % of step", ["fine", "temporal"]),
                               ("before: fine + temporal % of step", ["fine, before", "temporal, before"])):

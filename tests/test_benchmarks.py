@@ -96,6 +96,9 @@ def test_losses_tables_show_what_chunking_saves(suite):
     # outgrow the per-sample tensors (3x from 32 to 64 samples)
     assert large[chunked] / small[chunked] < 2.2 < 2.8 < large[unchunked] / small[unchunked]
     assert large[chunked] < large[unchunked]
+    # the encoders run in micro-batches of one size: twice the global batch, twice their time, the same peak
+    assert times.rows[1]["encoders"] == pytest.approx(2 * times.rows[0]["encoders"])
+    assert memory.rows[1]["encoders"] == memory.rows[0]["encoders"]
 
 
 def test_the_losses_floor_table_counts_quadratic_products_below_the_measured_time(suite):

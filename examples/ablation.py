@@ -264,7 +264,6 @@ def pretrain(args: AblationArguments, world_name: str, variant: str, seed: int, 
     return json.loads((run_dir / "eval_results.json").read_text())
 
 
-@torch.no_grad()
 def clip_action_targets(videos: list, clip_spans: torch.Tensor, classes: list[str] | None = None) -> tuple:
     """The action each clip shows at its centre ("none" between events) as class indices, clip by clip of `videos`
     (`clip_spans`: `[N, T, 2]`); `classes` default to the sorted labels found, and a label outside them is -1."""
@@ -283,6 +282,7 @@ def majority_rate(train_targets: torch.Tensor, test_targets: torch.Tensor) -> fl
     return (test_targets == majority).float().mean().item()
 
 
+@torch.no_grad()
 def action_probe(model, processor, world: SyntheticWorld, num_clips: int) -> dict:
     """A linear classifier of "which action does the clip show" (or none) on frozen clip features, trained on the
     training videos and scored on the test videos, against always answering the most frequent training label."""
@@ -588,7 +588,7 @@ def main():
     for world_name in args.worlds:
         world = build_world(args, world_name)
         ceiling_dir = output_dir / world_name / "action_ceiling"
-        if args.action_ceiling_steps and not (args.summarize_only and not (ceiling_dir / "ceiling.json").exists()):
+        if args.action_ceiling_steps and (not args.summarize_only or (ceiling_dir / "ceiling.json").exists()):
             settings = run_settings(args, world_name, "no_pretraining", 0)
             claim_run_folder(ceiling_dir, {**settings, "action_ceiling_steps": args.action_ceiling_steps})
             logger.info(f"{world_name} world, supervised action ceiling")

@@ -2,7 +2,7 @@
 training shards, against what a training step consumes.
 
     python benchmarks/data_path.py [--config tiny|small|default] [--num_videos 32] [--real_videos DIR]
-        [--paths before after shards] [--num_workers 1 2] [--batch_size 32] [--batches 4] [--shard_fps 8]
+        [--paths before after resized shards] [--num_workers 1 2] [--batch_size 32] [--batches 4] [--shard_fps 8]
         [--train_samples_per_second S] [--gpu_samples_per_second 25.2] [--device auto] [--quick]
 
 The videos: `--num_videos` videos of the built-in synthetic world exported as H.264 mp4 files (64 px, 4 fps, 16-40
@@ -15,7 +15,10 @@ s; their pre-training pairs are spans of a few seconds), and every video file in
   sampled time to the latest (`locvtp_hf.video_io._read_frames_sequential`, the path that is left for streams
   without packet timestamps), FFmpeg's automatic thread count in every worker;
 - `after`: the same dataset with today's `read_frames_at`: one seek per stretch of sampled times, only the packets the
-  sampled frames need decoded, each worker's share of the cores as decoder threads;
+  sampled frames need decoded, each worker's share of the cores as decoder threads; frames converted to RGB at full
+  size, then resized (the processor's default);
+- `resized`: as `after`, with the processor's `resize_while_decoding=True`: FFmpeg shrinks each frame to the
+  configuration's frame size while converting it (videos larger than that size only);
 - `shards`: `StreamingVideoTextDataset` over webdataset shards that `locvtp_hf.video_shards.write_video_shards`
   wrote first (one video per shard, at the configuration's frame size and `--shard_fps`; the time it took is
   printed), i.e. what `examples/write_video_shards.py` prepares for a large run.
@@ -34,6 +37,7 @@ batch 8 in 0.317 s, `benchmarks/RESULTS_H100.md`).
 """
 
 import argparse
+import copy
 import math
 import os
 import tempfile
@@ -58,7 +62,7 @@ from locvtp_hf.synthetic import SyntheticWorld
 from locvtp_hf.video_shards import write_video_shards
 
 
-PATHS = ("before", "after", "shards")
+PATHS = ("before", "after", "resized", "shards")
 COLUMNS = [
     "source", "path", "videos", "workers", "clips / s", "clips / s per worker", "training consumes clips / s",
     "workers to keep up", "skipped videos",
@@ -151,12 +155,18 @@ def measure_paths(
                 f"{size / 2**20:.3g} MiB; {len(report.failed)} unreadable video(s) left out."
             )
         for path in paths:
+            path_processor = processor
+            if path == "resized":
+                path_processor = copy.deepcopy(processor)
+                path_processor.video_processor.resize_while_decoding = True
             for workers in num_workers:
                 if path == "shards":
-                    dataset = StreamingVideoTextDataset(shard_files, processor, training=True)
+                    dataset = StreamingVideoTextDataset(shard_files, path_processor, training=True)
                 else:
-                    dataset = VideoTextPairDataset(rows, processor, training=True)
-                rate, skipped = clips_per_second(dataset, processor, workers, batch_size, batches, path == "before")
+                    dataset = VideoTextPairDataset(rows, path_processor, training=True)
+                rate, skipped = clips_per_second(
+                    dataset, path_processor, workers, batch_size, batches, path == "before"
+                )
                 per_worker = rate / max(workers, 1)
                 table.rows.append({
                     "source": source,
@@ -192,11 +202,11 @@ def main(argv: list[str] | None = None) -> list[Table]:
     parser.add_argument("--device", default="auto", help="where the training step is measured: auto, cpu, cuda")
     parser.add_argument("--quick", action="store_true",
                         help="a check that the script works: 2 synthetic videos, batches of 4, 1 worker and the after "
-                        "path only (unless --num_workers / --paths), no second table")
+                        "and resized paths only (unless --num_workers / --paths), no second table")
     args = parser.parse_args(argv)
     if args.quick:
         num_videos, num_workers, batch_size, batches = min(args.num_videos, 2), args.num_workers or [1], 4, 1
-        paths, gpu_samples_per_second = args.paths or ["after"], 0
+        paths, gpu_samples_per_second = args.paths or ["after", "resized"], 0
     else:
         num_videos, batch_size, batches = args.num_videos, args.batch_size, args.batches
         num_workers = args.num_workers or [1, 2]

@@ -88,17 +88,20 @@ class VideoInfo:
         num_frames (`int`): Number of frames; read from the header when present, else `round(duration * fps)`, so it
             is an estimate for some containers (e.g. Matroska).
         path (`str`, *optional*): The file the facts come from; the name of an [`EncodedVideo`].
+        width (`int`, *optional*), height (`int`, *optional*): Frame size in pixels, as decoded.
     """
 
     fps: float
     duration: float
     num_frames: int
     path: str | None = None
+    width: int | None = None
+    height: int | None = None
 
 
 def probe_video(path: VideoSource, backend: str = "pyav") -> VideoInfo:
     """
-    Read the frame rate, duration and frame count of a video file without decoding it.
+    Read the frame rate, duration, frame count and frame size of a video file without decoding it.
 
     Args:
         path (`str`, `os.PathLike` or [`EncodedVideo`]): Video file (mp4, mkv, webm, ...), an http(s) URL of one,
@@ -240,7 +243,9 @@ def _pyav_info(container, stream, path: str | EncodedVideo) -> VideoInfo:
     else:
         raise VideoDecodingError(f"video '{path}' has no duration information")
     num_frames = stream.frames if stream.frames else round(duration * fps)
-    return VideoInfo(fps=fps, duration=duration, num_frames=num_frames, path=str(path))
+    return VideoInfo(
+        fps=fps, duration=duration, num_frames=num_frames, path=str(path), width=stream.width, height=stream.height
+    )
 
 
 def _decode_from(container, stream, seek_pts: int | None):
@@ -517,7 +522,12 @@ def _torchcodec_info(decoder, path: str | EncodedVideo) -> VideoInfo:
         raise VideoDecodingError(f"video '{path}' has no decodable video frames")
     duration = float(metadata.end_stream_seconds - metadata.begin_stream_seconds)
     return VideoInfo(
-        fps=float(metadata.average_fps), duration=duration, num_frames=metadata.num_frames, path=str(path)
+        fps=float(metadata.average_fps),
+        duration=duration,
+        num_frames=metadata.num_frames,
+        path=str(path),
+        width=metadata.width,
+        height=metadata.height,
     )
 
 

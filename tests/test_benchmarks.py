@@ -119,11 +119,14 @@ def test_the_losses_floor_table_counts_quadratic_products_below_the_measured_tim
 
 def test_data_path_table(suite):
     (table,) = suite[0]["data_path"]
-    (row,) = table.rows
-    assert row["source"].startswith("synthetic mp4") and row["videos"] == 2 and row["workers"] == 1
-    assert row["skipped videos"] == 0
-    rate, per_worker, consumed = _numbers(row, ["clips / s", "clips / s per worker", "training consumes clips / s"])
-    assert per_worker == rate and row["workers to keep up"] == math.ceil(consumed / per_worker)
+    assert [row["path"] for row in table.rows] == ["after", "resized"]
+    for row in table.rows:
+        assert row["source"].startswith("synthetic mp4") and row["videos"] == 2 and row["workers"] == 1
+        assert row["skipped videos"] == 0
+        rate, per_worker, consumed = _numbers(
+            row, ["clips / s", "clips / s per worker", "training consumes clips / s"]
+        )
+        assert per_worker == rate and row["workers to keep up"] == math.ceil(consumed / per_worker)
     # the run_all passed the training step's figure from train_step.py's table
     assert "given with --train_samples_per_second" in table.notes[0]
 
@@ -165,7 +168,7 @@ def test_data_path_reads_real_videos_and_counts_unreadable_ones(real_data, tmp_p
     for name in ("carphone_pristine.mp4", "corrupted.mp4"):
         (videos / name).symlink_to(real_data / "videos" / name)
     (table,) = data_path.main(["--quick", "--num_videos", "0", "--real_videos", str(videos), "--device", "cpu",
-                               "--train_samples_per_second", "10"])
+                               "--train_samples_per_second", "10", "--paths", "after"])
     (row,) = table.rows
     assert row["source"].startswith("real") and row["videos"] == 2
     assert row["skipped videos"] > 0  # corrupted.mp4, drawn in a random order

@@ -252,7 +252,7 @@ def test_the_script_writes_shards_from_a_csv_and_resumes(videos, tmp_path, capsy
     assert texts == [row["text"] for row in videos]
 
 
-def test_the_data_path_benchmark_measures_before_after_and_shards_side_by_side(real_data, tmp_path, monkeypatch):
+def test_the_data_path_benchmark_measures_every_path_side_by_side(real_data, tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
     import data_path
 
@@ -262,8 +262,8 @@ def test_the_data_path_benchmark_measures_before_after_and_shards_side_by_side(r
         (videos / name).symlink_to(real_data / "videos" / name)
     (table,) = data_path.main(["--quick", "--num_videos", "0", "--real_videos", str(videos), "--device", "cpu",
                                "--train_samples_per_second", "10", "--paths", *data_path.PATHS, "--num_workers", "0"])
-    assert [row["path"] for row in table.rows] == ["before", "after", "shards"]
+    assert [row["path"] for row in table.rows] == ["before", "after", "resized", "shards"]
     assert all(row["clips / s per worker"] > 0 for row in table.rows)
-    assert table.rows[2]["skipped videos"] == 0  # corrupted.mp4 was left out of the shards when they were written
+    assert table.rows[3]["skipped videos"] == 0  # corrupted.mp4 was left out of the shards when they were written
     assert any("1 unreadable video(s) left out" in note for note in table.notes)
     assert video_io._read_frames_pyav.__name__ == "_read_frames_pyav"  # the baseline's decoding was put back

@@ -424,9 +424,12 @@ class StreamingVideoTextDataset(torch.utils.data.IterableDataset):
         import pyarrow as pa
 
         read = self._tar_samples if self.format == "webdataset" else self._parquet_samples
+        # bound before the first sample: a stream left open is closed at interpreter exit, after the modules' names
+        # are cleared, and the except clause is evaluated then
+        errors = (tarfile.TarError, pa.ArrowException, OSError, EOFError)
         try:
             yield from read(file, start)
-        except (tarfile.TarError, pa.ArrowException, OSError, EOFError) as error:
+        except errors as error:
             raise ShardReadError(f"{file}: {error}") from error
 
     @staticmethod
@@ -434,6 +437,7 @@ class StreamingVideoTextDataset(torch.utils.data.IterableDataset):
         """The samples of a webdataset tar: `{"__key__": key, "<extension>": bytes, ...}` of consecutive members of
         the same key (the name up to the first dot); the members of the first `start` samples are not read."""
         sample, index, where = {}, 0, None
+        errors = (tarfile.TarError, OSError, EOFError)  # bound before the first sample, as in `_read_shard`
         try:
             with fsspec.open(file, "rb") as stream, tarfile.open(fileobj=stream, mode="r|*") as tar:
                 for member in tar:
@@ -456,7 +460,7 @@ class StreamingVideoTextDataset(torch.utils.data.IterableDataset):
                 # (read whole at the end of an intact file) tells
                 if tar.fileobj.pos < tar.offset + tarfile.BLOCKSIZE:
                     raise tarfile.ReadError("the file ends without the end-of-archive marker: it was cut short")
-        except (tarfile.TarError, OSError, EOFError) as error:
+        except errors as error:
             if where is None:
                 raise tarfile.ReadError(f"not a readable tar file ({error})") from error
             raise tarfile.ReadError(f"unreadable {where} ({error})") from error

@@ -1,6 +1,8 @@
 import io
 import itertools
 import json
+import subprocess
+import sys
 import tarfile
 from collections import Counter
 
@@ -179,6 +181,21 @@ def test_a_resumed_stream_continues_where_it_stopped(shards, processor):
     # the unreadable sample (the fourth) is passed over and reported by its shard and key
     reports = [error for batch in uninterrupted for error in batch["skipped"]]
     assert reports and all(".tar/000000003.mp4" in error for error in reports)
+
+
+def test_a_stream_left_open_at_exit_is_closed_quietly(shards, processor, tmp_path):
+    """A script that stops in the middle of a shard (at `--max_steps`, say) exits without "Exception ignored" noise."""
+    processor.save_pretrained(tmp_path / "processor")
+    script = (
+        "from locvtp_hf import LocVTPProcessor\n"
+        "from locvtp_hf.data import StreamingVideoTextDataset\n"
+        f"processor = LocVTPProcessor.from_pretrained({str(tmp_path / 'processor')!r})\n"
+        f"samples = iter(StreamingVideoTextDataset({[str(path) for path in shards[1]]!r}, processor))\n"
+        "print(next(samples)['text'])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() and "Exception ignored" not in result.stderr, result.stderr
 
 
 def test_each_process_streams_its_own_shards(shards, processor):

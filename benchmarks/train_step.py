@@ -6,13 +6,14 @@ configurations.
     python benchmarks/train_step.py [--configs tiny small default] [--device auto|cpu|cuda]
         [--precision auto|fp32|bf16] [--batch_size N [N ...]] [--steps 5] [--text_length 32] [--matmul_size N]
         [--attn_implementation eager|sdpa ...] [--gradient_checkpointing off|on ...] [--fused_optimizer off|on ...]
-        [--quick]
+        [--torch_compile off|on ...] [--quick]
 
 On CUDA (chosen automatically when present) the step runs under bf16 autocast, with the towers' default attention
 (SDPA: transformers' for BERT and ViT, the package's for TimeSformer) and the fused AdamW that training uses there; on
 the CPU in fp32 with the unfused AdamW. Several values of `--batch_size`, `--attn_implementation` (the clip encoder's
-attention), `--gradient_checkpointing` (activation checkpointing of both towers) and `--fused_optimizer` give a row
-for every combination, measured one after the other in the same run: before and after side by side. Per row it
+attention), `--gradient_checkpointing` (activation checkpointing of both towers), `--fused_optimizer` and
+`--torch_compile` (`torch.compile` of the model, whose losses stay eager; compilation happens in the untimed warm-up
+step) give a row for every combination, measured one after the other in the same run: before and after side by side. Per row it
 prints the median step time, samples per second, the model FLOPs of one step counted with
 `torch.utils.flop_counter.FlopCounterMode`
 (forward + backward: matrix multiplies, convolutions, attention), the FLOP/s they make, that as a share of the peak
@@ -67,7 +68,7 @@ DEFAULT_BATCH_SIZES = {
 }
 COLUMNS = [
     "config", "parameters (M)", "batch", "clips x frames x px", "attention (vision / text)", "activation checkpointing",
-    "optimizer", "precision", "s / step", "samples / s", "GFLOP / step", "TFLOP/s", "% of matmul peak",
+    "optimizer", "torch.compile", "precision", "s / step", "samples / s", "GFLOP / step", "TFLOP/s", "% of matmul peak",
     "peak memory (GiB)",
 ]
 
@@ -113,12 +114,14 @@ def measure_train_step(
     attn_implementation: str | None = None,
     gradient_checkpointing: bool = False,
     fused_optimizer: bool | None = None,
+    torch_compile: bool = False,
 ) -> dict:
     """
     One row of the table: the configuration's training step measured with `benchmark_utils.measure`; the FLOP/s
     as a share of `matmul_peak` (FLOP/s) when given. `attn_implementation`: the clip encoder's attention ("eager" or
     "sdpa"; default: the tower's default). `fused_optimizer`: AdamW's fused update (default: on CUDA, as in
-    training).
+    training). `torch_compile`: the step runs `torch.compile(model)`; its FLOPs are counted on an eager step, since
+    the counter does not see inside compiled kernels.
     """
     config = LocVTPConfig(**CONFIGS[config_name])
     torch.manual_seed(0)
@@ -131,10 +134,11 @@ def measure_train_step(
         fused_optimizer = device.type == "cuda"
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=fused_optimizer)
     batch = random_batch(config, batch_size, text_length, device)
+    step_model = torch.compile(model) if torch_compile else model
 
-    def train_step():
+    def train_step(forward=step_model):
         with autocast(device, precision):
-            loss = model(**batch).loss
+            loss = forward(**batch).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -150,10 +154,15 @@ def measure_train_step(
         f"{model.config.text_config._attn_implementation}",
         "activation checkpointing": "on" if gradient_checkpointing else "off",
         "optimizer": "AdamW, fused" if fused_optimizer else "AdamW",
+        "torch.compile": "on" if torch_compile else "off",
         "precision": precision,
     }
     try:
-        measurement = measure(train_step, device, steps, count_flops=True)
+        measurement = measure(train_step, device, steps, count_flops=not torch_compile)
+        if torch_compile:
+            with flop_counter.FlopCounterMode(display=False) as counter:
+                train_step(forward=model)
+            measurement.flops = counter.get_total_flops()
         # what lives through the step, which it does not allocate: parameters, AdamW's moments, the batch
         resident = sum(parameter.nbytes for parameter in model.parameters())
         states = [value for state in optimizer.state.values() for value in state.values() if torch.is_tensor(value)]
@@ -199,6 +208,8 @@ def main(argv: list[str] | None = None) -> list[Table]:
                         help="activation checkpointing of both towers, a row for each (default: off)")
     parser.add_argument("--fused_optimizer", nargs="+", choices=["off", "on"],
                         help="AdamW's fused update, a row for each (default: on CUDA, as in training)")
+    parser.add_argument("--torch_compile", nargs="+", choices=["off", "on"], default=["off"],
+                        help="torch.compile of the model (its losses stay eager), a row for each (default: off)")
     parser.add_argument("--quick", action="store_true", help="a check that the script works: tiny, batch 4, 2 steps")
     args = parser.parse_args(argv)
     for name in ("steps", "text_length", "matmul_size"):
@@ -240,16 +251,19 @@ def main(argv: list[str] | None = None) -> list[Table]:
         args.attn_implementation or [None],
         [value == "on" for value in args.gradient_checkpointing],
         [value == "on" for value in args.fused_optimizer] if args.fused_optimizer else [None],
+        [value == "on" for value in args.torch_compile],
     ))
     for name in configs:
-        for batch_size, (attention, checkpointing, fused) in itertools.product(batch_sizes[name], variants):
+        for batch_size, (attention, checkpointing, fused, compiled) in itertools.product(batch_sizes[name], variants):
             row = measure_train_step(
-                name, batch_size, device, precision, steps, text_length, peak, attention, checkpointing, fused
+                name, batch_size, device, precision, steps, text_length, peak, attention, checkpointing, fused,
+                compiled,
             )
             table.rows.append(row)
             print(
                 f"{name}, batch {batch_size}, attention {row['attention (vision / text)']} (vision / text), "
-                f"activation checkpointing {row['activation checkpointing']}, {row['optimizer']}: "
+                f"activation checkpointing {row['activation checkpointing']}, {row['optimizer']}, "
+                f"torch.compile {row['torch.compile']}: "
                 f"{row['s / step']} s / step",
                 flush=True,
             )

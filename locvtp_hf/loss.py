@@ -409,6 +409,10 @@ class LocVTPLoss(nn.Module):
         self.temporal_intra_video_weight = temporal_intra_video_weight
         self.discovery_mutual = discovery_mutual
 
+    # A compiled model (`torch.compile`, accelerate's `dynamo_backend`) runs the losses eagerly: the rows they score
+    # (the queries with a positive, the valid words) change with every batch, so a traced graph would not carry over,
+    # and their time is in matrix products and exponentials that compiling does not shorten.
+    @torch.compiler.disable
     def forward(
         self,
         clip_embeds: torch.Tensor,

@@ -49,6 +49,28 @@ def test_every_backbone_pairing_trains(vision, text, tokenizer):
     assert without_gradient == []
 
 
+def test_a_compiled_model_trains_like_the_eager_one(tokenizer):
+    """`torch.compile` (accelerate's `dynamo_backend`) traces the encoders and leaves the losses eager; before, a
+    second batch shape made the random offsets of the temporal loss fail to trace."""
+    torch.manual_seed(0)
+    model = LocVTPForPreTraining(make_config()).eval()  # eval: no dropout, so both runs compute the same
+    compiled = torch.compile(model, backend="eager")  # the tracing, without the time of generating kernels
+    for batch_size in (3, 2):  # another batch and text length: traced again, not refused
+        batch = random_batch(tokenizer, batch_size=batch_size, seed=batch_size)
+        offsets = torch.ones(batch_size, batch["pixel_values_videos"].shape[1], dtype=torch.long)
+        offsets[:, -1] = -1
+        results = []
+        for forward in (model, compiled):
+            model.zero_grad(set_to_none=True)
+            out = forward(**batch, context_offsets=offsets)
+            out.loss.backward()
+            results.append((out.loss.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}))
+        (eager_loss, eager_grads), (compiled_loss, compiled_grads) = results
+        torch.testing.assert_close(compiled_loss, eager_loss)
+        torch.testing.assert_close(compiled_grads, eager_grads)
+    assert torch.isfinite(compiled(**batch).loss)  # with offsets drawn at random, in the eager losses
+
+
 def test_word_mask_drops_special_tokens_and_padding(tokenizer):
     model = LocVTPModel(make_config())
     batch = random_batch(tokenizer)

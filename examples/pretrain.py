@@ -123,6 +123,14 @@ class PreTrainingArguments:
         default=None, metadata={"help": "Where the videos of a .json / .csv --eval_data are (default: --video_dir)."}
     )
     probe_num_clips: int = field(default=16, metadata={"help": "Clips per whole video in the localization probe."})
+    resize_while_decoding: bool = field(
+        default=False,
+        metadata={
+            "help": "Let FFmpeg shrink the frames of video files to the model's frame size while decoding them: "
+            "faster on large videos, slightly different pixel values; saved with the processor, and set on a "
+            "checkpoint's processor too (see docs/video_processing.md)."
+        },
+    )
     # a new model's towers and the pre-training losses
     vision_model_name_or_path: str | None = field(
         default=None,
@@ -569,6 +577,8 @@ def main():
                 small_model_config(model_args, tokenizer, **pretraining_fields(args, tokenizer))
             )
         processor = new_processor(model.config, tokenizer, model_args.max_text_length)
+    if args.resize_while_decoding:
+        processor.video_processor.resize_while_decoding = True
     model.freeze_towers(vision=args.freeze_vision, text=args.freeze_text)
 
     if streaming:

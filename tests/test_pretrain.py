@@ -212,11 +212,15 @@ def test_training_reads_a_videofolder_and_skips_unreadable_videos(tmp_path):
 def test_real_data_without_evaluation_builds_no_synthetic_world(tmp_path):
     from locvtp_hf.synthetic import SyntheticWorld
 
-    folder = SyntheticWorld(seed=1, num_train=3, size=32).export(tmp_path / "data", "train")
+    # 64 px videos for a 32 px model: with --resize_while_decoding they are shrunk as they are decoded
+    folder = SyntheticWorld(seed=1, num_train=3, size=64).export(tmp_path / "data", "train")
     run_pretrain(tmp_path / "run", "--train_data", str(folder), "--eval_data", "none", "--max_steps", "2",
-                 "--checkpointing_steps", "0", "--world_seed", "-1")  # a world of this seed cannot be built
+                 "--checkpointing_steps", "0", "--world_seed", "-1",  # a world of this seed cannot be built
+                 "--resize_while_decoding")
     results = json.loads((tmp_path / "run" / "eval_results.json").read_text())
     assert results["steps"] == 2 and "text_to_video_R@1" not in results
+    assert results["skipped_training_samples"] == 0
+    assert LocVTPProcessor.from_pretrained(tmp_path / "run").video_processor.resize_while_decoding
     refused = run_pretrain(tmp_path / "refused", "--eval_data", "none", "--push_to_hub", "--hub_model_id", "a/b",
                            check=False)
     assert refused.returncode != 0

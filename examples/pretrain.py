@@ -321,14 +321,15 @@ def weighted_terms(config, terms: dict, ramp: float) -> dict:
     return {
         name: factor * getattr(config, f"{name}_loss_weight") * terms[f"loss_{name}"]
         for name, factor in factors.items()
-        if terms[f"loss_{name}"] is not None
+        if terms.get(f"loss_{name}") is not None
     }
 
 
-def logged_losses(loss, coarse, fine, temporal, config, ramp: float) -> dict:
-    """The loss to minimise and its three terms, under the names the training loop logs. `loss` is the model's
-    weighted sum; below a `ramp` of 1 (`localization_ramp`) it is re-weighted, and the ramp is logged."""
-    terms = {"loss": loss, "loss_coarse": coarse, "loss_fine": fine, "loss_temporal": temporal}
+def logged_losses(terms: dict, config, ramp: float) -> dict:
+    """`terms`: the loss to minimise and its terms (the temporal one's two parts too) under the names the training
+    loop logs, `loss`, `loss_coarse`, ... as `LocVTPForPreTrainingOutput` names them. `loss` is the model's weighted
+    sum; below a `ramp` of 1 (`localization_ramp`) it is re-weighted, and the ramp is logged."""
+    terms = dict(terms)
     if ramp < 1:
         terms["loss"] = sum(weighted_terms(config, terms, ramp).values())
         terms["localization_ramp"] = ramp
@@ -345,9 +346,8 @@ def pretraining_loss(accelerator, log_term_gradient_norms: bool, localization_wa
         ramp = localization_ramp(step.step, localization_warmup_steps)
         offsets = context_offsets(batch, unwrapped.config, accelerator.device)
         outputs = model(**model_inputs(batch), context_offsets=offsets)
-        terms = logged_losses(
-            outputs.loss, outputs.loss_coarse, outputs.loss_fine, outputs.loss_temporal, unwrapped.config, ramp
-        )
+        losses = {name: value for name, value in outputs.items() if name.startswith("loss")}
+        terms = logged_losses(losses, unwrapped.config, ramp)
         if log_term_gradient_norms and step.is_logging_step:
             weighted = weighted_terms(unwrapped.config, terms, ramp)
             weighted = {f"grad_norm_{name}": term for name, term in weighted.items()}
@@ -390,7 +390,8 @@ class AccumulatedNegativesLoss(EmbeddingLoss):
         unwrapped = self.accelerator.unwrap_model(model)
         losses = unwrapped.compute_losses(**embeddings, loss_parameter_gradients=loss_parameter_gradients)
         ramp = localization_ramp(step.step, self.localization_warmup_steps)
-        return logged_losses(losses.loss, losses.coarse, losses.fine, losses.temporal, unwrapped.config, ramp)
+        terms = {f"loss_{name}" if name != "loss" else name: value for name, value in vars(losses).items()}
+        return logged_losses(terms, unwrapped.config, ramp)
 
 
 def pretraining_model_card(

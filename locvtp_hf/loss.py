@@ -347,12 +347,16 @@ def temporal_aware_intra_video_loss(
 
 @dataclass
 class LocVTPLossOutput:
-    """The weighted total and each term; a term whose weight is 0 is `None` (it was not computed)."""
+    """The weighted total and each term; a term whose weight is 0 is `None` (it was not computed). The temporal term
+    is `(temporal_cross_modal_weight * temporal_cross_modal + temporal_intra_video_weight * temporal_intra_video) /
+    2`: its two parts are given too, unweighted, to tell which of them moves."""
 
     loss: torch.Tensor
     coarse: torch.Tensor | None = None
     fine: torch.Tensor | None = None
     temporal: torch.Tensor | None = None
+    temporal_cross_modal: torch.Tensor | None = None
+    temporal_intra_video: torch.Tensor | None = None
 
 
 class LocVTPLoss(nn.Module):
@@ -517,13 +521,14 @@ class LocVTPLoss(nn.Module):
             warped = context_head(context, -context_offsets)
             temporal = 0.0
             if self.temporal_cross_modal_weight > 0:
-                temporal = self.temporal_cross_modal_weight * against_words(warped)
+                terms["temporal_cross_modal"] = against_words(warped)
+                temporal = self.temporal_cross_modal_weight * terms["temporal_cross_modal"]
             if self.temporal_intra_video_weight > 0:
                 intra_losses = temporal_aware_intra_video_loss(
                     warped, clip_embeds, self.temporal_sigma, self.temporal_temperature
                 )
-                intra_video = global_mean(intra_losses.sum(), intra_losses.numel())
-                temporal = temporal + self.temporal_intra_video_weight * intra_video
+                terms["temporal_intra_video"] = global_mean(intra_losses.sum(), intra_losses.numel())
+                temporal = temporal + self.temporal_intra_video_weight * terms["temporal_intra_video"]
             terms["temporal"] = temporal / 2
             total = total + self.temporal_weight * terms["temporal"]
 

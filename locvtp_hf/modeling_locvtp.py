@@ -133,12 +133,17 @@ class LocVTPForPreTrainingOutput(LocVTPOutput):
         `coarse_loss_weight * loss_coarse + fine_loss_weight * loss_fine + temporal_loss_weight * loss_temporal`.
     loss_coarse, loss_fine, loss_temporal (`torch.FloatTensor` of shape `()`, *optional*):
         Each term of the loss; `None` when its weight is 0 (it is then not computed).
+    loss_temporal_cross_modal, loss_temporal_intra_video (`torch.FloatTensor` of shape `()`, *optional*):
+        The two parts of `loss_temporal`, unweighted: `loss_temporal = (temporal_cross_modal_weight *
+        loss_temporal_cross_modal + temporal_intra_video_weight * loss_temporal_intra_video) / 2`.
     """
 
     loss: torch.FloatTensor | None = None
     loss_coarse: torch.FloatTensor | None = None
     loss_fine: torch.FloatTensor | None = None
     loss_temporal: torch.FloatTensor | None = None
+    loss_temporal_cross_modal: torch.FloatTensor | None = None
+    loss_temporal_intra_video: torch.FloatTensor | None = None
 
 
 @dataclass
@@ -1103,6 +1108,8 @@ class LocVTPForPreTraining(LocVTPPreTrainedModel):
             loss_coarse=losses.coarse,
             loss_fine=losses.fine,
             loss_temporal=losses.temporal,
+            loss_temporal_cross_modal=losses.temporal_cross_modal,
+            loss_temporal_intra_video=losses.temporal_intra_video,
             **outputs,
         )
 

@@ -217,6 +217,10 @@ def test_the_two_temporal_terms_can_be_weighted_or_switched_off(weights):
     warp = _reference_clip_to_word(warped, clips, words, mask, 1, TAU)
     intra = _reference_intra(warped, clips, sigma=1.0, tau=TAU)
     assert out.temporal.item() == pytest.approx((weights[0] * warp + weights[1] * intra) / 2, rel=1e-4)
+    # the two parts are given unweighted, a part whose weight is 0 not at all
+    parts = (out.temporal_cross_modal, out.temporal_intra_video)
+    for part, weight, reference in zip(parts, weights, (warp, intra)):
+        assert part is None if weight == 0 else part.item() == pytest.approx(reference, rel=1e-4)
     with pytest.raises(ValueError, match="not both 0"):
         LocVTPLoss(temporal_cross_modal_weight=0.0, temporal_intra_video_weight=0.0)
     with pytest.raises(ValueError, match="fine_negatives must be one of"):

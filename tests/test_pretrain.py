@@ -307,6 +307,8 @@ def test_the_localization_warmup_is_logged_step_by_step_and_checked(tmp_path):
     steps = [line for line in result.stderr.splitlines() if " INFO step " in line]
     # the ramp is logged while it is below 1; from step 2 on, the model's own weighted loss is used
     assert ["localization_ramp 0.5" in line for line in steps] == [True, False, False]
+    # the temporal term's two parts are logged beside it
+    assert all("loss_temporal_cross_modal" in line and "loss_temporal_intra_video" in line for line in steps)
     refused = run_pretrain(tmp_path / "refused", "--localization_warmup_steps", "-1", check=False)
     assert refused.returncode != 0 and "--localization_warmup_steps must be >= 0" in refused.stderr
 

@@ -101,6 +101,7 @@ VARIANTS = {
     "full_mutual": [*_MUTUAL],
     "full_mutual_stop_words": [*_MUTUAL_STOP],
     "full_mutual_warmup": _design(mutual=True, warmup_steps=500),
+    "coarse_fine_mutual_warmup": ["--temporal_loss_weight", "0", *_design(mutual=True, warmup_steps=500)],
     "full_mutual_long_warmup": _design(mutual=True, warmup_steps=1000),
 }
 BASELINE = "coarse"

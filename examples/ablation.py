@@ -84,6 +84,7 @@ def _design(
 _OTHER, _OTHER_STOP = _design(), _design(stop_words=True)
 _SAME, _SAME_STOP = _design("same_and_other_samples"), _design("same_and_other_samples", stop_words=True)
 _MUTUAL, _MUTUAL_STOP = _design(mutual=True), _design(stop_words=True, mutual=True)
+_MUTUAL_WARMUP = _design(mutual=True, warmup_steps=500)
 # pretrain.py arguments of each variant, every design option spelled out so that a change of pretrain.py's defaults
 # does not change what a variant means
 VARIANTS = {
@@ -100,8 +101,8 @@ VARIANTS = {
     "coarse_fine_mutual": ["--temporal_loss_weight", "0", *_MUTUAL],
     "full_mutual": [*_MUTUAL],
     "full_mutual_stop_words": [*_MUTUAL_STOP],
-    "full_mutual_warmup": _design(mutual=True, warmup_steps=500),
-    "coarse_fine_mutual_warmup": ["--temporal_loss_weight", "0", *_design(mutual=True, warmup_steps=500)],
+    "full_mutual_warmup": [*_MUTUAL_WARMUP],
+    "coarse_fine_mutual_warmup": ["--temporal_loss_weight", "0", *_MUTUAL_WARMUP],
     "full_mutual_long_warmup": _design(mutual=True, warmup_steps=1000),
 }
 BASELINE = "coarse"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils import flop_counter as torch_flop_counter
 
 
 def pick_device(name: str) -> torch.device:
@@ -128,10 +128,40 @@ def peak_memory(device: torch.device):
     result.bytes = max(itertools.accumulate((event.nbytes() for event in events), initial=0))
 
 
+def _register_missing_flop_formulas() -> None:
+    """Formulas that `FlopCounterMode` lacks, whose FLOPs it would count as zero: the flash attention kernel that SDPA
+    uses on the CPU (with the formulas of the CUDA kernels), and the in-place `addmm_` (`c.addmm_(a, b)`, as `addmm`),
+    which the losses use to accumulate a gradient."""
+    aten, registry = torch.ops.aten, torch_flop_counter.flop_registry
+    if aten._scaled_dot_product_flash_attention_for_cpu not in registry:
+        torch_flop_counter.register_flop_formula(aten._scaled_dot_product_flash_attention_for_cpu)(
+            lambda query, key, value, *args, out_shape=None, **kwargs: torch_flop_counter.sdpa_flop_count(
+                query, key, value
+            )
+        )
+    if aten._scaled_dot_product_flash_attention_for_cpu_backward not in registry:
+        torch_flop_counter.register_flop_formula(aten._scaled_dot_product_flash_attention_for_cpu_backward)(
+            lambda grad_out, query, key, value, *args, out_shape=None, **kwargs: (
+                torch_flop_counter.sdpa_backward_flop_count(grad_out, query, key, value)
+            )
+        )
+    if aten.addmm_ not in registry:
+        torch_flop_counter.register_flop_formula(aten.addmm_)(
+            lambda self, mat1, mat2, *args, out_shape=None, **kwargs: 2 * mat1[0] * mat1[1] * mat2[1]
+        )
+
+
+def flop_counter() -> torch_flop_counter.FlopCounterMode:
+    """A `FlopCounterMode` (matrix multiplies, convolutions, attention) that also counts the CPU attention kernel and
+    in-place matrix products (see `_register_missing_flop_formulas`); it prints nothing."""
+    _register_missing_flop_formulas()
+    return torch_flop_counter.FlopCounterMode(display=False)
+
+
 @dataclass
 class Measurement:
-    """`seconds`: median over the timed runs; `peak_bytes`: see `peak_memory`; `flops`: counted by
-    `torch.utils.flop_counter.FlopCounterMode` (matrix multiplies, convolutions, attention) when asked for."""
+    """`seconds`: median over the timed runs; `peak_bytes`: see `peak_memory`; `flops`: counted by `flop_counter`
+    when asked for."""
 
     seconds: float
     peak_bytes: int
@@ -141,8 +171,8 @@ class Measurement:
 def measure(work: Callable[[], object], device: torch.device, repeats: int, count_flops: bool = False) -> Measurement:
     """Runs `work` once to warm up, once more for its peak memory (and FLOPs), then `repeats` timed times."""
     work()
-    flop_counter = FlopCounterMode(display=False) if count_flops else nullcontext()
-    with peak_memory(device) as memory, flop_counter:
+    counter = flop_counter() if count_flops else nullcontext()
+    with peak_memory(device) as memory, counter:
         work()
     times = []
     for _ in range(repeats):
@@ -154,7 +184,7 @@ def measure(work: Callable[[], object], device: torch.device, repeats: int, coun
     return Measurement(
         seconds=statistics.median(times),
         peak_bytes=memory.bytes,
-        flops=flop_counter.get_total_flops() if count_flops else None,
+        flops=counter.get_total_flops() if count_flops else None,
     )
 
 

@@ -278,8 +278,9 @@ def main(argv: list[str] | None = None) -> list[Table]:
                  "fine + temporal at matmul peak (ms)", "at matmul peak: fine + temporal % of step"],
         notes=[
             f"Matrix multiply peak: {matmul_peak / 1e12:.3g} TFLOP/s (2048 x 2048, {precision}, fastest of 5), "
-            "measured in this run. GFLOP: forward + backward of the chunked terms as FlopCounterMode counts them "
-            "(matrix multiplies; the exponentials and other elementwise work are not counted). At matmul peak: the "
+            "measured in this run. GFLOP: forward + backward of the chunked terms as `benchmark_utils.flop_counter` "
+            "counts them (matrix multiplies, the in-place ones included; the exponentials and other elementwise work "
+            "are not counted). At matmul peak: the "
             "milliseconds those FLOPs take at the peak, and that time's share of the step (with the coarse term and "
             "the encoders as measured): the least share the two terms could have without computing fewer products."
         ],

@@ -15,8 +15,7 @@ attention), `--gradient_checkpointing` (activation checkpointing of both towers)
 `--torch_compile` (`torch.compile` of the model, whose losses stay eager; compilation happens in the untimed warm-up
 step) give a row for every combination, measured one after the other in the same run: before and after side by side. Per row it
 prints the median step time, samples per second, the model FLOPs of one step counted with
-`torch.utils.flop_counter.FlopCounterMode`
-(forward + backward: matrix multiplies, convolutions, attention), the FLOP/s they make, that as a share of the peak
+`benchmark_utils.flop_counter` (forward + backward: matrix multiplies, convolutions, attention), the FLOP/s they make, that as a share of the peak
 FLOP/s of a large matrix multiply measured in the same run and precision, and the peak memory of a step (parameters,
 optimizer state and batch, plus the peak of what the step allocates). The default configuration runs by default
 only on CUDA: on a CPU one step of it takes minutes (add `--configs tiny small default` to include it).
@@ -30,6 +29,7 @@ import torch
 from benchmark_utils import (
     Table,
     autocast,
+    flop_counter,
     is_out_of_memory,
     machine_line,
     matmul_peak_flops,
@@ -37,7 +37,6 @@ from benchmark_utils import (
     pick_device,
     pick_precision,
 )
-from torch.utils import flop_counter
 
 from locvtp_hf import LocVTPConfig
 from locvtp_hf.modeling_locvtp import LocVTPForPreTraining
@@ -71,24 +70,6 @@ COLUMNS = [
     "optimizer", "torch.compile", "precision", "s / step", "samples / s", "GFLOP / step", "TFLOP/s", "% of matmul peak",
     "peak memory (GiB)",
 ]
-
-
-def count_cpu_attention_flops() -> None:
-    """FlopCounterMode has formulas for the CUDA attention kernels but not for the flash attention kernel that SDPA
-    uses on the CPU, whose FLOPs would count as zero: count it with the same formulas."""
-    aten = torch.ops.aten
-    forward = aten._scaled_dot_product_flash_attention_for_cpu
-    backward = aten._scaled_dot_product_flash_attention_for_cpu_backward
-    if forward not in flop_counter.flop_registry:
-        flop_counter.register_flop_formula(forward)(
-            lambda query, key, value, *args, out_shape=None, **kwargs: flop_counter.sdpa_flop_count(query, key, value)
-        )
-    if backward not in flop_counter.flop_registry:
-        flop_counter.register_flop_formula(backward)(
-            lambda grad_out, query, key, value, *args, out_shape=None, **kwargs: (
-                flop_counter.sdpa_backward_flop_count(grad_out, query, key, value)
-            )
-        )
 
 
 def random_batch(config: LocVTPConfig, batch_size: int, text_length: int, device: torch.device) -> dict:
@@ -160,7 +141,7 @@ def measure_train_step(
     try:
         measurement = measure(train_step, device, steps, count_flops=not torch_compile)
         if torch_compile:
-            with flop_counter.FlopCounterMode(display=False) as counter:
+            with flop_counter() as counter:
                 train_step(forward=model)
             measurement.flops = counter.get_total_flops()
         # what lives through the step, which it does not allocate: parameters, AdamW's moments, the batch
@@ -231,7 +212,6 @@ def main(argv: list[str] | None = None) -> list[Table]:
         }
 
     print(machine_line(device), flush=True)
-    count_cpu_attention_flops()
     peak = matmul_peak_flops(device, precision, matmul_size)
     table = Table(
         title=f"Training step throughput ({device.type}, {precision})",

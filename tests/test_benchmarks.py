@@ -10,16 +10,18 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
 
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
 import data_path  # noqa: E402
+from benchmark_utils import flop_counter  # noqa: E402
 import grounding  # noqa: E402
 import run_all  # noqa: E402
 import train_step  # noqa: E402
+
+from locvtp_hf.loss import multi_positive_nce  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -75,12 +77,26 @@ def test_train_step_table(suite):
 
 
 def test_cpu_attention_flops_are_counted():
-    train_step.count_cpu_attention_flops()
     query = torch.randn(2, 4, 16, 8, requires_grad=True)  # batch 2, 4 heads, 16 tokens of 8 channels
-    with FlopCounterMode(display=False) as counter:
+    with flop_counter() as counter:
         F.scaled_dot_product_attention(query, query, query).sum().backward()
     one_product = 2 * (2 * 4) * 16 * 16 * 8  # [16, 8] @ [8, 16] per batch and head
     assert counter.get_total_flops() == (2 + 5) * one_product  # 2 products forward, 5 backward
+
+
+def test_the_in_place_gradient_products_of_the_losses_are_counted():
+    samples, queries_per_sample, keys_per_sample, dim = 3, 4, 5, 8
+    queries = F.normalize(torch.randn(samples, queries_per_sample, dim), dim=-1).requires_grad_()
+    keys = F.normalize(torch.randn(samples, keys_per_sample, dim), dim=-1).requires_grad_()
+    key_mask = torch.ones(samples, keys_per_sample, dtype=torch.bool)
+    positives = torch.ones(samples, queries_per_sample, keys_per_sample, dtype=torch.bool)
+    with flop_counter() as counter:
+        loss_sum, _ = multi_positive_nce(queries, keys, key_mask, positives, 0, 0.07, chunk_size=1)
+        loss_sum.backward()
+    # every query against every key: the logits, and their products with the keys and (in place, accumulating the
+    # keys' gradient) with the queries; plus the logits of each sample's own keys, forward and their two gradients
+    one_product = 2 * queries_per_sample * keys_per_sample * dim
+    assert counter.get_total_flops() == 3 * samples * samples * one_product + 3 * samples * one_product
 
 
 def test_losses_tables_show_what_chunking_saves(suite):

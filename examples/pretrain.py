@@ -139,31 +139,42 @@ class PreTrainingArguments:
     text_model_name_or_path: str | None = field(
         default=None, metadata={"help": "A pretrained BERT-like text encoder (and its tokenizer) for a new model."}
     )
-    coarse_loss_weight: float = field(
-        default=1.0, metadata={"help": "Weight of the video-sentence loss (0 skips it)."}
+    # the loss flags: a new model takes NEW_MODEL_LOSS_FIELDS where one is not given, a checkpoint keeps its own
+    coarse_loss_weight: float | None = field(
+        default=None, metadata={"help": "Weight of the video-sentence loss (0 skips it; a new model: 1.0)."}
     )
-    fine_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the clip-word loss (0 skips it)."})
-    temporal_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the temporal loss (0 skips it)."})
-    temporal_cross_modal_weight: float = field(
-        default=1.0, metadata={"help": "Weight of the cross-modal warp term inside the temporal loss (0 skips it)."}
+    fine_loss_weight: float | None = field(
+        default=None, metadata={"help": "Weight of the clip-word loss (0 skips it; a new model: 1.0)."}
     )
-    temporal_intra_video_weight: float = field(
-        default=1.0, metadata={"help": "Weight of the intra-video term inside the temporal loss (0 skips it)."}
+    temporal_loss_weight: float | None = field(
+        default=None, metadata={"help": "Weight of the temporal loss (0 skips it; a new model: 1.0)."}
     )
-    fine_negatives: str = field(
-        default="other_samples",
+    temporal_cross_modal_weight: float | None = field(
+        default=None,
         metadata={
-            "help": "Negatives of the clip-word terms: 'other_samples', or 'same_and_other_samples' (also the "
-            "sample's own words and clips that discovery did not pick)."
+            "help": "Weight of the cross-modal warp term inside the temporal loss (0 skips it; a new model: 1.0)."
         },
     )
-    discovery_stop_words: bool = field(
-        default=False,
-        metadata={"help": "Keep stop words and punctuation out of clip-word correspondence discovery."},
+    temporal_intra_video_weight: float | None = field(
+        default=None,
+        metadata={"help": "Weight of the intra-video term inside the temporal loss (0 skips it; a new model: 1.0)."},
     )
-    discovery_mutual: bool = field(
-        default=True,
-        metadata={"help": "Keep only the clip-word pairs discovery picks from both sides (see docs/method.md)."},
+    fine_negatives: str | None = field(
+        default=None,
+        metadata={
+            "help": "Negatives of the clip-word terms: 'other_samples' (a new model's), or 'same_and_other_samples' "
+            "(also the sample's own words and clips that discovery did not pick)."
+        },
+    )
+    discovery_stop_words: bool | None = field(
+        default=None,
+        metadata={"help": "Keep stop words and punctuation out of clip-word correspondence discovery (true / false; "
+                  "a new model: false)."},
+    )
+    discovery_mutual: bool | None = field(
+        default=None,
+        metadata={"help": "Keep only the clip-word pairs discovery picks from both sides (true / false; a new model: "
+                  "true; see docs/method.md)."},
     )
     localization_warmup_steps: int = field(
         default=500,
@@ -280,18 +291,28 @@ def check_arguments(
         )
 
 
-def pretraining_fields(args: PreTrainingArguments, tokenizer) -> dict:
-    """The pre-training loss fields of a new model's config."""
-    return dict(
-        coarse_loss_weight=args.coarse_loss_weight,
-        fine_loss_weight=args.fine_loss_weight,
-        temporal_loss_weight=args.temporal_loss_weight,
-        temporal_cross_modal_weight=args.temporal_cross_modal_weight,
-        temporal_intra_video_weight=args.temporal_intra_video_weight,
-        fine_negatives=args.fine_negatives,
-        discovery_excluded_token_ids=stop_word_token_ids(tokenizer) if args.discovery_stop_words else None,
-        discovery_mutual=args.discovery_mutual,
-    )
+# what a new model's config takes for a loss flag that is not given (the ablation's chosen setting: docs/ablation.md)
+NEW_MODEL_LOSS_FIELDS = dict(
+    coarse_loss_weight=1.0,
+    fine_loss_weight=1.0,
+    temporal_loss_weight=1.0,
+    temporal_cross_modal_weight=1.0,
+    temporal_intra_video_weight=1.0,
+    fine_negatives="other_samples",
+    discovery_stop_words=False,
+    discovery_mutual=True,
+)
+
+
+def pretraining_fields(args: PreTrainingArguments, tokenizer, new_model: bool) -> dict:
+    """The config fields the loss flags set: for a new model all of them (`NEW_MODEL_LOSS_FIELDS` where a flag is not
+    given); for a checkpoint only the flags given, the rest keep the checkpoint's values."""
+    given = {name: getattr(args, name) for name in NEW_MODEL_LOSS_FIELDS if getattr(args, name) is not None}
+    fields = {**NEW_MODEL_LOSS_FIELDS, **given} if new_model else given
+    if "discovery_stop_words" in fields:
+        stop_words = fields.pop("discovery_stop_words")
+        fields["discovery_excluded_token_ids"] = stop_word_token_ids(tokenizer) if stop_words else None
+    return fields
 
 
 def context_offsets(batch: dict, config, device) -> torch.Tensor:
@@ -551,8 +572,10 @@ def main():
 
     # ---- model and processor ---------------------------------------------------------------------------------------
     if model_args.checkpoint:
-        model = LocVTPForPreTraining.from_pretrained(model_args.checkpoint)
         processor = LocVTPProcessor.from_pretrained(model_args.checkpoint)
+        model = LocVTPForPreTraining.from_pretrained(
+            model_args.checkpoint, **pretraining_fields(args, processor.tokenizer, new_model=False)
+        )
     else:
         if args.text_model_name_or_path:
             tokenizer = AutoTokenizer.from_pretrained(args.text_model_name_or_path)
@@ -571,11 +594,11 @@ def main():
                 args.vision_model_name_or_path,
                 args.text_model_name_or_path,
                 **locvtp_fields(model_args),
-                **pretraining_fields(args, tokenizer),
+                **pretraining_fields(args, tokenizer, new_model=True),
             )
         else:
             model = LocVTPForPreTraining(
-                small_model_config(model_args, tokenizer, **pretraining_fields(args, tokenizer))
+                small_model_config(model_args, tokenizer, **pretraining_fields(args, tokenizer, new_model=True))
             )
         processor = new_processor(model.config, tokenizer, model_args.max_text_length)
     if args.resize_while_decoding:

@@ -171,37 +171,37 @@ class LocVTPConfig(PreTrainedConfig):
     frames_per_clip: int = 4
     vision_pooling: str = "auto"
     sentence_pooling: str = "cls"
-    logit_scale_init_value: float = math.log(1 / 0.07)
-    logit_scale_max: float = math.log(100.0)
-    coarse_loss_weight: float = 1.0
-    fine_loss_weight: float = 1.0
-    temporal_loss_weight: float = 1.0
-    fine_temperature: float = 0.07
+    logit_scale_init_value: float | int = math.log(1 / 0.07)
+    logit_scale_max: float | int = math.log(100.0)
+    coarse_loss_weight: float | int = 1.0
+    fine_loss_weight: float | int = 1.0
+    temporal_loss_weight: float | int = 1.0
+    fine_temperature: float | int = 0.07
     fine_topk_words: int = 1
     fine_topk_clips: int = 1
     context_window: int = 2
-    temporal_sigma: float = 1.0
-    temporal_temperature: float = 0.07
+    temporal_sigma: float | int = 1.0
+    temporal_temperature: float | int = 0.07
     fine_negatives: str = "other_samples"
     discovery_excluded_token_ids: list[int] | None = None
     discovery_mutual: bool = False
-    temporal_cross_modal_weight: float = 1.0
-    temporal_intra_video_weight: float = 1.0
+    temporal_cross_modal_weight: float | int = 1.0
+    temporal_intra_video_weight: float | int = 1.0
     loss_chunk_size: int | None = 64
-    initializer_range: float = 0.02
-    retrieval_fusion_weight: float = 0.0
+    initializer_range: float | int = 0.02
+    retrieval_fusion_weight: float | int = 0.0
     grounding_num_positions: int = 16
     grounding_pooling_counts: list[int] | None = None
     grounding_hidden_size: int = 512
     grounding_num_conv_layers: int = 8
     grounding_conv_kernel_size: int = 5
-    grounding_iou_min: float = 0.5
-    grounding_iou_max: float = 1.0
-    grounding_nms_threshold: float = 0.5
+    grounding_iou_min: float | int = 0.5
+    grounding_iou_max: float | int = 1.0
+    grounding_nms_threshold: float | int = 0.5
     grounding_freeze_encoder: bool = False
     grounding_clip_chunk_size: int = 32
     grounding_saliency_head: bool = False
-    grounding_saliency_loss_weight: float = 1.0
+    grounding_saliency_loss_weight: float | int = 1.0
 
     def __post_init__(self, **kwargs):
         if self.vision_config is None or isinstance(self.vision_config, dict):
@@ -258,6 +258,12 @@ class LocVTPConfig(PreTrainedConfig):
         for name in ("fine_temperature", "temporal_temperature", "temporal_sigma"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.logit_scale_init_value > self.logit_scale_max:
+            raise ValueError(
+                f"logit_scale_init_value={self.logit_scale_init_value} is above logit_scale_max="
+                f"{self.logit_scale_max}: the scale is clamped to its maximum, where it gets no gradient and would "
+                "never train."
+            )
         if self.loss_chunk_size is not None and self.loss_chunk_size < 1:
             raise ValueError(f"loss_chunk_size must be at least 1 (or None: no chunking), got {self.loss_chunk_size}")
         for name in (

@@ -514,6 +514,11 @@ class LocVTPLoss(nn.Module):
                 context_offsets = sample_context_offsets(
                     batch_size, num_clips, self.context_window, clip_embeds.device, generator
                 )
+            elif context_offsets.shape != (batch_size, num_clips):
+                raise ValueError(
+                    f"context_offsets must hold one offset per clip, shape {(batch_size, num_clips)} (videos, clips), "
+                    f"got {tuple(context_offsets.shape)}."
+                )
             context_index = torch.arange(num_clips, device=clip_embeds.device)[None, :] + context_offsets
             if (context_index < 0).any() or (context_index >= num_clips).any():
                 raise ValueError("context_offsets point outside the video's clips.")

@@ -546,9 +546,9 @@ class LocVTPPreTrainedModel(PreTrainedModel):
         **kwargs,
     ) -> "LocVTPPreTrainedModel":
         r"""
-        Builds a [`LocVTPModel`] or a [`LocVTPForPreTraining`] (the classes that take ready towers) from a pretrained
-        clip encoder and a pretrained text encoder (Hub ids or local folders); the projections, the logit scale and
-        the context projection head of [`LocVTPForPreTraining`] are new.
+        Builds a LocVTP model of any class from a pretrained clip encoder and a pretrained text encoder (Hub ids or
+        local folders); the projections, the logit scale and what the class adds to [`LocVTPModel`] (the context
+        projection head of [`LocVTPForPreTraining`], a task head) are new.
 
         Args:
             vision_model_name_or_path (`str`):
@@ -585,8 +585,8 @@ class LocVTPPreTrainedModel(PreTrainedModel):
         model = cls(config, vision_model=vision_model, text_model=text_model)
         model.set_attn_implementation(implementations)
         logger.warning(
-            f"The projections and the logit scale of {cls.__name__} (and its context projection head, if any) are "
-            "newly initialized: pre-train the model before using its embeddings."
+            f"The projections and the logit scale of {cls.__name__} (and its context projection head or task head, "
+            "if any) are newly initialized: pre-train the model before using its embeddings."
         )
         return model
 
@@ -763,6 +763,17 @@ class LocVTPModel(LocVTPPreTrainedModel):
                 f"{tuple(pixel_values_videos.shape)}."
             )
         batch_size, num_clips, num_frames, channels, height, width = pixel_values_videos.shape
+        if num_clips < 1 or num_frames < 1:
+            raise ValueError(
+                f"pixel_values_videos holds {num_clips} clip(s) of {num_frames} frame(s) per video: each video needs "
+                "at least one clip of one frame."
+            )
+        expected_channels = getattr(self.config.vision_config, "num_channels", 3)
+        if channels != expected_channels:
+            raise ValueError(
+                f"The video frames have {channels} channel(s) but the clip encoder takes {expected_channels} "
+                "(vision_config.num_channels): give RGB frames, as the video processor returns them."
+            )
         if (height, width) != self.config.image_size:
             raise ValueError(
                 f"The video frames are {height}x{width} but the clip encoder ({self.config.vision_config.model_type}) "
@@ -823,6 +834,7 @@ class LocVTPModel(LocVTPPreTrainedModel):
             [`LocVTPTextModelOutput`] with `pooler_output` (`[B, D]`), `word_embeds` (`[B, L, D]`) and `word_mask`
             (`[B, L]`).
         """
+        self._check_token_ids(input_ids)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         for name, mask in (("attention_mask", attention_mask), ("special_tokens_mask", special_tokens_mask)):
@@ -865,6 +877,26 @@ class LocVTPModel(LocVTPPreTrainedModel):
             word_embeds=word_embeds,
             word_mask=word_mask,
         )
+
+    def _check_token_ids(self, input_ids: torch.Tensor) -> None:
+        """Clear errors for texts the text encoder cannot read: longer than its positions, or with token ids outside
+        its vocabulary (a tokenizer of another model), which would otherwise fail deep inside the embedding layer."""
+        text_config = self.config.text_config
+        max_length = getattr(text_config, "max_position_embeddings", None)
+        if max_length is not None and input_ids.shape[-1] > max_length:
+            raise ValueError(
+                f"input_ids has {input_ids.shape[-1]} tokens per text but the text encoder has {max_length} positions "
+                "(text_config.max_position_embeddings): tokenize with truncation=True and max_length at most that."
+            )
+        # reading the ids waits for the device: skipped inside a compiled graph, which it would break
+        if input_ids.numel() and not torch.compiler.is_compiling():
+            outside = input_ids[(input_ids < 0) | (input_ids >= text_config.vocab_size)]
+            if outside.numel():
+                raise ValueError(
+                    f"input_ids holds token id {int(outside[0])}, outside the text encoder's vocabulary of "
+                    f"{text_config.vocab_size} tokens: the tokenizer does not match the text encoder (use the "
+                    "processor saved with the model)."
+                )
 
     def get_clip_features(
         self,
@@ -1196,9 +1228,18 @@ class LocVTPForRetrieval(LocVTPPreTrainedModel):
     underlying [`LocVTPModel`]).
     """
 
-    def __init__(self, config: LocVTPConfig):
+    def __init__(
+        self,
+        config: LocVTPConfig,
+        vision_model: PreTrainedModel | None = None,
+        text_model: PreTrainedModel | None = None,
+    ):
+        r"""
+        vision_model, text_model (`PreTrainedModel`, *optional*):
+            Ready towers for the [`LocVTPModel`], see there.
+        """
         super().__init__(config)
-        self.locvtp = LocVTPModel(config)
+        self.locvtp = LocVTPModel(config, vision_model=vision_model, text_model=text_model)
         self.post_init()
 
     def get_video_features(self, pixel_values_videos: torch.FloatTensor, **kwargs) -> LocVTPVideoModelOutput:
@@ -1340,9 +1381,18 @@ class LocVTPForTemporalGrounding(LocVTPPreTrainedModel):
     With `config.grounding_freeze_encoder` the encoder stays in eval mode and runs without gradients.
     """
 
-    def __init__(self, config: LocVTPConfig):
+    def __init__(
+        self,
+        config: LocVTPConfig,
+        vision_model: PreTrainedModel | None = None,
+        text_model: PreTrainedModel | None = None,
+    ):
+        r"""
+        vision_model, text_model (`PreTrainedModel`, *optional*):
+            Ready towers for the [`LocVTPModel`], see there.
+        """
         super().__init__(config)
-        self.locvtp = LocVTPModel(config)
+        self.locvtp = LocVTPModel(config, vision_model=vision_model, text_model=text_model)
         self.grounding_head = LocVTPTemporalGroundingHead(config)
         self.saliency_head = LocVTPSaliencyHead(config) if config.grounding_saliency_head else None
         self.post_init()

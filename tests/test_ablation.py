@@ -104,9 +104,12 @@ def test_variants_pin_the_loss_options_and_the_default_run_is_the_chosen_variant
         assert options <= set(arguments), variant
 
     def parsed(*arguments: str) -> dict:
+        """The run's arguments, a loss flag not given taking the value a new model gets for it."""
         monkeypatch.setattr(sys, "argv", ["pretrain.py", *arguments])
         groups = (ModelArguments, pretrain.PreTrainingArguments, SyntheticWorldArguments, TrainingArguments)
-        return recorded_arguments(parse_arguments(groups, "", pretrain.SCRIPT_DEFAULTS), num_processes=1)
+        recorded = recorded_arguments(parse_arguments(groups, "", pretrain.SCRIPT_DEFAULTS), num_processes=1)
+        new_model = {name: value for name, value in pretrain.NEW_MODEL_LOSS_FIELDS.items() if recorded[name] is None}
+        return {**recorded, **new_model}
 
     misaligned = WORLDS["misaligned"]
     world = [
@@ -116,3 +119,16 @@ def test_variants_pin_the_loss_options_and_the_default_run_is_the_chosen_variant
     default_run = parsed()
     assert default_run == parsed("--max_steps", "1500", *world, *VARIANTS["full_mutual_warmup"])
     assert default_run != parsed("--max_steps", "1500", *world, *VARIANTS["full_mutual"])
+
+
+def test_the_loss_flags_fill_a_new_model_and_override_only_what_is_given_on_a_checkpoint(tokenizer):
+    nothing_given = pretrain.PreTrainingArguments()
+    assert pretrain.pretraining_fields(nothing_given, tokenizer, new_model=False) == {}
+    new_model = pretrain.pretraining_fields(nothing_given, tokenizer, new_model=True)
+    assert new_model["discovery_mutual"] is True and new_model["discovery_excluded_token_ids"] is None
+    assert new_model["temporal_loss_weight"] == 1.0 and new_model["fine_negatives"] == "other_samples"
+    given = pretrain.PreTrainingArguments(fine_loss_weight=0.0, discovery_stop_words=True)
+    overrides = pretrain.pretraining_fields(given, tokenizer, new_model=False)
+    assert overrides.keys() == {"fine_loss_weight", "discovery_excluded_token_ids"}
+    assert overrides["fine_loss_weight"] == 0
+    assert overrides["discovery_excluded_token_ids"] == pretrain.stop_word_token_ids(tokenizer)

@@ -121,6 +121,15 @@ def _assert_fine_and_temporal_match_the_formulas(out, clips, words, mask, head, 
     assert out.temporal.item() == pytest.approx((warp + intra) / 2, rel=1e-4)
 
 
+def test_context_offsets_must_give_one_offset_per_clip():
+    clips, videos, texts, words, mask = _embeddings()
+    head = LocVTPContextProjectionHead(make_config(projection_dim=8, context_window=2))
+    offsets = sample_context_offsets(4, 4, 2, generator=torch.Generator().manual_seed(1))  # 4 clips, not 5
+    loss_fn, scale = LocVTPLoss(), torch.tensor(1 / TAU)
+    with pytest.raises(ValueError, match=r"one offset per clip, shape \(4, 5\) \(videos, clips\), got \(4, 4\)"):
+        loss_fn(clips, videos, texts, words, mask, scale, context_head=head, context_offsets=offsets)
+
+
 @pytest.mark.parametrize("topk", [1, 2])
 def test_losses_match_the_method_formulas(topk):
     clips, videos, texts, words, mask = _embeddings()

@@ -186,9 +186,52 @@ def test_frames_of_the_wrong_size_are_rejected(tokenizer):
         model(**batch)
 
 
+@pytest.mark.parametrize(
+    "shape, message",
+    [((3, 0, 4, 3, 32, 32), "holds 0 clip\\(s\\) of 4 frame\\(s\\) per video"),
+     ((3, 4, 4, 1, 32, 32), "have 1 channel\\(s\\) but the clip encoder takes 3")],
+)
+def test_videos_without_clips_or_with_other_channels_are_rejected(tokenizer, shape, message):
+    model = LocVTPModel(make_config())
+    batch = random_batch(tokenizer)
+    batch["pixel_values_videos"] = torch.randn(shape)
+    with pytest.raises(ValueError, match=message):
+        model(**batch)
+
+
+def test_texts_the_text_encoder_cannot_read_are_rejected(tokenizer):
+    model = LocVTPModel(make_config())
+    vocab_size, positions = model.config.text_config.vocab_size, model.config.text_config.max_position_embeddings
+    batch = random_batch(tokenizer)
+    batch["input_ids"][1, 1] = vocab_size  # a token of a larger tokenizer
+    with pytest.raises(ValueError, match=f"token id {vocab_size}, outside the text encoder's vocabulary of "):
+        model(**batch)
+    too_long = torch.ones(3, positions + 1, dtype=torch.long)
+    with pytest.raises(ValueError, match=f"{positions + 1} tokens per text but the text encoder has {positions} "):
+        model.get_text_features(too_long)
+    model.resize_token_embeddings(vocab_size + 2)  # added tokens are read once the embeddings grow
+    assert model.get_text_features(torch.tensor([[1, vocab_size + 1, 2]])).pooler_output.shape == (1, 16)
+
+
 def test_video_backbone_frame_count_must_match_config():
     with pytest.raises(ValueError, match="num_frames=8 frames but frames_per_clip=4"):
         LocVTPConfig(vision_config={**VISION_CONFIGS["timesformer"], "num_frames": 8}, frames_per_clip=4)
+
+
+def test_whole_numbers_are_accepted_for_the_float_fields(tmp_path):
+    config = make_config(fine_loss_weight=0, temporal_sigma=2, retrieval_fusion_weight=1, grounding_iou_min=0)
+    config.temporal_loss_weight = 0
+    config.save_pretrained(tmp_path)
+    reloaded = LocVTPConfig.from_pretrained(tmp_path, coarse_loss_weight=2)
+    assert (reloaded.fine_loss_weight, reloaded.temporal_loss_weight, reloaded.coarse_loss_weight) == (0, 0, 2)
+    loss = LocVTPForPreTraining(reloaded).locvtp_loss
+    assert (loss.coarse_weight, loss.fine_weight, loss.temporal_weight, loss.temporal_sigma) == (2, 0, 0, 2)
+
+
+def test_the_logit_scale_cannot_start_above_its_maximum():
+    with pytest.raises(ValueError, match=r"logit_scale_init_value=2.6\d* is above logit_scale_max=1.0"):
+        make_config(logit_scale_init_value=2.66, logit_scale_max=1.0)
+    assert make_config(logit_scale_init_value=1, logit_scale_max=1).logit_scale_max == 1
 
 
 def test_cls_pooling_needs_a_class_token(tokenizer):
@@ -255,29 +298,48 @@ def test_sdpa_reaches_the_towers(tmp_path, tokenizer):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
-def test_from_vision_text_pretrained_keeps_the_pretrained_towers(tmp_path, tokenizer):
+def _saved_towers(folder: Path) -> tuple[ViTModel, BertModel]:
+    """A tiny ViT and BERT, saved in `folder / "vit"` and `folder / "bert"`."""
     torch.manual_seed(0)
     vision_kwargs = {k: v for k, v in VISION_CONFIGS["vit"].items() if k != "model_type"}
     text_kwargs = {k: v for k, v in TEXT_CONFIGS["bert"].items() if k != "model_type"}
     vision = ViTModel(AutoConfig.for_model("vit", **vision_kwargs))
     text = BertModel(AutoConfig.for_model("bert", **text_kwargs))
-    vision.save_pretrained(tmp_path / "vit")
-    text.save_pretrained(tmp_path / "bert")
+    vision.save_pretrained(folder / "vit")
+    text.save_pretrained(folder / "bert")
+    return vision, text
 
-    model = LocVTPForPreTraining.from_vision_text_pretrained(
-        str(tmp_path / "vit"), str(tmp_path / "bert"), projection_dim=24, num_clips=4, frames_per_clip=2
-    )
-    assert model.config.projection_dim == 24 and model.config.vision_config.model_type == "vit"
+
+def _assert_same_towers(model, vision: ViTModel, text: BertModel) -> None:
     for tower, pretrained in ((model.locvtp.vision_model, vision), (model.locvtp.text_model, text)):
         state = pretrained.state_dict()
         for name, value in tower.state_dict().items():
             assert torch.equal(value, state[name]), name
+
+
+def test_from_vision_text_pretrained_keeps_the_pretrained_towers(tmp_path, tokenizer):
+    vision, text = _saved_towers(tmp_path)
+    model = LocVTPForPreTraining.from_vision_text_pretrained(
+        str(tmp_path / "vit"), str(tmp_path / "bert"), projection_dim=24, num_clips=4, frames_per_clip=2
+    )
+    assert model.config.projection_dim == 24 and model.config.vision_config.model_type == "vit"
+    _assert_same_towers(model, vision, text)
     # the unused pooling layers are dropped, so every parameter trains
     assert not any("pooler" in name for name, _ in model.named_parameters())
     batch = random_batch(tokenizer)
     batch["pixel_values_videos"] = batch["pixel_values_videos"][:, :, :2]
     model(**batch).loss.backward()
     assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize("model_class", [LocVTPForRetrieval, LocVTPForTemporalGrounding])
+def test_the_task_classes_start_from_pretrained_towers_too(model_class, tmp_path):
+    vision, text = _saved_towers(tmp_path)
+    model = model_class.from_vision_text_pretrained(
+        str(tmp_path / "vit"), str(tmp_path / "bert"), projection_dim=24, num_clips=4, frames_per_clip=2
+    )
+    assert type(model) is model_class and model.config.projection_dim == 24
+    _assert_same_towers(model, vision, text)
 
 
 def _minilm_folder() -> Path:

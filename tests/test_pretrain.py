@@ -170,6 +170,17 @@ def test_consecutive_nan_losses_stop_the_run(uninterrupted_run, tmp_path):
     assert not (tmp_path / "run" / "model.safetensors").exists()
 
 
+def test_a_checkpoint_keeps_its_loss_settings_unless_a_flag_is_given(uninterrupted_run, tmp_path):
+    saved = json.loads((uninterrupted_run / "config.json").read_text())
+    run_pretrain(tmp_path / "run", "--model_name_or_path", str(uninterrupted_run), "--max_steps", "2",
+                 "--temporal_loss_weight", "0", "--discovery_mutual", "false", "--eval_data", "none")
+    continued = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["temporal_loss_weight"] == 1 and saved["discovery_mutual"] is True
+    assert continued["temporal_loss_weight"] == 0 and continued["discovery_mutual"] is False
+    for name in ("coarse_loss_weight", "fine_loss_weight", "fine_negatives", "discovery_excluded_token_ids"):
+        assert continued[name] == saved[name]
+
+
 def test_a_few_hundred_steps_lift_the_localization_probe(tmp_path):
     run_pretrain(
         tmp_path, "--max_steps", "300", "--per_device_batch_size", "16", "--hidden_size", "64",

@@ -31,7 +31,7 @@ class ModelArguments:
     hidden_size: int = field(default=96, metadata={"help": "Width of both towers of a new small model."})
     num_hidden_layers: int = field(default=2, metadata={"help": "Depth of both towers of a new small model."})
     image_size: int = field(default=32, metadata={"help": "Frame size (px) of a new small model."})
-    patch_size: int = field(default=8, metadata={"help": "Patch size of a new small model's ViT."})
+    patch_size: int = field(default=8, metadata={"help": "Patch size of a new small model's clip encoder."})
     projection_dim: int = field(default=64, metadata={"help": "Dimension of the joint space of a new model."})
     num_clips: int = field(default=8, metadata={"help": "Clips T per training span of a new model."})
     frames_per_clip: int = field(default=2, metadata={"help": "Frames F per clip of a new model."})

@@ -39,6 +39,13 @@ class EvaluationArguments:
     dataset: str = field(default="synthetic", metadata={"help": f"One of {DATASET_NAMES}."})
     annotations: str | None = field(default=None, metadata={"help": "Annotation file (all but synthetic)."})
     video_dir: str | None = field(default=None, metadata={"help": "Folder of the videos."})
+    extension: str | None = field(
+        default=None,
+        metadata={
+            "help": "Extension of the video files of msrvtt, didemo and activitynet, e.g. .webm for an ActivityNet "
+            "download or .mp4 for re-encoded DiDeMo videos (default: the reader's own: .mp4, none, .mp4)."
+        },
+    )
     video_ids: str | None = field(default=None, metadata={"help": "MSR-VTT: keep only these videos (CSV or txt)."})
     batch_size: int = field(default=16, metadata={"help": "Videos per forward pass."})
     num_workers: int = field(default=1, metadata={"help": "DataLoader processes decoding videos (0: in-process)."})
@@ -74,7 +81,9 @@ def main():
     check_arguments(args)
     world = world_args.build() if args.dataset == "synthetic" else None
     load_video, video_fps = (world.render, world.fps) if world is not None else (None, None)
-    dataset = load_retrieval_dataset(args.dataset, args.annotations, args.video_dir, args.video_ids, world=world)
+    dataset = load_retrieval_dataset(
+        args.dataset, args.annotations, args.video_dir, args.video_ids, world=world, extension=args.extension
+    )
 
     overrides = {}
     if args.retrieval_fusion_weight is not None:

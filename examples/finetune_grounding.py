@@ -119,7 +119,10 @@ class GroundingArguments:
     # model
     random_encoder: bool = field(
         default=False,
-        metadata={"help": "Random weights in the checkpoint's architecture: the control for LocVTP features."},
+        metadata={
+            "help": "Random weights in the checkpoint's architecture: the control for LocVTP features (--dataset "
+            "synthetic only)."
+        },
     )
     freeze_encoder: bool = field(
         default=True,
@@ -149,7 +152,11 @@ class GroundingArguments:
     eval_annotations: str | None = field(default=None, metadata={"help": "Annotation file of the evaluation set."})
     durations: str | None = field(
         default=None,
-        metadata={"help": "charades_sta / didemo: video durations, a CSV with id and length (Charades_v1_*.csv)."},
+        metadata={
+            "help": "charades_sta / didemo: video durations, one CSV with id and length for both splits. Default for "
+            "charades_sta: each annotation file's own Charades_v1_{train,test}.csv beside it (charades_sta_test.txt "
+            "-> Charades_v1_test.csv), as the two splits' durations are in different files."
+        },
     )
     features_dir: str | None = field(
         default=None, metadata={"help": "Clip features from examples/extract_features.py: a folder or an .h5 file."}
@@ -182,6 +189,12 @@ def check_arguments(model_args: ModelArguments, args: GroundingArguments, train_
             raise ValueError(
                 f"--dataset {args.dataset} trains on precomputed features: give --model_name_or_path, the checkpoint "
                 "that extracted them (its text encoder encodes the queries)."
+            )
+        if args.random_encoder:
+            raise ValueError(
+                f"--random_encoder is not a control on --dataset {args.dataset}: its clip features come from "
+                "--features_dir, extracted by a trained model, so only the text encoder would be random. Run the "
+                "control on the synthetic world (--dataset synthetic), whose clip features the model computes."
             )
     elif args.features_dir:
         raise ValueError("--features_dir is for the benchmarks; the synthetic world is read from its raw videos.")

@@ -70,6 +70,13 @@ class RetrievalArguments:
     train_annotations: str | None = field(default=None, metadata={"help": "Annotation file of the training set."})
     eval_annotations: str | None = field(default=None, metadata={"help": "Annotation file of the evaluation set."})
     video_dir: str | None = field(default=None, metadata={"help": "Folder of the videos of both sets."})
+    extension: str | None = field(
+        default=None,
+        metadata={
+            "help": "Extension of the video files of msrvtt, didemo and activitynet, e.g. .webm for an ActivityNet "
+            "download or .mp4 for re-encoded DiDeMo videos (default: the reader's own: .mp4, none, .mp4)."
+        },
+    )
     train_video_ids: str | None = field(
         default=None, metadata={"help": "MSR-VTT: the training videos, e.g. MSRVTT_train.9k.csv."}
     )
@@ -188,9 +195,12 @@ def main():
     world = world_args.build() if args.dataset == "synthetic" else None
     load_video, video_fps = (world.render, world.fps) if world is not None else (None, None)
     train_set = load_retrieval_dataset(
-        args.dataset, args.train_annotations, args.video_dir, args.train_video_ids, world=world, split="train"
+        args.dataset, args.train_annotations, args.video_dir, args.train_video_ids, world=world, split="train",
+        extension=args.extension,
     )
-    eval_set = load_retrieval_dataset(args.dataset, args.eval_annotations, args.video_dir, world=world, split="test")
+    eval_set = load_retrieval_dataset(
+        args.dataset, args.eval_annotations, args.video_dir, world=world, split="test", extension=args.extension
+    )
     logger.info(f"{len(train_set)} training videos, {len(eval_set)} evaluation videos ({args.dataset})")
 
     # ---- model -----------------------------------------------------------------------------------------------------
@@ -201,7 +211,9 @@ def main():
     )
 
     def evaluate(unwrapped: LocVTPForRetrieval) -> dict:
-        return retrieval_evaluation(
+        """The retrieval figures on the evaluation set; its unreadable videos are left out with their captions (as
+        `evaluate_retrieval.py` does), counted and named in a warning."""
+        metrics, unreadable = retrieval_evaluation(
             unwrapped,
             processor,
             eval_set,
@@ -210,7 +222,14 @@ def main():
             batch_size=args.eval_batch_size,
             renormalization=args.renormalization,
             temperature=args.renormalization_temperature,
+            skip_unreadable=True,
         )
+        if unreadable:
+            logger.warning(
+                f"{len(unreadable)} evaluation videos could not be read and were left out with their captions, e.g. "
+                + "; ".join(f"{video.video}: {video.reason}" for video in unreadable[:3])
+            )
+        return {**metrics, "num_unreadable_videos": len(unreadable)}
 
     before = evaluate(model) if accelerator.is_main_process else None
     accelerator.wait_for_everyone()

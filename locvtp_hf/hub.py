@@ -119,7 +119,9 @@ def save_for_hub(
         model_card (`ModelCard`, *optional*):
             The card, e.g. from [`create_model_card`]. Default: a card made from the model alone.
         extra_files (`Sequence[str | Path]`, *optional*):
-            More files to share, e.g. the run's `eval_results.json`, written under their own names.
+            More files to share, e.g. the run's `eval_results.json`, written under their own names (which must not be
+            those of the checkpoint's files; that is checked before the folder changes). They may already be in the
+            folder.
         state_dict (`dict`, *optional*):
             The weights to save instead of `model.state_dict()`, e.g. `accelerator.get_state_dict(model)` after
             sharded (FSDP) training.
@@ -137,28 +139,38 @@ def save_for_hub(
     for path in extra_files:
         if not path.is_file():
             raise FileNotFoundError(f"Extra file to share {str(path)!r} does not exist or is not a file.")
+    names = [path.name for path in extra_files]
+    if len(set(names)) < len(names):
+        raise ValueError(f"Extra files to share must have different names, got {names}.")
     card = model_card if model_card is not None else create_model_card(model)  # fails before anything is written
     folder = Path(save_directory)
-    folder.mkdir(parents=True, exist_ok=True)
-    with (
-        _auto_classes_registered(model, processor),
-        _tower_paths_shared(model.config),
-        _grounding_pipeline_declared(model) as pipeline_declared,
-    ):
-        model.save_pretrained(folder, state_dict=state_dict)
-        if processor is not None:
-            processor.save_pretrained(folder)
-        if pipeline_declared:
-            custom_object_save(VideoTemporalGroundingPipeline, folder)  # the pipeline's file and what it imports
-    card.save(folder / "README.md")
-    written = {path.name for path in folder.iterdir()}
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    # the checkpoint is written beside the folder first, so that a name clash is found before the folder changes
+    with tempfile.TemporaryDirectory(dir=folder.parent, prefix=f".{folder.name}-") as staging_name:
+        staging = Path(staging_name)
+        with (
+            _auto_classes_registered(model, processor),
+            _tower_paths_shared(model.config),
+            _grounding_pipeline_declared(model) as pipeline_declared,
+        ):
+            model.save_pretrained(staging, state_dict=state_dict)
+            if processor is not None:
+                processor.save_pretrained(staging)
+            if pipeline_declared:
+                custom_object_save(VideoTemporalGroundingPipeline, staging)  # the pipeline's file and what it imports
+        card.save(staging / "README.md")
+        for path in extra_files:
+            if (staging / path.name).exists():
+                raise ValueError(
+                    f"Extra file {str(path)!r} has the name of a file the checkpoint itself writes ({path.name}): "
+                    "rename it."
+                )
+        folder.mkdir(exist_ok=True)
+        shutil.copytree(staging, folder, dirs_exist_ok=True, copy_function=shutil.move)
     for path in extra_files:
-        if path.name in written:
-            raise ValueError(
-                f"Extra file {str(path)!r} has the name of a file the checkpoint itself writes ({path.name}): "
-                "rename it."
-            )
-        shutil.copyfile(path, folder / path.name)
+        target = folder / path.name
+        if not (target.exists() and target.samefile(path)):  # an extra file may already be in the folder
+            shutil.copyfile(path, target)
     return sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file())
 
 

@@ -167,6 +167,8 @@ class LocVTPProcessor(ProcessorMixin):
         )
 
     def _tokenize(self, texts: list[str]) -> dict:
+        if not texts:
+            raise ValueError("text is an empty list: give at least one sentence (or leave text out).")
         for index, sentence in enumerate(texts):
             if not isinstance(sentence, str):
                 raise TypeError(f"text[{index}] must be a string, got {type(sentence).__name__}.")

@@ -371,14 +371,19 @@ def load_retrieval_dataset(
     video_ids: str | Path | Iterable[str] | None = None,
     world=None,
     split: str = "test",
+    extension: str | None = None,
 ) -> datasets.Dataset:
     """
     One of the readers by name: `"synthetic"` (`world`, a `locvtp_hf.synthetic.SyntheticWorld`, and `split`: its
     `retrieval_dataset(split)`), `"msrvtt"`, `"didemo"`, `"activitynet"` or `"jsonl"` (`annotations`, `video_dir`;
-    `video_ids` for MSR-VTT).
+    `video_ids` for MSR-VTT). `extension` is that of the video files for the readers that build file names from ids
+    (MSR-VTT, DiDeMo, ActivityNet; e.g. `".webm"` for an ActivityNet download); `None`: the reader's default.
     """
     if name not in DATASET_NAMES:
         raise ValueError(f"Unknown retrieval dataset {name!r}: use one of {DATASET_NAMES}.")
+    if extension is not None and name in ("synthetic", "jsonl"):
+        raise ValueError(f"The {name} reader takes no extension: its rows name their video files.")
+    named_files = {} if extension is None else {"extension": extension}
     if name == "synthetic":
         if world is None:
             # The world imports this module's schema, so this module never imports the world.
@@ -392,11 +397,11 @@ def load_retrieval_dataset(
     if video_ids is not None and name != "msrvtt":
         raise ValueError("video_ids selects MSR-VTT videos (e.g. MSRVTT_train.9k.csv); other readers take none.")
     if name == "msrvtt":
-        return msrvtt_retrieval(annotations, video_dir, video_ids)
+        return msrvtt_retrieval(annotations, video_dir, video_ids, **named_files)
     if name == "didemo":
-        return didemo_paragraphs(annotations, video_dir)
+        return didemo_paragraphs(annotations, video_dir, **named_files)
     if name == "activitynet":
-        return activitynet_paragraphs(annotations, video_dir)
+        return activitynet_paragraphs(annotations, video_dir, **named_files)
     return jsonl_retrieval(annotations, video_dir)
 
 

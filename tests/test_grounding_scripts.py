@@ -292,6 +292,10 @@ def test_finetuning_on_a_features_folder_with_charades_sta_annotations(
     with pytest.raises(ValueError, match="--dataset charades_sta needs --features_dir"):
         run_script(monkeypatch, finetune, "--dataset", "charades_sta", "--model_name_or_path", checkpoint,
                    "--train_annotations", annotations, "--eval_annotations", annotations)
+    with pytest.raises(ValueError, match="--random_encoder is not a control on --dataset charades_sta"):
+        run_script(monkeypatch, finetune, "--dataset", "charades_sta", "--model_name_or_path", checkpoint,
+                   "--features_dir", features, "--train_annotations", annotations, "--eval_annotations", annotations,
+                   "--random_encoder", "true")
     with pytest.raises(ValueError, match="None of the 3 train queries has the clip features"):
         run_script(monkeypatch, finetune, "--dataset", "charades_sta", "--model_name_or_path", checkpoint,
                    "--features_dir", features, "--train_annotations", tmp_path / "other.txt", "--eval_annotations",

@@ -486,6 +486,20 @@ def test_pretraining_script_pushes_its_model_card_and_figures(fake_hub, tmp_path
     assert "| Warm-up of the fine-grained and temporal weights | linear from 0 over the first 500 steps |" in card.text
 
 
+def test_saving_again_into_the_same_folder_with_extra_files(processor, tmp_path):
+    model = tiny_model()
+    (tmp_path / "eval_results.json").write_text('{"R@1": 0.5}')
+    first = save_for_hub(tmp_path / "share", model, processor, extra_files=[tmp_path / "eval_results.json"])
+    (tmp_path / "eval_results.json").write_text('{"R@1": 0.6}')
+    assert save_for_hub(tmp_path / "share", model, processor, extra_files=[tmp_path / "eval_results.json"]) == first
+    assert (tmp_path / "share" / "eval_results.json").read_text() == '{"R@1": 0.6}'
+    # a run's output folder shared in place, its evaluation file among the extra files
+    again = save_for_hub(tmp_path / "share", model, processor, extra_files=[tmp_path / "share" / "eval_results.json"])
+    assert again == first and (tmp_path / "share" / "eval_results.json").read_text() == '{"R@1": 0.6}'
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["eval_results.json", "share"]  # no staging left
+    assert LocVTPModel.from_pretrained(tmp_path / "share") is not None
+
+
 def test_bad_input_is_rejected_with_the_reason(fake_hub, processor, tmp_path):
     model = tiny_model()
     bert = BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64))
@@ -498,6 +512,9 @@ def test_bad_input_is_rejected_with_the_reason(fake_hub, processor, tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(ValueError, match="name of a file the checkpoint itself writes"):
         save_for_hub(tmp_path / "b", model, processor, extra_files=[tmp_path / "config.json"])
+    assert not (tmp_path / "b").exists()  # found before anything was written
+    with pytest.raises(ValueError, match="must have different names"):
+        save_for_hub(tmp_path / "b", model, processor, extra_files=[tmp_path / "config.json", tmp_path / "config.json"])
     with pytest.raises(TypeError, match="processor must be"):
         save_for_hub(tmp_path / "c", model, processor.tokenizer)
     with pytest.raises(ValueError, match="'R@1' of 'retrieval' on 'msrvtt' must be a finite number"):

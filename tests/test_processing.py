@@ -57,6 +57,8 @@ def test_save_and_auto_round_trip(processor, tmp_path):
 def test_empty_text_is_rejected(processor):
     with pytest.raises(ValueError, match=r"text\[1\] is empty"):
         processor(videos=[_frames(), _frames()], text=["a dog runs", "   "])
+    with pytest.raises(ValueError, match="text is an empty list: give at least one sentence"):
+        processor(text=[], return_tensors="pt")
 
 
 def test_videos_and_texts_must_pair_up_with_spans_training_or_grounding(processor):

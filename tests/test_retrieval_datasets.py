@@ -220,6 +220,16 @@ def test_synthetic_captions_are_the_default():
         load_retrieval_dataset("didemo")
 
 
+def test_the_readers_by_name_take_the_video_files_extension(tmp_path):
+    data = {"sentences": [{"video_id": "video0", "caption": "a man opens the door"}]}
+    (tmp_path / "data.json").write_text(json.dumps(data))
+    assert load_retrieval_dataset("msrvtt", tmp_path / "data.json", "videos")["video"] == ["videos/video0.mp4"]
+    webm = load_retrieval_dataset("msrvtt", tmp_path / "data.json", "videos", extension=".webm")
+    assert webm["video"] == ["videos/video0.webm"]
+    with pytest.raises(ValueError, match="The jsonl reader takes no extension: its rows name their video files"):
+        load_retrieval_dataset("jsonl", tmp_path / "pairs.jsonl", extension=".mp4")
+
+
 def test_captions_flatten_to_queries_and_training_draws_one_caption_per_video(tmp_path):
     data = {"sentences": [{"video_id": "v0", "caption": f"caption {k}"} for k in range(4)]
             + [{"video_id": "v1", "caption": "only caption"}]}

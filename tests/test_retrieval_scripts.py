@@ -140,6 +140,32 @@ def test_evaluation_skips_and_reports_unreadable_videos(tmp_path, monkeypatch, c
     assert json.loads((tmp_path / "readable.json").read_text()) == {**metrics, "num_unreadable_videos": 0}
 
 
+def test_finetuning_leaves_out_unreadable_evaluation_videos(tmp_path, processor):
+    torch.manual_seed(0)
+    LocVTPModel(make_config()).save_pretrained(tmp_path / "checkpoint")
+    processor.save_pretrained(tmp_path / "checkpoint")
+    world = SyntheticWorld(seed=3, num_train=0, num_validation=0, num_test=4, size=32)
+    folder = world.export(tmp_path / "data", "test")
+    captions = world.captions("test")
+    records = [{"video": f"{video_id}.mp4", "caption": caption}
+               for video_id, caption in zip(captions["video_id"], captions["caption"])]
+    (folder / "train.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
+    evaluation = [*records[:3], {"video": "missing.mp4", "caption": "a square moves"}]  # e.g. a partial download
+    (folder / "eval.jsonl").write_text("".join(json.dumps(record) + "\n" for record in evaluation))
+    result = run_script(
+        "finetune_retrieval.py", tmp_path, "--model_name_or_path", str(tmp_path / "checkpoint"), "--dataset", "jsonl",
+        "--train_annotations", str(folder / "train.jsonl"), "--eval_annotations", str(folder / "eval.jsonl"),
+        "--video_dir", str(folder), "--output_dir", str(tmp_path / "model"), "--max_steps", "1",
+        "--per_device_batch_size", "2", "--num_workers", "0", "--warmup_steps", "0",
+    )
+    results = json.loads((tmp_path / "model" / "retrieval_results.json").read_text())
+    for stage in ("before", "after"):
+        assert results[stage]["num_videos"] == results[stage]["num_texts"] == 3
+        assert results[stage]["num_unreadable_videos"] == 1
+    assert "1 evaluation videos could not be read and were left out with their captions" in result.stderr
+    assert "missing.mp4: FileNotFoundError" in result.stderr
+
+
 def test_a_resumed_finetuning_ends_with_the_same_weights(tmp_path):
     # 8 videos in batches of 4: the step-3 checkpoint is one batch into the second epoch; an evaluation every 2 steps
     # (in the uninterrupted run only) does not change the training

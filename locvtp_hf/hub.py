@@ -165,7 +165,6 @@ def save_for_hub(
                     f"Extra file {str(path)!r} has the name of a file the checkpoint itself writes ({path.name}): "
                     "rename it."
                 )
-        folder.mkdir(exist_ok=True)
         shutil.copytree(staging, folder, dirs_exist_ok=True, copy_function=shutil.move)
     for path in extra_files:
         target = folder / path.name

@@ -888,14 +888,15 @@ class LocVTPModel(LocVTPPreTrainedModel):
                 f"input_ids has {input_ids.shape[-1]} tokens per text but the text encoder has {max_length} positions "
                 "(text_config.max_position_embeddings): tokenize with truncation=True and max_length at most that."
             )
-        # reading the ids waits for the device: skipped inside a compiled graph, which it would break
+        # one reduction and one read per call; the read waits for the device, so it is skipped inside a compiled
+        # graph, which it would break
         if input_ids.numel() and not torch.compiler.is_compiling():
-            outside = input_ids[(input_ids < 0) | (input_ids >= text_config.vocab_size)]
-            if outside.numel():
+            smallest, largest = torch.stack(torch.aminmax(input_ids)).tolist()
+            if smallest < 0 or largest >= text_config.vocab_size:
                 raise ValueError(
-                    f"input_ids holds token id {int(outside[0])}, outside the text encoder's vocabulary of "
-                    f"{text_config.vocab_size} tokens: the tokenizer does not match the text encoder (use the "
-                    "processor saved with the model)."
+                    f"input_ids holds token id {smallest if smallest < 0 else largest}, outside the text encoder's "
+                    f"vocabulary of {text_config.vocab_size} tokens: the tokenizer does not match the text encoder "
+                    "(use the processor saved with the model)."
                 )
 
     def get_clip_features(
